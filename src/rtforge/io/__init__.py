@@ -1,0 +1,1 @@
+"""DICOM translation: series readers, IOD builders and parsers, file sets, UIDs."""

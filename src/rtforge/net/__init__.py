@@ -1,0 +1,1 @@
+"""DICOM networking on pynetdicom."""
