@@ -1,0 +1,274 @@
+"""Batch reconversion of an archive: every CT series under a root, in parallel.
+
+Each series is one task of :func:`rtforge.reconvert.reconvert_series`; tasks
+run in worker processes, and inside a worker the kernel computes the next
+chunk of slices while a writer thread encodes the last one.
+
+Resumability and zero loss
+--------------------------
+- Every series is written into a hidden partial folder and renamed when
+  complete (the rename is the commit); partial folders left by an interrupted
+  run are removed when the next run starts.
+- The output Series Instance UID is derived from the source series and the
+  options, so a run knows, before reading anything, where a series' output
+  goes; a series whose final folder exists is complete and is skipped.
+- ``<OUT_ROOT>/rtforge-manifest.jsonl`` records one line per finished series
+  (source UID, output folder, files, options); it is appended after the
+  rename, and a series found complete on disk but missing from it (a crash
+  between the two) is recorded on the next run.
+- A series that fails is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtforge.errors import InvalidInputError, RtforgeError
+from rtforge.io.series import SeriesInfo, discover_series
+from rtforge.reconvert import (
+    PARTIAL_PREFIX,
+    ReconvertOptions,
+    final_folder,
+    output_series_uid,
+    reconvert_series,
+)
+
+__all__ = ["BatchResult", "run_batch", "MANIFEST_NAME"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "rtforge-manifest.jsonl"
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did."""
+
+    done: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    ignored_files: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no series failed."""
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return {"done": self.done, "skipped": self.skipped, "failed": self.failed,
+                "ignored_files": self.ignored_files}
+
+
+class _Progress:
+    """Callbacks the CLI renders as bars: series done and slices written."""
+
+    def __init__(self, on_series: Callable[[int, int], None] | None,
+                 on_slices: Callable[[int], None] | None, total: int) -> None:
+        self.on_series, self.on_slices, self.total, self.count = on_series, on_slices, total, 0
+
+    def series_done(self) -> None:
+        self.count += 1
+        if self.on_series:
+            self.on_series(self.count, self.total)
+
+    def slices(self, n: int) -> None:
+        if self.on_slices and n:
+            self.on_slices(n)
+
+
+def _remove_partials(out_root: Path) -> int:
+    removed = 0
+    for path in out_root.glob(f"*/*/{PARTIAL_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _read_manifest(path: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash: the disk state decides
+            continue
+        done[entry["output_series_uid"]] = entry
+    return done
+
+
+def _append_manifest(path: Path, entry: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# ----------------------------------------------------------------- workers
+_QUEUE = None
+
+
+def _init_worker(progress_queue, numba_threads: int) -> None:
+    global _QUEUE
+    _QUEUE = progress_queue
+    import numba
+
+    numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _run_one(paths: list[str], out_root: str, options: ReconvertOptions) -> dict:
+    """Worker body: returns a report dictionary or an error dictionary."""
+    last = [0]
+
+    def progress(done: int, total: int) -> None:
+        if _QUEUE is not None:
+            _QUEUE.put(done - last[0])
+        last[0] = done
+
+    try:
+        report = reconvert_series([Path(p) for p in paths], out_root, options, progress=progress)
+        return {"ok": True, "report": report.to_dict()}
+    except RtforgeError as exc:
+        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one bad series must not stop the batch
+        log.debug("series failed", exc_info=True)
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=3)}
+
+
+def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOptions | None = None,
+              *, workers: int = 1, modalities: tuple[str, ...] = ("CT",),
+              on_series: Callable[[int, int], None] | None = None,
+              on_slices: Callable[[int], None] | None = None) -> BatchResult:
+    """Reconvert every CT series under ``src_root`` into ``out_root``.
+
+    Parameters
+    ----------
+    src_root, out_root : str or Path
+    options : ReconvertOptions, optional
+    workers : int
+        Worker processes (1 runs in this process).
+    modalities : tuple of str
+        Modalities to reconvert.
+    on_series, on_slices : callable, optional
+        Progress callbacks: ``on_series(done, total)`` after each series and
+        ``on_slices(n)`` as slices are written.
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    InvalidInputError
+        If ``src_root`` holds no image series or ``workers`` is not positive.
+    """
+    if workers < 1:
+        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    options = options or ReconvertOptions()
+    src_root, out_root = Path(src_root), Path(out_root)
+    found = discover_series(src_root, modalities=set(modalities), strict=False)
+    out_root.mkdir(parents=True, exist_ok=True)
+    removed = _remove_partials(out_root)
+    if removed:
+        log.info("removed %d partial series left by an interrupted run", removed)
+    manifest_path = out_root / MANIFEST_NAME
+    manifest = _read_manifest(manifest_path)
+    result = BatchResult(ignored_files=[{"path": str(p), "reason": r} for p, r in found.skipped])
+
+    todo: list[SeriesInfo] = []
+    for info in found.series:
+        out_uid = output_series_uid(info.series_uid, options)
+        final = final_folder(out_root, info.patient_id, info.study_uid, out_uid)
+        if final.is_dir():
+            entry = manifest.get(out_uid)
+            if entry is None:
+                entry = {"source_series_uid": info.series_uid, "output_series_uid": out_uid,
+                         "output_dir": str(final),
+                         "files": sum(1 for _ in final.glob("*.dcm")), "options": options.key()}
+                _append_manifest(manifest_path, entry)
+            result.skipped.append(entry)
+        else:
+            todo.append(info)
+
+    progress = _Progress(on_series, on_slices, len(found.series))
+    for _ in result.skipped:
+        progress.series_done()
+
+    def finish(info: SeriesInfo, outcome: dict) -> None:
+        if outcome["ok"]:
+            rep = outcome["report"]
+            entry = {"source_series_uid": info.series_uid,
+                     "output_series_uid": rep["output_series_uid"],
+                     "output_dir": rep["output_dir"], "files": rep["files_written"],
+                     "options": options.key()}
+            if not rep["skipped"]:
+                _append_manifest(manifest_path, entry)
+            result.done.append(rep)
+        else:
+            result.failed.append({"source_series_uid": info.series_uid,
+                                  "files": [str(p) for p in info.paths[:3]],
+                                  "error": outcome["error"]})
+        progress.series_done()
+
+    if workers == 1 or len(todo) <= 1:
+        for info in todo:
+            last = [0]
+
+            def local_progress(done: int, total: int, last=last) -> None:
+                progress.slices(done - last[0])
+                last[0] = done
+
+            try:
+                rep = reconvert_series(list(info.paths), out_root, options,
+                                       progress=local_progress)
+                finish(info, {"ok": True, "report": rep.to_dict()})
+            except RtforgeError as exc:
+                finish(info, {"ok": False, "error": str(exc)})
+        return result
+
+    ctx = mp.get_context("spawn")
+    manager = ctx.Manager()
+    try:
+        q = manager.Queue()
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(q, threads)) as pool:
+            futures: dict[Future, SeriesInfo] = {
+                pool.submit(_run_one, [str(p) for p in info.paths], str(out_root), options): info
+                for info in todo}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(q, progress)
+                for fut in finished:
+                    try:
+                        outcome = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker died
+                        outcome = {"ok": False, "error": f"worker failed: {exc}"}
+                    finish(futures[fut], outcome)
+            _drain(q, progress)
+    finally:
+        manager.shutdown()
+    return result
+
+
+def _drain(q, progress: _Progress) -> None:
+    n = 0
+    while True:
+        try:
+            n += q.get_nowait()
+        except Exception:  # noqa: BLE001 - queue.Empty through the manager proxy
+            break
+    progress.slices(n)

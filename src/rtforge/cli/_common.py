@@ -1,0 +1,100 @@
+"""What every command shares: argument types, progress bars, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["floats", "ints", "add_output_flags", "emit_json", "progress_bar", "Bar"]
+
+
+def floats(count: int, name: str) -> Callable[[str], tuple[float, ...]]:
+    """argparse type: ``count`` comma-separated numbers."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated numbers, "
+                                             f"got {text!r}") from None
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated numbers, "
+                                             f"got {text!r}")
+        return values
+
+    return parse
+
+
+def ints(count: int, name: str) -> Callable[[str], tuple[int, ...]]:
+    """argparse type: ``count`` comma-separated integers."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated integers, "
+                                             f"got {text!r}") from None
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated integers, "
+                                             f"got {text!r}")
+        return values
+
+    return parse
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``--json`` and ``-q/--quiet``."""
+    parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as indented JSON on stdout."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+class Bar:
+    """A tqdm bar on stderr, or nothing when quiet or stderr is not a terminal."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+                             dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set(self, done: int, total: int | None = None) -> None:
+        if self._bar is not None:
+            if total is not None:
+                self._bar.total = total
+            self._bar.n = done
+            self._bar.refresh()
+
+    def grow(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.total = (self._bar.total or 0) + n
+            self._bar.refresh()
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_bar(args: argparse.Namespace, total: int | None, desc: str, unit: str) -> Bar:
+    """A bar unless ``--quiet``/``--json`` was given or stderr is not a terminal."""
+    enabled = not (getattr(args, "quiet", False) or getattr(args, "json", False)) \
+        and sys.stderr.isatty()
+    return Bar(total, desc, unit, enabled)

@@ -1,0 +1,143 @@
+"""``rtforge reslice`` and ``rtforge batch``: CT reconversion to axial orientation."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from rtforge.batch import run_batch
+from rtforge.cli._common import add_output_flags, emit_json, floats, ints, progress_bar
+from rtforge.config import load_config
+from rtforge.errors import RtforgeError
+from rtforge.io.series import discover_series
+from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
+
+__all__ = ["register", "format_report"]
+
+_RESLICE_EXAMPLE = """example:
+  rtforge reslice scans/patient1 out --spacing 1,1,2 --clamp -1000,3095
+"""
+_BATCH_EXAMPLE = """example:
+  rtforge batch /archive/ct /archive/ct-axial --workers 2
+  (re-run the same command after an interruption: finished series are skipped)
+"""
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spacing", type=floats(3, "--spacing"), metavar="SX,SY,SZ",
+                   help="output spacing in mm (default: input pixel spacing and slice spacing)")
+    p.add_argument("--interp", choices=("linear", "nearest"), default="linear",
+                   help="interpolation (default linear)")
+    p.add_argument("--clamp", type=ints(2, "--clamp"), metavar="LO,HI",
+                   help="clamp HU to [LO, HI], e.g. -1000,3095")
+    p.add_argument("--ts", choices=("explicit", "implicit", "big"), default="explicit",
+                   help="output transfer syntax (default explicit VR little endian)")
+    p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    add_output_flags(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``reslice`` and ``batch`` subcommands."""
+    p = sub.add_parser("reslice", help="reslice every CT series under SRC to axial orientation",
+                       epilog=_RESLICE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", type=Path, metavar="SRC", help="folder or file of a CT series")
+    p.add_argument("out", type=Path, metavar="OUT", help="output root")
+    _add_options(p)
+    p.set_defaults(func=_reslice)
+
+    b = sub.add_parser("batch", help="reconvert every CT series under an archive, in parallel, "
+                       "resumable", epilog=_BATCH_EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("src", type=Path, metavar="SRC_ROOT")
+    b.add_argument("out", type=Path, metavar="OUT_ROOT")
+    b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    _add_options(b)
+    b.set_defaults(func=_batch)
+
+
+def _options(args: argparse.Namespace) -> ReconvertOptions:
+    config = load_config(args.config)
+    return ReconvertOptions(spacing=args.spacing, interpolation=args.interp, clamp=args.clamp,
+                            transfer_syntax=args.ts, config=config.export)
+
+
+def format_report(rep: SeriesReport) -> str:
+    """A series report as a few human-readable lines."""
+    sh = rep.input_shape
+    lines = [
+        f"series {rep.source_series_uid}",
+        f"  input   {sh[2]}x{sh[1]} x {sh[0]} slices, pixel {rep.input_pixel_spacing[0]:.3g}x"
+        f"{rep.input_pixel_spacing[1]:.3g} mm, slice spacing {rep.input_slice_spacing:.3g} mm, "
+        f"orientation {'/'.join(f'{v:.4g}' for v in rep.input_orientation)}",
+        f"  tilt    {rep.tilt_degrees:.2f} deg (nominal "
+        f"{'n/a' if rep.nominal_tilt is None else f'{rep.nominal_tilt:.2f} deg'})"
+        f"{'; UNEVEN spacing ' + f'{rep.gap_min:.3g}..{rep.gap_max:.3g} mm' if rep.uneven_spacing else ''}",
+        f"  output  {rep.output_shape[2]}x{rep.output_shape[1]} x {rep.output_shape[0]} slices, "
+        f"spacing {'/'.join(f'{v:.4g}' for v in rep.output_spacing)} mm, origin "
+        f"{'/'.join(f'{v:.2f}' for v in rep.output_origin)}",
+        f"  clamped {rep.clamped_low + rep.clamped_high} voxels; padding {rep.padding_voxels} voxels",
+        f"  {'already complete, skipped' if rep.skipped else 'wrote'} {rep.files_written} files "
+        f"to {rep.output_dir} ({rep.seconds:.2f} s)",
+    ]
+    lines += [f"  warning: {w}" for w in rep.warnings]
+    return "\n".join(lines)
+
+
+def _reslice(args: argparse.Namespace) -> int:
+    options = _options(args)
+    found = discover_series(args.src, modalities={"CT"}, strict=True)
+    reports: list[SeriesReport] = []
+    try:
+        for info in found.series:
+            bar = progress_bar(args, None, f"series {len(reports) + 1}/{len(found.series)}",
+                               "slice")
+            try:
+                rep = reconvert_series(list(info.paths), args.out, options,
+                                       progress=lambda done, total, bar=bar: bar.set(done, total))
+            finally:
+                bar.close()
+            reports.append(rep)
+    except (RtforgeError, OSError, KeyboardInterrupt):
+        # All or nothing: remove the series this invocation wrote.
+        for rep in reports:
+            if not rep.skipped:
+                shutil.rmtree(rep.output_dir, ignore_errors=True)
+        raise
+    if args.json:
+        emit_json({"series": [r.to_dict() for r in reports]})
+    else:
+        print("\n".join(format_report(r) for r in reports))
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        sys.stderr.write("rtforge batch: error: --workers must be at least 1\n")
+        return 2
+    options = _options(args)
+    series_bar = progress_bar(args, None, "series", "series")
+    slice_bar = progress_bar(args, 0, "slices", "slice")
+    try:
+        result = run_batch(args.src, args.out, options, workers=args.workers,
+                           on_series=lambda done, total: series_bar.set(done, total),
+                           on_slices=slice_bar.update)
+    finally:
+        slice_bar.close()
+        series_bar.close()
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print(f"{len(result.done)} series reconverted, {len(result.skipped)} already complete, "
+              f"{len(result.failed)} failed; {len(result.ignored_files)} files ignored")
+        for rep in result.done:
+            print(f"  {rep['source_series_uid']} -> {rep['output_dir']} "
+                  f"({rep['files_written']} files, {rep['seconds']:.2f} s)")
+        for fail in result.failed:
+            print(f"  FAILED {fail['source_series_uid']}: {fail['error']}")
+    if result.failed:
+        sys.stderr.write(f"rtforge batch: {len(result.failed)} series failed: "
+                         + ", ".join(f["source_series_uid"] for f in result.failed) + "\n")
+        return 1
+    return 0

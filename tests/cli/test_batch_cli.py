@@ -1,0 +1,95 @@
+"""``rtforge batch``: parallel, resumable, atomic per series."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+
+from rtforge.batch import MANIFEST_NAME
+from rtforge.cli import main
+from rtforge.demo import make_phantom_patient
+
+
+def _series_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("*/*/*") if p.is_dir())
+
+
+def _partials(out: Path) -> list[Path]:
+    return sorted(out.glob("*/*/.partial-*"))
+
+
+def _check_complete(out: Path, expected_series: int) -> None:
+    dirs = _series_dirs(out)
+    assert len([d for d in dirs if not d.name.startswith(".")]) == expected_series
+    assert not _partials(out)
+    for d in dirs:
+        files = sorted(d.glob("*.dcm"))
+        numbers = sorted(int(pydicom.dcmread(f, stop_before_pixels=True).InstanceNumber)
+                         for f in files)
+        assert numbers == list(range(1, len(files) + 1)), d  # complete, no duplicates
+    lines = (out / MANIFEST_NAME).read_text().splitlines()
+    uids = [json.loads(x)["output_series_uid"] for x in lines]
+    assert len(uids) == len(set(uids)) == expected_series
+
+
+def test_batch_two_workers_then_rerun_skips(phantom_root, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["batch", str(phantom_root), str(out), "--workers", "2", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(first["done"]) == 2 and not first["failed"]
+    _check_complete(out, 2)
+    assert main(["batch", str(phantom_root), str(out), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert len(second["skipped"]) == 2 and not second["done"]
+    _check_complete(out, 2)
+
+
+def test_batch_reports_a_bad_series_and_goes_on(phantom_patient, tmp_path, capsys) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(phantom_patient[0].folder, src / "good")
+    shutil.copytree(phantom_patient[1].folder, src / "bad")
+    victim = sorted((src / "bad").glob("*.dcm"))[5]
+    victim.write_bytes(victim.read_bytes()[:-3000])  # truncated pixel data
+    out = tmp_path / "out"
+    assert main(["batch", str(src), str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert len(report["done"]) == 1 and len(report["failed"]) == 1
+    assert report["failed"][0]["source_series_uid"] == phantom_patient[1].series_uid
+    assert phantom_patient[1].series_uid in captured.err
+    _check_complete(out, 1)
+
+
+def test_batch_interrupted_then_rerun_completes(tmp_path) -> None:
+    """Kill the batch while a series is half written; the re-run finishes the job
+    with no duplicate and no partial series."""
+    src = tmp_path / "src"
+    # Four series (two phantom patients), large enough that a series takes a while.
+    make_phantom_patient(src / "a", size=160, nslices=40)
+    make_phantom_patient(src / "b", size=160, nslices=40)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rtforge", "batch", str(src), str(out), "-q"],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and any(any(p.glob("*.dcm")) for p in _partials(out)):
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "batch finished before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert _partials(out), "the kill should leave a partial series behind"
+    # Re-run to completion.
+    assert main(["batch", str(src), str(out), "-q"]) == 0
+    _check_complete(out, 4)
