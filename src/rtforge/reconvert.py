@@ -30,7 +30,7 @@ from rtforge.core.geometry import Grid, SliceStack
 from rtforge.core.reslice import default_output_grid, reslice
 from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.io.ct import CTSeriesWriter
-from rtforge.io.fileset import parse_transfer_syntax, series_folder
+from rtforge.io.fileset import parse_transfer_syntax, series_dir
 from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import derived_uid
 
@@ -145,8 +145,8 @@ def output_series_uid(source_series_uid: str, options: ReconvertOptions) -> str:
 
 
 def final_folder(out_root: Path, patient_id: str, study_uid: str, series_uid: str) -> Path:
-    """Where a reconverted series ends up (see :func:`rtforge.io.fileset.series_folder`)."""
-    return series_folder(out_root, patient_id, study_uid, series_uid)
+    """Where a reconverted series ends up (see :func:`rtforge.io.fileset.series_dir`)."""
+    return series_dir(out_root, patient_id, study_uid, series_uid)
 
 
 def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, out_root: str | Path,
@@ -218,7 +218,7 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
         writer = CTSeriesWriter(
             grid.to_stack(), partial, source=header, source_references=refs, derived=True,
             transfer_syntax=parse_transfer_syntax(options.transfer_syntax),
-            config=options.config, series_uid=out_uid,
+            config=options.config, series_uid=out_uid, flat=True,
             derivation_description=(
                 f"Resliced to axial orientation by rtforge ({method}); "
                 f"source tilt {series.tilt_degrees:.2f} deg"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -42,9 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NUMERIC_LIST = re.compile(r"^-[0-9.]")
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--clamp -1000,3095`` -> ``--clamp=-1000,3095``: argparse would read a
+    comma-separated list starting with a minus sign as an option."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] \
+                and _NUMERIC_LIST.match(token) and "," in token:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtforge`` command; returns the exit status."""
     parser = build_parser()
+    argv = _join_negative_values(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

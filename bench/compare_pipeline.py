@@ -1,0 +1,200 @@
+"""End-to-end CT reconversion, side by side, in one run.
+
+Generates N oblique phantom series (default 4 x 512x512x200, rotated 12 and 7
+degrees), then times, whole process and warm JIT cache:
+
+- ``rtforge reslice`` on each series (one process per series, as a user runs it),
+- ``rtforge batch`` over all of them (``--workers`` 1 and 2),
+- a pydicom read + SimpleITK ResampleImageFilter + pydicom write pipeline (the
+  straightforward Python approach; SimpleITK limited to the same thread count),
+- ``plastimatch convert`` DICOM to DICOM, when installed.
+
+Prints slices/s (output slices written per second of wall time), the ratios
+and the peak resident memory of each rtforge process against one input volume.
+
+Usage::
+
+    python bench/compare_pipeline.py [--series 4] [--size 512] [--slices 200] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _make_sources(root: Path, n: int, size: int, slices: int) -> list[Path]:
+    from rtforge.io.ct import write_ct_series
+
+    from rtforge.core.phantom import oblique_stack, sample_phantom
+    from rtforge.io.uids import new_uid
+
+    folders = []
+    for s in range(n):
+        stack = oblique_stack(size=size, spacing=358.0 / size, nslices=slices,
+                              slice_spacing=160.0 / slices)
+        rep = write_ct_series(sample_phantom(stack), stack, root / f"s{s}", derived=False,
+                              overrides={"PatientID": f"BENCH{s}", "PatientName": "BENCH^CT",
+                                         "StudyInstanceUID": str(new_uid()),
+                                         "FrameOfReferenceUID": str(new_uid()),
+                                         "SeriesNumber": s + 1})
+        folders.append(rep.paths[0].parent)
+    return folders
+
+
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (kB) of the largest process of ``cmd``'s tree."""
+    wrapper = [sys.executable, "-c",
+               "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+               "file=sys.stderr); sys.exit(r.returncode)"] + cmd
+    t0 = time.perf_counter()
+    proc = subprocess.run(wrapper, capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0])
+    return dt, rss
+
+
+_SITK_PIPELINE = r'''
+import sys, time
+from pathlib import Path
+import numpy as np, pydicom, SimpleITK as sitk
+from pydicom.uid import generate_uid
+threads = int(sys.argv[3])
+sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+dss = [pydicom.dcmread(p) for p in sorted(src.glob("*.dcm"))]
+iop = np.array(dss[0].ImageOrientationPatient, float)
+r, c = iop[:3], iop[3:]
+n = np.cross(r, c)
+dss.sort(key=lambda d: float(np.dot(n, np.array(d.ImagePositionPatient, float))))
+vol = np.stack([d.pixel_array.astype(np.int16) * int(d.RescaleSlope) + int(d.RescaleIntercept)
+                for d in dss]).astype(np.int16)
+img = sitk.GetImageFromArray(vol)
+ps = [float(v) for v in dss[0].PixelSpacing]
+p0 = np.array(dss[0].ImagePositionPatient, float); p1 = np.array(dss[-1].ImagePositionPatient, float)
+dz = float(np.linalg.norm(p1 - p0)) / (len(dss) - 1)
+img.SetSpacing((ps[1], ps[0], dz)); img.SetOrigin(tuple(p0))
+img.SetDirection(tuple(np.column_stack([r, c, n]).ravel()))
+nk, nj, ni = vol.shape
+corners = [p0 + i * ps[1] * r + j * ps[0] * c + k * dz * n
+           for i in (0, ni - 1) for j in (0, nj - 1) for k in (0, nk - 1)]
+lo, hi = np.min(corners, 0), np.max(corners, 0)
+sp = np.array([ps[1], ps[0], dz])
+size = [int(v) for v in np.ceil((hi - lo) / sp - 1e-6).astype(int) + 1]
+f = sitk.ResampleImageFilter()
+f.SetOutputOrigin(tuple(lo)); f.SetOutputSpacing(tuple(sp)); f.SetSize(size)
+f.SetOutputDirection((1, 0, 0, 0, 1, 0, 0, 0, 1)); f.SetInterpolator(sitk.sitkLinear)
+f.SetDefaultPixelValue(-1000); f.SetOutputPixelType(sitk.sitkInt16)
+res = sitk.GetArrayFromImage(f.Execute(img))
+out.mkdir(parents=True, exist_ok=True)
+series = generate_uid()
+for k in range(res.shape[0]):
+    ds = dss[0].copy()
+    ds.SOPInstanceUID = generate_uid(); ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = series; ds.InstanceNumber = k + 1
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImagePositionPatient = [float(lo[0]), float(lo[1]), float(lo[2] + k * dz)]
+    ds.Rows, ds.Columns = res.shape[1], res.shape[2]
+    ds.PixelRepresentation = 0; ds.RescaleIntercept = -1024; ds.RescaleSlope = 1
+    ds.PixelData = (np.clip(res[k].astype(np.int32) + 1024, 0, 65535)).astype(np.uint16).tobytes()
+    ds.save_as(out / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+print(res.shape[0])
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--series", type=int, default=4)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--slices", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="rtforge-bench-"))
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads))
+    rtforge = [sys.executable, "-m", "rtforge"]
+    print(f"generating {args.series} series of {args.size}x{args.size}x{args.slices} in {work} ...",
+          flush=True)
+    sources = _make_sources(work / "src", args.series, args.size, args.slices)
+    volume_mb = args.size * args.size * args.slices * 2 / 1e6
+
+    # Warm the JIT cache on a small series so no run below pays compilation.
+    _run(rtforge + ["reslice", str(sources[0]), str(work / "warm"), "-q"], env)
+    shutil.rmtree(work / "warm")
+    base_rss = _run([sys.executable, "-c", "import rtforge.reconvert"], env)[1]
+
+    rows = []
+    t_total, rss_max = 0.0, 0
+    for src in sources:
+        dt, rss = _run(rtforge + ["reslice", str(src), str(work / "reslice"), "-q"], env)
+        t_total += dt
+        rss_max = max(rss_max, rss)
+    out_slices = sum(1 for _ in (work / "reslice").rglob("*.dcm"))
+    rows.append(("rtforge reslice (1 process per series)", t_total, out_slices, rss_max))
+    for workers in (1, 2):
+        dest = work / f"batch{workers}"
+        dt, rss = _run(rtforge + ["batch", str(work / "src"), str(dest), "--workers",
+                                  str(workers), "-q"],
+                       dict(env, NUMBA_NUM_THREADS=str(args.threads)))
+        n = sum(1 for _ in dest.rglob("*.dcm"))
+        rows.append((f"rtforge batch --workers {workers}", dt, n, rss))
+
+    t_sitk, rss_sitk, n_sitk = 0.0, 0, 0
+    script = work / "sitk_pipeline.py"
+    script.write_text(_SITK_PIPELINE)
+    for i, src in enumerate(sources):
+        dt, rss = _run([sys.executable, str(script), str(src), str(work / f"sitk{i}"),
+                        str(args.threads)], env)
+        t_sitk += dt
+        rss_sitk = max(rss_sitk, rss)
+        n_sitk += sum(1 for _ in (work / f"sitk{i}").glob("*.dcm"))
+    rows.append(("pydicom + SimpleITK + pydicom", t_sitk, n_sitk, rss_sitk))
+
+    plast = shutil.which("plastimatch")
+    if plast:
+        t_p, rss_p, n_p = 0.0, 0, 0
+        for i, src in enumerate(sources):
+            dest = work / f"plast{i}"
+            dt, rss = _run([plast, "convert", "--input", str(src), "--output-dicom", str(dest)],
+                           env)
+            t_p += dt
+            rss_p = max(rss_p, rss)
+            n_p += sum(1 for _ in dest.rglob("*.dcm"))
+        rows.append(("plastimatch convert", t_p, n_p, rss_p))
+    else:
+        rows.append(("plastimatch convert", float("nan"), 0, 0))
+
+    ref = {name: n / t for name, t, n, _ in rows if t == t and t > 0}
+    sitk_rate = ref.get("pydicom + SimpleITK + pydicom", np.nan)
+    plast_rate = ref.get("plastimatch convert", np.nan)
+    print(f"\n{args.series} series of {args.size}x{args.size}x{args.slices} int16 "
+          f"({volume_mb:.0f} MB each), {args.threads} threads, whole processes, warm JIT cache")
+    print(f"python + rtforge import baseline RSS: {base_rss / 1024:.0f} MB\n")
+    print("| pipeline | seconds | output slices | slices/s | vs SimpleITK pipeline | "
+          "vs plastimatch | peak RSS MB | (RSS - baseline) / volume |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, t, n, rss in rows:
+        if t != t:
+            print(f"| {name} | not installed | | | | | | |")
+            continue
+        rate = n / t
+        extra = (rss - base_rss) / 1024 / volume_mb if name.startswith("rtforge") else float("nan")
+        print(f"| {name} | {t:.2f} | {n} | {rate:.0f} | {rate / sitk_rate:.2f}x | "
+              f"{rate / plast_rate:.2f}x | {rss / 1024:.0f} | {extra:.2f} |")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,529 @@
+"""Shared IOD modules, kept as data, and the one helper that builds them.
+
+Each :class:`Module` lists the attributes rtforge writes, with the PS3.3
+section and the iPlan RT Dose 4.1 conformance-statement table beside it.  An
+IOD builder (``io/ct.py``, later the RT objects) lists its modules, collects
+the values (carried over from a source data set with :func:`carried_values`,
+generated, then the caller's overrides) and calls :func:`build_dataset`,
+which applies the attribute types:
+
+- Type ``"1"``: must have a value, else :class:`~rtforge.errors.ConformanceError`;
+- Type ``"2"``: always present, empty when the value is unknown;
+- Type ``"3"``: present only when there is a value.
+
+Conditional types (1C, 2C) are resolved for the IODs rtforge writes and
+written as one of those three; the condition is in the attribute's note.
+Where the iPlan table and PS3.3 disagree the standard wins and the note says so.
+
+Every DS value goes through :func:`format_ds` (at most 16 characters, PS3.5
+6.2: pydicom writes longer strings without a warning and dciodvfy rejects them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.multival import MultiValue
+
+import rtforge
+from rtforge.config import ExportConfig
+from rtforge.errors import ConformanceError, InvalidInputError
+from rtforge.io.private import add_export_block
+
+__all__ = [
+    "ModuleAttribute",
+    "Module",
+    "PATIENT",
+    "GENERAL_STUDY",
+    "PATIENT_STUDY",
+    "GENERAL_SERIES",
+    "RT_SERIES",
+    "FRAME_OF_REFERENCE",
+    "GENERAL_EQUIPMENT",
+    "SOP_COMMON",
+    "MANUFACTURER",
+    "MAX_VALUE_LENGTH",
+    "format_ds",
+    "format_da",
+    "format_tm",
+    "carried_values",
+    "equipment_values",
+    "specific_character_set",
+    "build_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Manufacturer (0008,0070) and Manufacturer's Model Name (0008,1090) of what rtforge creates.
+MANUFACTURER = "rtforge"
+
+AttributeType = Literal["1", "2", "3"]
+
+
+@dataclass(frozen=True)
+class ModuleAttribute:
+    """One attribute of a module as rtforge writes it.
+
+    Parameters
+    ----------
+    keyword : str
+        DICOM keyword.
+    type : {"1", "2", "3"}
+        Attribute type as written (conditional types resolved; see ``note``).
+    carry : bool
+        Copied from the source data set when the source has a value.
+    note : str
+        Where our usage differs from PS3.3 or the iPlan table, and why.
+    """
+
+    keyword: str
+    type: AttributeType
+    carry: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module (PS3.3 name) and the attributes rtforge writes in it.
+
+    Parameters
+    ----------
+    name : str
+        PS3.3 module name.
+    section : str
+        PS3.3 section, e.g. ``"C.7.1.1"``.
+    iplan_table : str
+        Table of the iPlan RT Dose 4.1 conformance statement, e.g. ``"8-6"``.
+    attributes : tuple of ModuleAttribute
+    """
+
+    name: str
+    section: str
+    iplan_table: str
+    attributes: tuple[ModuleAttribute, ...]
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """The attributes' keywords, in table order."""
+        return tuple(a.keyword for a in self.attributes)
+
+
+_A = ModuleAttribute
+
+PATIENT = Module("Patient", "C.7.1.1", "8-6", (
+    _A("PatientName", "2", carry=True),
+    _A("PatientID", "2", carry=True),
+    _A("IssuerOfPatientID", "3", carry=True),
+    _A("PatientBirthDate", "2", carry=True),
+    _A("PatientSex", "2", carry=True),
+    _A("PatientIdentityRemoved", "3", carry=True,
+       note="not in the iPlan table; carried so that de-identified input stays marked"),
+    _A("DeidentificationMethod", "3", carry=True,
+       note="PS3.3 Type 1C (Patient Identity Removed is YES): carried with it"),
+))
+
+GENERAL_STUDY = Module("General Study", "C.7.2.1", "8-8", (
+    _A("StudyDate", "2", carry=True, note="iPlan: ANAP; PS3.3 Type 2 wins"),
+    _A("StudyTime", "2", carry=True, note="not in the iPlan table; PS3.3 Type 2"),
+    _A("AccessionNumber", "2", carry=True, note="iPlan: EMPTY; carried over when known"),
+    _A("ReferringPhysicianName", "2", carry=True, note="iPlan: EMPTY; carried over when known"),
+    _A("StudyDescription", "3", carry=True),
+    _A("StudyInstanceUID", "1", carry=True),
+    _A("StudyID", "2", carry=True),
+))
+
+PATIENT_STUDY = Module("Patient Study", "C.7.2.2", "8-9", (
+    _A("PatientAge", "3", carry=True, note="not in the iPlan table"),
+    _A("PatientSize", "3", carry=True, note="Patient's Height in the iPlan table"),
+    _A("PatientWeight", "3", carry=True),
+))
+
+GENERAL_SERIES = Module("General Series", "C.7.3.1", "8-11", (
+    _A("SeriesDate", "3"),
+    _A("SeriesTime", "3"),
+    _A("Modality", "1"),
+    _A("SeriesDescription", "3"),
+    _A("BodyPartExamined", "3", carry=True, note="not in the iPlan table"),
+    _A("PatientPosition", "2", carry=True,
+       note="iPlan: VR DA, ANAP; PS3.3: CS, Type 2C, required for CT and MR Image Storage"),
+    _A("SeriesInstanceUID", "1"),
+    _A("SeriesNumber", "2", carry=True, note="iPlan: ALWAYS; PS3.3 Type 2"),
+    _A("Laterality", "2",
+       note="PS3.3 Type 2C (paired body part); written empty (unknown) for every series"),
+))
+
+RT_SERIES = Module("RT Series", "C.8.8.1", "8-12", (
+    _A("SeriesDate", "3"),
+    _A("SeriesTime", "3"),
+    _A("Modality", "1"),
+    _A("SeriesDescription", "3"),
+    _A("OperatorsName", "2", note="not in the iPlan table; PS3.3 Type 2"),
+    _A("SeriesInstanceUID", "1"),
+    _A("SeriesNumber", "2", note="iPlan: ALWAYS; PS3.3 Type 2"),
+))
+
+FRAME_OF_REFERENCE = Module("Frame of Reference", "C.7.4.1", "8-14", (
+    _A("FrameOfReferenceUID", "1", carry=True,
+       note="iPlan: generated; kept from the source when the patient system is unchanged"),
+    _A("PositionReferenceIndicator", "2", carry=True),
+))
+
+GENERAL_EQUIPMENT = Module("General Equipment", "C.7.5.1", "8-15", (
+    _A("Manufacturer", "2", note="iPlan: ALWAYS; PS3.3 Type 2"),
+    _A("StationName", "3", note="iPlan: ALWAYS, from the configuration"),
+    _A("ManufacturerModelName", "3", note="iPlan: ALWAYS"),
+    _A("SoftwareVersions", "3", note="iPlan: ALWAYS"),
+    # The private block (0009,00xx)/(0009,xx01) of iPlan table 8-15 is added
+    # by build_dataset through rtforge.io.private.
+))
+
+SOP_COMMON = Module("SOP Common", "C.12.1", "8-22", (
+    _A("SpecificCharacterSet", "1",
+       note="PS3.3 Type 1C (a non-default repertoire); always written, as iPlan does"),
+    _A("InstanceCreationDate", "3", note="iPlan: ALWAYS"),
+    _A("InstanceCreationTime", "3", note="iPlan: ALWAYS"),
+    _A("SOPClassUID", "1", note="iPlan table 8-22 gives VR DS; PS3.6: UI"),
+    _A("SOPInstanceUID", "1", note="iPlan table 8-22 gives VR DS; PS3.6: UI"),
+))
+
+#: Maximum length (characters) of one value of each string VR, PS3.5 table 6.2-1.
+MAX_VALUE_LENGTH: dict[str, int] = {
+    "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "SH": 16,
+    "ST": 1024, "LT": 10240, "TM": 14, "UI": 64,
+}
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+_BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT",
+                         "OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+_IS_RANGE = (-(2**31), 2**31 - 1)
+
+
+# --------------------------------------------------------------- value rules
+def format_ds(value: float) -> str:
+    """The shortest Decimal String of at most 16 characters closest to ``value``.
+
+    The shortest string that reads back as exactly ``value`` (Python's
+    ``repr``) when it fits in 16 characters; otherwise, of all fixed-point and
+    exponent forms that fit, the one closest to ``value`` (then the shortest).
+    Integers are written without a decimal point, zero as ``0``.
+
+    Parameters
+    ----------
+    value : float
+        Any finite number (int, float, numpy scalar, or a DS).
+
+    Returns
+    -------
+    str
+        Characters ``0-9 + - . e`` only, at most 16 (PS3.5 table 6.2-1).
+
+    Raises
+    ------
+    ConformanceError
+        If ``value`` is NaN or infinite (DS cannot express it).
+
+    Examples
+    --------
+    >>> format_ds(-1024.0), format_ds(0.1), format_ds(1 / 3)
+    ('-1024', '0.1', '0.33333333333333')
+    """
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConformanceError(f"{value!r} cannot be written as a Decimal String (DS)")
+    if v == 0.0:
+        return "0"
+    text = _compact(repr(v))
+    if len(text) <= 16:
+        return text
+    candidates = [_compact(f"{v:.{p}e}") for p in range(16)]
+    candidates += [_compact(f"{v:.{d}f}") for d in range(17)]
+    fitting = [c for c in candidates if len(c) <= 16 and float(c) != 0.0]
+    if not fitting:
+        raise ConformanceError(f"{value!r} cannot be written as a Decimal String (DS)")
+    return min(fitting, key=lambda c: (abs(float(c) - v), len(c)))
+
+
+def _compact(text: str) -> str:
+    """Drop a redundant ``.0``, trailing fraction zeros and exponent padding."""
+    mantissa, _, exponent = text.partition("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    if not exponent:
+        return mantissa
+    exp = int(exponent)
+    return mantissa if exp == 0 else f"{mantissa}e{exp}"
+
+
+def format_da(when: datetime) -> str:
+    """A Date (DA) value.
+
+    Parameters
+    ----------
+    when : datetime
+
+    Returns
+    -------
+    str
+        ``YYYYMMDD``.
+    """
+    return when.strftime("%Y%m%d")
+
+
+def format_tm(when: datetime) -> str:
+    """A Time (TM) value, to the second.
+
+    Parameters
+    ----------
+    when : datetime
+
+    Returns
+    -------
+    str
+        ``HHMMSS``.
+    """
+    return when.strftime("%H%M%S")
+
+
+def _vr(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise InvalidInputError(f"{keyword!r} is not a DICOM keyword", tag=keyword)
+    return dictionary_VR(tag)
+
+
+def _is_empty(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str | bytes | list | tuple | MultiValue | np.ndarray):
+        return len(value) == 0
+    return False
+
+
+def _values_of(value: object) -> list[object]:
+    if isinstance(value, np.ndarray):
+        return list(value.ravel().tolist())
+    if isinstance(value, list | tuple | MultiValue):
+        return list(value)
+    return [value]
+
+
+def _conform(keyword: str, value: object) -> object:
+    """``value`` as rtforge writes it for ``keyword``, or None when empty.
+
+    Raises ConformanceError when the value breaks the VR's rules.
+    """
+    if _is_empty(value):
+        return None
+    vr = _vr(keyword)
+    if vr == "SQ":
+        items = list(value)  # type: ignore[call-overload]
+        if not all(isinstance(item, Dataset) for item in items):
+            raise ConformanceError(f"{keyword} must be a list of Datasets")
+        return items
+    if vr in _BINARY_VRS or " or " in vr:  # numbers and bytes; ambiguous VRs ("OB or OW")
+        return value
+    values = _values_of(value)
+    try:
+        if vr == "DS":
+            texts = [format_ds(float(v)) for v in values]  # type: ignore[arg-type]
+        elif vr == "IS":
+            numbers = [int(v) for v in values]  # type: ignore[call-overload]
+            if any(not _IS_RANGE[0] <= n <= _IS_RANGE[1] for n in numbers):
+                raise ConformanceError(f"{keyword} {numbers} is outside the IS range")
+            texts = [str(n) for n in numbers]
+        else:
+            texts = [str(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise ConformanceError(f"{keyword} value {value!r} is not a valid {vr}: {exc}") from None
+    limit = MAX_VALUE_LENGTH.get(vr)
+    if vr == "PN":
+        if any(len(group) > 64 for t in texts for group in t.split("=")):
+            raise ConformanceError(f"{keyword} {value!r}: a PN component group exceeds 64 "
+                                   "characters")
+    elif limit is not None and any(len(t) > limit for t in texts):
+        raise ConformanceError(f"{keyword} {value!r} exceeds {limit} characters ({vr})")
+    if vr == "UI" and not all(t.replace(".", "").isdigit() for t in texts):
+        raise ConformanceError(f"{keyword} {value!r} is not a UID")
+    return texts[0] if len(texts) == 1 else texts
+
+
+def _carry(keyword: str, value: object) -> object:
+    """A source value made writable, or None (with a log line) when it cannot be."""
+    vr = _vr(keyword)
+    if vr == "PN":
+        value = [str(v) for v in _values_of(value)]
+    limit = MAX_VALUE_LENGTH.get(vr)
+    if limit is not None and vr not in ("DS", "IS", "UI", "DA", "TM", "DT"):
+        texts = [str(v) for v in _values_of(value)]
+        if any(len(t) > limit for t in texts):
+            logger.warning("source %s %r exceeds %d characters (%s): truncated",
+                           keyword, value, limit, vr)
+            value = [t[:limit] for t in texts]
+    try:
+        return _conform(keyword, value)
+    except ConformanceError as exc:
+        logger.warning("source value dropped: %s", exc)
+        return None
+
+
+def carried_values(source: Dataset | None, modules: Iterable[Module]) -> dict[str, object]:
+    """Values of the attributes marked ``carry`` that ``source`` has.
+
+    Source values that break their VR's rules are repaired where that keeps
+    the information (overlong text truncated to the VR's maximum, DS
+    re-formatted) and dropped otherwise; each repair is logged as a warning.
+
+    Parameters
+    ----------
+    source : pydicom.Dataset or None
+        The data set the new object derives from.
+    modules : iterable of Module
+
+    Returns
+    -------
+    dict of str to object
+        Keyword to value, only for attributes the source has a non-empty value for.
+    """
+    if source is None:
+        return {}
+    out: dict[str, object] = {}
+    for module in modules:
+        for attr in module.attributes:
+            if not attr.carry or attr.keyword in out:
+                continue
+            try:
+                value = source.get(attr.keyword)
+            except (TypeError, ValueError) as exc:  # a source value pydicom cannot decode
+                logger.warning("source %s dropped: %s", attr.keyword, exc)
+                continue
+            if _is_empty(value):
+                continue
+            carried = _carry(attr.keyword, value)
+            if carried is not None:
+                out[attr.keyword] = carried
+    return out
+
+
+def equipment_values(config: ExportConfig) -> dict[str, object]:
+    """General Equipment values of what rtforge creates (iPlan table 8-15).
+
+    Parameters
+    ----------
+    config : ExportConfig
+
+    Returns
+    -------
+    dict of str to object
+    """
+    return {
+        "Manufacturer": MANUFACTURER,
+        "ManufacturerModelName": MANUFACTURER,
+        "SoftwareVersions": rtforge.__version__,
+        "StationName": config.station_name,
+    }
+
+
+def specific_character_set(values: Mapping[str, object]) -> str:
+    """``ISO_IR 100`` (Latin-1, as iPlan writes) when every text value fits it,
+    else ``ISO_IR 192`` (UTF-8).
+
+    Parameters
+    ----------
+    values : mapping of str to object
+        Keyword to value; sequence items (Datasets) are searched too.
+
+    Returns
+    -------
+    str
+    """
+    def texts(mapping: Iterable[tuple[str, object]]) -> Iterable[str]:
+        for keyword, value in mapping:
+            vr = _vr(keyword)
+            if vr == "SQ" and value is not None:
+                for item in _values_of(value):
+                    if isinstance(item, Dataset):
+                        yield from texts((e.keyword, e.value) for e in item if e.keyword)
+            elif vr in _TEXT_VRS and value is not None:
+                yield from (str(v) for v in _values_of(value))
+
+    try:
+        for text in texts(values.items()):
+            text.encode("latin-1")
+    except UnicodeEncodeError:
+        return "ISO_IR 192"
+    return "ISO_IR 100"
+
+
+# ------------------------------------------------------------------ builder
+def build_dataset(modules: Iterable[Module], values: Mapping[str, object], *,
+                  config: ExportConfig | None = None, omit: Iterable[str] = ()) -> Dataset:
+    """Build a data set from module tables and values.
+
+    Parameters
+    ----------
+    modules : iterable of Module
+        The IOD's modules.  A keyword in several modules is written once and
+        must satisfy the strictest type.
+    values : mapping of str to object
+        Keyword to value; ``None`` or empty means unknown.  Every keyword must
+        belong to one of ``modules``.  Values are checked against their VR
+        (length, DS and IS syntax, UID characters) and DS values formatted by
+        :func:`format_ds`.  Specific Character Set defaults to
+        :func:`specific_character_set` of the values.
+    config : ExportConfig, optional
+        Needed when ``modules`` holds :data:`GENERAL_EQUIPMENT`: adds our
+        private block (creator and Export Platform Name, iPlan table 8-15).
+    omit : iterable of str, optional
+        Keywords the caller encodes itself (per-instance elements of a series):
+        they are neither checked nor written.
+
+    Returns
+    -------
+    pydicom.Dataset
+
+    Raises
+    ------
+    ConformanceError
+        If a Type 1 attribute has no value or a value breaks its VR's rules.
+    InvalidInputError
+        If ``values`` holds a keyword none of ``modules`` lists, or General
+        Equipment is built without ``config``.
+    """
+    modules = tuple(modules)
+    skipped = set(omit)
+    known = {kw for m in modules for kw in m.keywords}
+    unknown = sorted(set(values) - known - skipped)
+    if unknown:
+        names = ", ".join(m.name for m in modules)
+        raise InvalidInputError(f"attribute(s) {', '.join(unknown)} are not in the modules "
+                                f"written here ({names})")
+    resolved = dict(values)
+    resolved.setdefault("SpecificCharacterSet", specific_character_set(values))
+    ds = Dataset()
+    for module in modules:
+        for attr in module.attributes:
+            if attr.keyword in skipped:
+                continue
+            value = _conform(attr.keyword, resolved.get(attr.keyword))
+            if value is None:
+                if attr.type == "1":
+                    raise ConformanceError(
+                        f"{attr.keyword} (Type 1, {module.name} module, PS3.3 "
+                        f"{module.section}, iPlan table {module.iplan_table}) has no value")
+                if attr.type == "2":
+                    setattr(ds, attr.keyword, [] if _vr(attr.keyword) == "SQ" else None)
+                continue
+            setattr(ds, attr.keyword, value)
+    if GENERAL_EQUIPMENT in modules:
+        if config is None:
+            raise InvalidInputError("build_dataset needs config to write General Equipment")
+        add_export_block(ds, config)
+    return ds
+
