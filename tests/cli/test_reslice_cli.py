@@ -103,7 +103,7 @@ def _bad_cases():
     def duplicate(src: Path) -> None:
         f = sorted(src.glob("*.dcm"))[2]
         ds = pydicom.dcmread(f)
-        ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(src / "dup.dcm")
 
