@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rtforge.core.reslice import default_output_grid, reslice
 
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.core.phantom import (
@@ -19,6 +18,7 @@ from rtforge.core.phantom import (
     tilted_stack,
     uneven_stack,
 )
+from rtforge.core.reslice import default_output_grid, reslice
 
 
 def _marker_centroids(volume: np.ndarray, grid: Grid) -> np.ndarray:

@@ -147,16 +147,16 @@ def axial_stack(shape: tuple[int, int, int], spacing=(1.0, 1.0), offsets=None,
 @pytest.mark.parametrize("order", [1, 0])
 def test_regular_oblique_matches_map_coordinates(seed: int, order: int) -> None:
     rng = np.random.default_rng(seed)
-    shape = tuple(int(v) for v in rng.integers(3, 8, size=3))
+    shape = tuple(int(v) for v in rng.integers(4, 9, size=3))
     stack = make_stack(rng, shape)
     volume = random_volume(rng, shape)
-    grid = padded_grid(stack, rng.uniform(0.5, 1.5, size=3), margin=2.0)
+    grid = padded_grid(stack, rng.uniform(0.4, 1.0, size=3), margin=2.0)
     interp = "linear" if order == 1 else "nearest"
     out = reslice(volume, stack, grid, interpolation=interp)
     assert out.dtype == np.int16 and out.shape == grid.shape
     expected = regular_reference(volume, stack, grid, order)
     np.testing.assert_array_equal(out, expected)
-    assert (out != FILL).sum() > 0.2 * out.size  # the comparison covered the inside
+    assert (out != FILL).sum() > 300  # the comparison covered the inside
 
 
 @pytest.mark.parametrize("tilt, uneven", [(15.0, False), (0.0, True), (-10.0, True)])
@@ -183,10 +183,12 @@ def test_per_slice_reference_equals_trilinear_on_regular_stacks() -> None:
                                   regular_reference(volume, stack, grid, 1))
 
 
-def test_per_slice_kernel_agrees_with_regular_kernel() -> None:
-    """Moving one slice by 1e-3 mm sends a regular stack to the per-slice kernel."""
+@pytest.mark.parametrize("tilt", [0.0, 12.0])
+def test_table_kernel_agrees_with_lattice_kernels(tilt: float) -> None:
+    """Moving one slice by 1e-3 mm sends an evenly spaced stack (regular, or sheared by
+    the tilt) to the per-slice table kernel; the results may differ only by that move."""
     rng = np.random.default_rng(5)
-    stack = make_stack(rng, (6, 7, 8))
+    stack = make_stack(rng, (6, 7, 8), tilt=tilt)
     volume = random_volume(rng, (6, 7, 8))
     grid = padded_grid(stack, np.full(3, 0.8), margin=1.0)
     positions = stack.positions.copy()
@@ -194,7 +196,7 @@ def test_per_slice_kernel_agrees_with_regular_kernel() -> None:
     nudged = SliceStack(positions, stack.row_direction, stack.column_direction,
                         stack.pixel_spacing, stack.rows, stack.columns)
     diff = reslice(volume, nudged, grid).astype(int) - reslice(volume, stack, grid)
-    assert np.abs(diff).max() <= 3  # 1e-3 mm of a <= 3500 HU / mm gradient, plus rounding
+    assert np.abs(diff).max() <= 4  # 1e-3 of a gap times <= 3500 HU, plus rounding
     assert np.mean(diff != 0) < 0.05
 
 
@@ -304,18 +306,17 @@ def test_half_voxel_border_takes_the_edge_value(axis: int) -> None:
 
 
 def test_half_gap_beyond_first_and_last_slice_of_uneven_stack() -> None:
-    offsets = [0.0, 1.0, 4.0, 10.0]  # gaps 1, 3, 6
-    stack = axial_stack((4, 3, 3), offsets=offsets)
+    stack = axial_stack((4, 3, 3), offsets=[0.0, 1.0, 4.0, 10.0])  # gaps 1, 3, 6
     assert stack.is_uneven()
     volume = np.stack([np.full((3, 3), v, np.int16) for v in (100, 200, 300, 400)])
-    for z, expected in ((-0.4, 100), (-0.6, FILL), (12.9, 400), (13.1, FILL), (2.5, 250),
-                        (1.0, 200), (7.0, 350)):
-        for interp, exp in (("linear", expected), ("nearest", None)):
+    linear = [(-0.4, 100), (-0.6, FILL), (12.9, 400), (13.1, FILL), (2.5, 250), (1.0, 200),
+              (7.0, 350)]
+    nearest = [(-0.4, 100), (-0.6, FILL), (2.4, 200), (2.6, 300), (6.9, 300), (7.1, 400),
+               (12.9, 400), (13.1, FILL)]
+    for interp, cases in (("linear", linear), ("nearest", nearest)):
+        for z, expected in cases:
             got = sample_at(volume, stack, np.array([1.0, 1.0, z]), interpolation=interp)
-            if exp is None:  # nearest slice along the normal
-                exp = FILL if expected == FILL else int(volume[np.argmin(np.abs(
-                    np.array(offsets) - np.clip(z, 0, 10))), 0, 0])
-            assert got == exp, (z, interp)
+            assert got == expected, (interp, z)
 
 
 def test_single_slice_is_a_slab_half_the_coarser_pixel_thick() -> None:
@@ -339,10 +340,13 @@ def test_tilted_stack_border_is_in_each_slice_own_frame() -> None:
     assert sample_at(volume, stack, np.array([1.0, 1.4, 4.0])) == FILL
     assert sample_at(volume, stack, np.array([1.0, 5.4, 4.0])) == volume[2, 3, 1]
     assert sample_at(volume, stack, np.array([1.0, 5.6, 4.0])) == FILL
-    # half-way between slices 0 and 1, rows are shifted by 0.5 mm
-    assert sample_at(volume, stack, np.array([1.0, 0.0, 1.0])) == FILL
-    assert sample_at(volume, stack, np.array([1.0, 0.2, 1.0])) == \
-        round((int(volume[0, 0, 1]) + int(volume[1, 0, 1])) / 2)
+    # half-way between slices 0 and 1 the border is half-way too: row 0 at y = 0.5
+    assert sample_at(volume, stack, np.array([1.0, -0.1, 1.0])) == FILL
+    # inside; each slice is sampled in its own frame: slice 0 between its rows 0
+    # and 1, slice 1 clamped to its row 0
+    s0 = 0.8 * int(volume[0, 0, 1]) + 0.2 * int(volume[0, 1, 1])
+    expected = round_half_away(0.5 * s0 + 0.5 * int(volume[1, 0, 1]))
+    assert sample_at(volume, stack, np.array([1.0, 0.2, 1.0])) == expected
 
 
 def test_fill_value_is_used_outside() -> None:
@@ -484,3 +488,13 @@ def test_bad_input_raises_a_clear_error(name: str, change: dict, error: type,
         (args if key in args else kwargs)[key] = value
     with pytest.raises(error, match=words):
         reslice(args["array"], args["stack"], args["grid"], **kwargs)
+
+
+def test_helpers_name_a_wrong_argument() -> None:
+    grid = Grid((2, 2, 2), (0, 0, 0), (1, 1, 1))
+    with pytest.raises(InvalidInputError, match="stack"):
+        default_output_grid(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="stack"):
+        is_exact_reindex("stack", grid)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="grid"):
+        is_exact_reindex(axial_stack((2, 2, 2)), None)  # type: ignore[arg-type]

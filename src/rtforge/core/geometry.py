@@ -35,7 +35,7 @@ _ORTHO_TOL = 1e-4  # tolerance on direction cosines (DICOM writers round them)
 
 
 def _as_vec3(value: object, name: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
+    arr = np.array(value, dtype=np.float64, copy=True)
     if arr.shape != (3,):
         raise GeometryError(f"{name} must have 3 values, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -79,7 +79,7 @@ class Grid:
         spacing = _as_vec3(self.spacing, "spacing")
         if np.any(spacing <= 0):
             raise GeometryError(f"Grid spacing must be positive, got {spacing.tolist()}")
-        direction = np.asarray(self.direction, dtype=np.float64)
+        direction = np.array(self.direction, dtype=np.float64, copy=True)
         if direction.shape != (3, 3) or not np.all(np.isfinite(direction)):
             raise GeometryError(f"Grid direction must be a finite 3x3 matrix, got {direction!r}")
         norms = np.linalg.norm(direction, axis=0)
@@ -192,7 +192,8 @@ class Grid:
                 and np.allclose(self.direction, other.direction))
 
     def __hash__(self) -> int:
-        return hash((self.shape, tuple(np.round(self.origin, 6)), tuple(np.round(self.spacing, 6))))
+        # Equality is tolerant (np.allclose), so only the exact part may be hashed.
+        return hash(self.shape)
 
     def __repr__(self) -> str:
         return (f"Grid(shape={self.shape}, origin={np.round(self.origin, 4).tolist()}, "
@@ -263,7 +264,7 @@ class SliceStack:
     columns: int
 
     def __post_init__(self) -> None:
-        pos = np.asarray(self.positions, dtype=np.float64)
+        pos = np.array(self.positions, dtype=np.float64, copy=True)
         if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 1:
             raise GeometryError(f"positions must have shape (nk, 3), got {pos.shape}")
         if not np.all(np.isfinite(pos)):
@@ -341,10 +342,10 @@ class SliceStack:
         """Angle between the slice stacking direction and the slice normal, degrees.
 
         Derived from the positions (first to last slice), not from the nominal
-        Gantry/Detector Tilt (0018,1120).  Positive when the stack shifts
-        toward ``+column_direction`` as the offset along the normal grows; an
-        in-plane shift along the row direction is reported by
-        :meth:`stacking_direction` only.  0 for a single slice.
+        Gantry/Detector Tilt (0018,1120).  The magnitude counts any in-plane
+        shift of the stack (along the row or the column direction); the sign
+        is positive when the shift has a component toward ``+column_direction``
+        as the offset along the normal grows.  0 for a single slice.
         """
         if self.nslices < 2:
             return 0.0
@@ -469,3 +470,10 @@ class Volume:
         if self.array.shape != self.grid.shape:
             raise GeometryError(
                 f"array shape {self.array.shape} does not match grid shape {self.grid.shape}")
+
+
+# The treatment-machine geometry of projection images (IEC 61217) lives in its
+# own module for size; it is part of this module's public API.
+from rtforge.core.beam import BeamGeometry, PatientPosition  # noqa: E402
+
+__all__ += ["BeamGeometry", "PatientPosition"]
