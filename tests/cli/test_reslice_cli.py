@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
+from rtforge.cli import main
 from rtforge.core.reslice import default_output_grid, reslice
 from rtforge.io.series import read_series
 from rtforge.io.validate import dciodvfy_available
-
-from rtforge.cli import main
 
 
 def _dcm_files(root: Path) -> list[Path]:
