@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rtforge.core.reslice import default_output_grid
+from rtforge.io.series import read_series
+
 
 def _make_sources(root: Path, n: int, size: int, slices: int) -> list[Path]:
-    from rtforge.io.ct import write_ct_series
-
     from rtforge.core.phantom import oblique_stack, sample_phantom
+    from rtforge.io.ct import write_ct_series
     from rtforge.io.uids import new_uid
 
     folders = []
@@ -135,20 +137,23 @@ def main() -> None:
     base_rss = _run([sys.executable, "-c", "import rtforge.reconvert"], env)[1]
 
     rows = []
-    t_total, rss_max = 0.0, 0
-    for src in sources:
-        dt, rss = _run(rtforge + ["reslice", str(src), str(work / "reslice"), "-q"], env)
-        t_total += dt
-        rss_max = max(rss_max, rss)
-    out_slices = sum(1 for _ in (work / "reslice").rglob("*.dcm"))
-    rows.append(("rtforge reslice (1 process per series)", t_total, out_slices, rss_max))
-    for workers in (1, 2):
-        dest = work / f"batch{workers}"
-        dt, rss = _run(rtforge + ["batch", str(work / "src"), str(dest), "--workers",
-                                  str(workers), "-q"],
-                       dict(env, NUMBA_NUM_THREADS=str(args.threads)))
-        n = sum(1 for _ in dest.rglob("*.dcm"))
-        rows.append((f"rtforge batch --workers {workers}", dt, n, rss))
+    for flags in ([], ["--no-fsync"]):
+        label = " ".join(flags) or "(fsync, default)"
+        t_total, rss_max = 0.0, 0
+        dest = work / f"reslice{len(flags)}"
+        for src in sources:
+            dt, rss = _run(rtforge + ["reslice", str(src), str(dest), "-q"] + flags, env)
+            t_total += dt
+            rss_max = max(rss_max, rss)
+        out_slices = sum(1 for _ in dest.rglob("*.dcm"))
+        rows.append((f"rtforge reslice, 1 process per series {label}", t_total, out_slices,
+                     rss_max))
+        for workers in (1, 2):
+            dest = work / f"batch{workers}-{len(flags)}"
+            dt, rss = _run(rtforge + ["batch", str(work / "src"), str(dest), "--workers",
+                                      str(workers), "-q"] + flags, env)
+            n = sum(1 for _ in dest.rglob("*.dcm"))
+            rows.append((f"rtforge batch --workers {workers} {label}", dt, n, rss))
 
     t_sitk, rss_sitk, n_sitk = 0.0, 0, 0
     script = work / "sitk_pipeline.py"
@@ -166,8 +171,15 @@ def main() -> None:
         t_p, rss_p, n_p = 0.0, 0, 0
         for i, src in enumerate(sources):
             dest = work / f"plast{i}"
-            dt, rss = _run([plast, "convert", "--input", str(src), "--output-dicom", str(dest)],
-                           env)
+            # Without an output geometry plastimatch keeps the oblique orientation and
+            # does not resample at all; give it our axial grid so it does the same job.
+            grid = default_output_grid(read_series(src).stack)
+            geometry = ["--origin", " ".join(f"{v:.4f}" for v in grid.origin),
+                        "--spacing", " ".join(f"{v:.6f}" for v in grid.spacing),
+                        "--dim", " ".join(str(n) for n in grid.shape[::-1]),
+                        "--direction-cosines", "1 0 0 0 1 0 0 0 1"]
+            dt, rss = _run([plast, "convert", "--input", str(src), "--output-dicom", str(dest)]
+                           + geometry, env)
             t_p += dt
             rss_p = max(rss_p, rss)
             n_p += sum(1 for _ in dest.rglob("*.dcm"))
@@ -189,7 +201,7 @@ def main() -> None:
             print(f"| {name} | not installed | | | | | | |")
             continue
         rate = n / t
-        extra = (rss - base_rss) / 1024 / volume_mb if name.startswith("rtforge") else float("nan")
+        extra = (rss - base_rss) / 1024 / volume_mb
         print(f"| {name} | {t:.2f} | {n} | {rate:.0f} | {rate / sitk_rate:.2f}x | "
               f"{rate / plast_rate:.2f}x | {rss / 1024:.0f} | {extra:.2f} |")
     if not args.keep:
