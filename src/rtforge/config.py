@@ -9,6 +9,17 @@ A missing file means the defaults.  Example::
     platform_name = "RTFORGE-01"
     station_name = "planning-1"
 
+    [network]
+    ae_title = "RTFORGE"
+    port = 11112
+
+    [network.nodes.pacs]
+    ae_title = "ORTHANC"
+    host = "pacs.example.org"
+    port = 4242
+    timeout = 30          # seconds (iPlan 4.4.2 default)
+    max_pdu = 28672       # bytes we accept per PDU (iPlan 4.4.2 default)
+
 Importing rtforge changes no other library's global state.
 """
 
@@ -18,8 +29,10 @@ import os
 import re
 import socket
 import sys
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 from rtforge.errors import InvalidInputError
 
@@ -28,11 +41,23 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ExportConfig", "Config", "config_path", "load_config"]
+__all__ = [
+    "ExportConfig",
+    "Node",
+    "NetworkConfig",
+    "Config",
+    "config_path",
+    "load_config",
+    "check_ae_title",
+]
 
 #: pydicom's registered UID root, usable by anyone; organisations set their own.
 DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
 _UID_ROOT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.$")
+_NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: Network defaults: iPlan 4.4.2 (timeout 30 s, maximum PDU 28672).
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_PDU = 28672
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,124 @@ class ExportConfig:
             raise InvalidInputError("station_name must be at most 16 characters (SH)")
 
 
+def check_ae_title(value: object, name: str = "ae_title") -> str:
+    """Validate an AE title (PS3.5 VR AE) and return it without padding.
+
+    Parameters
+    ----------
+    value : object
+        The candidate AE title.
+    name : str
+        The setting or flag it came from, named in the error.
+
+    Returns
+    -------
+    str
+        The title, leading and trailing spaces removed (they are not significant).
+
+    Raises
+    ------
+    InvalidInputError
+        If it is not a string of 1 to 16 printable ASCII characters without
+        backslash.
+    """
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string, got {value!r}")
+    title = value.strip(" ")
+    if not title or len(value) > 16 or "\\" in title \
+            or not all(32 <= ord(c) < 127 for c in title):
+        raise InvalidInputError(
+            f"{name} {value!r} must be 1 to 16 printable ASCII characters without backslash")
+    return title
+
+
+def _check_port(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidInputError(f"{name} must be an integer port 1 to 65535, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Node:
+    """A remote DICOM application entity (iPlan 4.4.1.1 and 4.4.2).
+
+    Parameters
+    ----------
+    ae_title : str
+        Its AE title (the Called AE Title of our requests).
+    host : str
+        Host name or IP address.
+    port : int
+        TCP port.
+    timeout : float
+        Seconds to wait for a connection, an association answer, a response
+        or any network read before giving up (default 30).
+    max_pdu : int
+        Largest PDU we accept from this node, in bytes (default 28672); 0
+        means no limit.
+
+    Raises
+    ------
+    InvalidInputError
+        If any value is out of range.
+    """
+
+    ae_title: str
+    host: str
+    port: int
+    timeout: float = DEFAULT_TIMEOUT
+    max_pdu: int = DEFAULT_MAX_PDU
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        if not isinstance(self.host, str) or not self.host or any(c.isspace() for c in self.host):
+            raise InvalidInputError(f"host must be a host name or address, got {self.host!r}")
+        _check_port(self.port, "port")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) \
+                or not 0 < self.timeout <= 3600:
+            raise InvalidInputError(f"timeout must be 0 to 3600 seconds, got {self.timeout!r}")
+        object.__setattr__(self, "timeout", float(self.timeout))
+        if isinstance(self.max_pdu, bool) or not isinstance(self.max_pdu, int) \
+                or not (self.max_pdu == 0 or 4096 <= self.max_pdu < 2**32):
+            raise InvalidInputError(
+                f"max_pdu must be 0 (no limit) or 4096 to 4294967295 bytes, got {self.max_pdu!r}")
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Our own application entity and the nodes we know (Oncentra 4.4.1).
+
+    Parameters
+    ----------
+    ae_title : str
+        Our AE title: the Calling AE Title of our requests and the default
+        title of ``rtforge receive`` (default ``RTFORGE``).
+    port : int
+        Default listening port of ``rtforge receive`` (default 11112).
+    nodes : mapping of str to Node
+        Remote nodes by name (letters, digits, ``_``, ``.``, ``-``).
+    """
+
+    ae_title: str = "RTFORGE"
+    port: int = 11112
+    nodes: Mapping[str, Node] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        _check_port(self.port, "port")
+        for name, node in self.nodes.items():
+            if not _NODE_NAME_RE.match(name):
+                raise InvalidInputError(
+                    f"node name {name!r} may hold only letters, digits, '_', '.' and '-'")
+            if not isinstance(node, Node):
+                raise InvalidInputError(f"node {name!r} must be a Node, got {type(node).__name__}")
+        object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
+
+
 @dataclass(frozen=True)
 class Config:
     """All of rtforge's settings.
@@ -78,9 +221,12 @@ class Config:
     ----------
     export : ExportConfig
         Identity written into created objects.
+    network : NetworkConfig
+        Our AE title and port, and the remote nodes.
     """
 
     export: ExportConfig = field(default_factory=ExportConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
 def config_path() -> Path:
@@ -92,13 +238,33 @@ def config_path() -> Path:
     return Path(base) / "rtforge" / "config.toml"
 
 
-def _section(cls: type, data: dict, path: Path, name: str) -> object:
+def _section(cls: type, data: object, path: Path, name: str) -> object:
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"[{name}] must be a table", path=path)
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
         raise InvalidInputError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}",
                                 path=path)
+    required = {f.name for f in fields(cls)
+                if f.default is MISSING and f.default_factory is MISSING}
+    missing = required - set(data)
+    if missing:
+        raise InvalidInputError(f"missing setting(s) in [{name}]: {', '.join(sorted(missing))}",
+                                path=path)
     return cls(**data)
+
+
+def _network(data: object, path: Path) -> NetworkConfig:
+    if not isinstance(data, dict):
+        raise InvalidInputError("[network] must be a table", path=path)
+    data = dict(data)
+    nodes_data = data.pop("nodes", {})
+    if not isinstance(nodes_data, dict):
+        raise InvalidInputError("[network.nodes] must be a table of tables", path=path)
+    nodes = {name: _section(Node, entry, path, f"network.nodes.{name}")
+             for name, entry in nodes_data.items()}
+    return _section(NetworkConfig, {**data, "nodes": nodes}, path, "network")  # type: ignore[return-value]
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
@@ -127,15 +293,16 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
-    unknown = set(data) - {"export"}
+    unknown = set(data) - {"export", "network"}
     if unknown:
         raise InvalidInputError(f"unknown section(s): {', '.join(sorted(unknown))}", path=p)
     try:
         export = _section(ExportConfig, data.get("export", {}), p, "export")
+        network = _network(data.get("network", {}), p)
     except TypeError as exc:
         raise InvalidInputError(str(exc), path=p) from None
     except InvalidInputError as exc:
         if exc.path is None:
             raise InvalidInputError(exc.reason, path=p) from None
         raise
-    return Config(export=export)  # type: ignore[arg-type]
+    return Config(export=export, network=network)  # type: ignore[arg-type]

@@ -1,0 +1,350 @@
+"""``rtforge echo | send | receive | find | move``: DICOM networking."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydicom.multival import MultiValue
+
+from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.config import Config, load_config
+from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net import (
+    DuplicatePolicy,
+    Node,
+    QueryLevel,
+    QueryModel,
+    StorageSCP,
+    StoredObject,
+    echo,
+    find,
+    move,
+    resolve_node,
+    return_keys,
+    send,
+    status_meaning,
+)
+from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
+
+__all__ = ["register"]
+
+_TS_NAMES = dict(zip(("implicit", "explicit", "big"), UNCOMPRESSED_TRANSFER_SYNTAXES, strict=True))
+_DATE_RANGE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
+
+_ECHO_EXAMPLE = """examples:
+  rtforge echo pacs                       (a node named in [network.nodes])
+  rtforge echo ORTHANC@10.0.0.5:4242 --aet PLANNING1
+"""
+_SEND_EXAMPLE = """examples:
+  rtforge send out/RTF-PHANTOM-001 --to pacs
+  rtforge send plan.dcm dose.dcm --to STORESCP@127.0.0.1:11112 --ts explicit --json
+status policy (Oncentra table 4-7): a failure (A7xx, A9xx, Cxxx, ...) stops the transfer
+(exit 1, the count sent is reported); warnings (B000, B006, B007, ...) are listed at the end.
+"""
+_RECEIVE_EXAMPLE = """examples:
+  rtforge receive --aet RTFORGE --port 11112 --out incoming
+  rtforge receive --out incoming --allow-aet ORTHANC --allow-aet TPS1 --refuse-compressed
+files: OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, each
+flushed to disk before success is answered. Ctrl-C or SIGTERM: stop accepting, finish the
+stores in flight, exit.
+"""
+_FIND_EXAMPLE = """examples:
+  rtforge find pacs --patient-name "DOE^*" --study-date 20240101-20240131
+  rtforge find pacs --level series --study-uid 1.2.3 --json
+  rtforge find pacs --model patient --level patient --patient-id 12345
+"""
+_MOVE_EXAMPLE = """examples:
+  rtforge move pacs --dest RTFORGE --study-uid 1.2.3
+  rtforge move pacs --dest RTFORGE --study-uid 1.2.3 --series-uid 1.2.3.4
+"""
+
+
+def _add_node_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--aet", metavar="AET", help="our calling AE title (default: [network] "
+                   "ae_title of the configuration, else RTFORGE)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="connection/response timeout in seconds (default: the node's, 30)")
+    p.add_argument("--max-pdu", type=int, metavar="BYTES",
+                   help="largest PDU we accept (default: the node's, 28672)")
+    p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``echo``, ``send``, ``receive``, ``find`` and ``move`` subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("echo", help="verify a DICOM node answers (C-ECHO)", epilog=_ECHO_EXAMPLE,
+                       formatter_class=fmt)
+    p.add_argument("node", metavar="NODE", help="node name from the configuration, or AET@HOST:PORT")
+    _add_node_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=_echo)
+
+    p = sub.add_parser("send", help="send DICOM files to a node (C-STORE)", epilog=_SEND_EXAMPLE,
+                       formatter_class=fmt)
+    p.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                   help="files or folders (searched recursively)")
+    p.add_argument("--to", required=True, metavar="NODE", dest="node",
+                   help="node name from the configuration, or AET@HOST:PORT")
+    p.add_argument("--ts", default="implicit,explicit,big", metavar="LIST",
+                   help="uncompressed transfer syntaxes to propose, in order "
+                        "(default implicit,explicit,big); compressed files always go as they are")
+    _add_node_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=_send)
+
+    p = sub.add_parser("receive", help="run a Storage SCP that writes Part 10 files",
+                       epilog=_RECEIVE_EXAMPLE, formatter_class=fmt)
+    p.add_argument("--aet", metavar="AET", help="our AE title (default: [network] ae_title)")
+    p.add_argument("--port", type=int, help="TCP port (default: [network] port, 11112)")
+    p.add_argument("--bind", default="", metavar="ADDR",
+                   help="address to listen on (default: every interface)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output root")
+    p.add_argument("--max-associations", type=int, default=10, metavar="N",
+                   help="simultaneous associations; one more is rejected (default 10)")
+    p.add_argument("--max-pdu", type=int, default=16384, metavar="BYTES",
+                   help="largest PDU we accept (default 16384)")
+    p.add_argument("--refuse-compressed", action="store_true",
+                   help="refuse JPEG Baseline, JPEG Lossless and RLE")
+    p.add_argument("--allow-aet", action="append", metavar="AET", dest="allow_aets",
+                   help="accept only this calling AE title (repeatable; default: anyone)")
+    p.add_argument("--duplicates", choices=[d.value for d in DuplicatePolicy],
+                   default=DuplicatePolicy.KEEP_FIRST.value,
+                   help="a SOP Instance UID received again: keep the first copy (default) or "
+                        "replace it; either way success is answered and it is logged")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="speak TLS with this certificate")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    p.add_argument("--tls-ca", type=Path, metavar="PEM",
+                   help="require client certificates signed by this CA")
+    p.add_argument("--no-fsync", action="store_true",
+                   help="answer success without flushing each file to the disk (faster; objects "
+                        "answered just before a power cut can be lost: for a tmpfs, or a disk "
+                        "with a protected write cache)")
+    p.add_argument("--acse-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a new connection has to ask for an association (default 30)")
+    p.add_argument("--network-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds an association may stay silent (default 60)")
+    p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    add_output_flags(p)
+    p.set_defaults(func=_receive)
+
+    p = sub.add_parser("find", help="query a node (C-FIND), print the matches",
+                       epilog=_FIND_EXAMPLE, formatter_class=fmt)
+    p.add_argument("node", metavar="NODE", help="node name from the configuration, or AET@HOST:PORT")
+    p.add_argument("--model", choices=[m.value for m in QueryModel], default="study",
+                   help="information model: study root (default) or patient root")
+    p.add_argument("--level", choices=[lv.value.lower() for lv in QueryLevel], default="study",
+                   help="query level (default study)")
+    p.add_argument("--patient-id", help="Patient ID")
+    p.add_argument("--patient-name", help="Patient's Name (wildcards * and ?)")
+    p.add_argument("--birth-date", metavar="DATE[-DATE]", help="Patient's Birth Date")
+    p.add_argument("--sex", choices=("M", "F", "O"), help="Patient's Sex")
+    p.add_argument("--study-date", metavar="FROM-TO", help="Study Date, YYYYMMDD or a range")
+    p.add_argument("--accession", help="Accession Number")
+    p.add_argument("--study-uid", help="Study Instance UID")
+    p.add_argument("--series-uid", help="Series Instance UID")
+    p.add_argument("--modality", help="Modality (series level)")
+    p.add_argument("-k", "--key", action="append", default=[], metavar="KEYWORD=VALUE",
+                   help="any other matching key (repeatable)")
+    _add_node_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=_find)
+
+    p = sub.add_parser("move", help="have a node send a study, series or image (C-MOVE)",
+                       epilog=_MOVE_EXAMPLE, formatter_class=fmt)
+    p.add_argument("node", metavar="NODE", help="node name from the configuration, or AET@HOST:PORT")
+    p.add_argument("--dest", required=True, metavar="AET", help="destination AE title")
+    p.add_argument("--model", choices=[m.value for m in QueryModel], default="study",
+                   help="information model (default study)")
+    p.add_argument("--patient-id", help="Patient ID (patient root model)")
+    p.add_argument("--study-uid", help="Study Instance UID")
+    p.add_argument("--series-uid", help="Series Instance UID")
+    p.add_argument("--sop-uid", help="SOP Instance UID")
+    _add_node_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=_move)
+
+
+def _quiet_pynetdicom(args: argparse.Namespace) -> None:
+    """pynetdicom logs rejections and aborts itself; we report them in one line instead."""
+    if getattr(args, "verbose", 0) < 2:
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Config, Node, str]:
+    config = load_config(args.config)
+    node = resolve_node(args.node, config.network, timeout=args.timeout, max_pdu=args.max_pdu)
+    return config, node, args.aet or config.network.ae_title
+
+
+def _echo(args: argparse.Namespace) -> int:
+    _, node, aet = _setup(args)
+    result = echo(node, ae_title=aet)
+    if args.json:
+        emit_json({"node": str(node), "status": "0x0000", "ms": round(result.seconds * 1000, 1)})
+    elif not args.quiet:
+        print(f"{node}: C-ECHO success ({result.seconds * 1000:.1f} ms)")
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    _, node, aet = _setup(args)
+    names = [n.strip().lower() for n in args.ts.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _TS_NAMES]
+    if unknown or not names:
+        raise InvalidInputError(f"--ts takes implicit, explicit and/or big, got {args.ts!r}")
+    bar = progress_bar(args, None, "send", "obj")
+    try:
+        report = send(args.paths, node, ae_title=aet,
+                      transfer_syntaxes=[_TS_NAMES[n] for n in names],
+                      progress=lambda done, total: bar.set(done, total))
+    finally:
+        bar.close()
+    if args.json:
+        emit_json(report.as_dict())
+    elif not args.quiet:
+        mb = report.bytes_sent / 1e6
+        rate = report.sent / report.seconds if report.seconds else 0.0
+        print(f"sent {report.sent} of {report.total} objects to {node} ({mb:.1f} MB, "
+              f"{report.seconds:.1f} s, {rate:.0f} objects/s, {report.associations} "
+              f"association{'s' if report.associations != 1 else ''})")
+        for warning in report.warnings:
+            print(f"warning: {warning.file}: {warning.reason}")
+        if report.skipped:
+            print(f"skipped {len(report.skipped)} file(s) that are not DICOM Part 10")
+    if report.failed is not None:
+        failed = report.failed
+        raise NetworkError(f"{failed.file}: {failed.reason}; {report.sent} of {report.total} "
+                           f"sent, {len(report.remaining)} not attempted", peer=str(node))
+    return 0
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None:
+        if args.tls_key is not None or args.tls_ca is not None:
+            raise InvalidInputError("--tls-key and --tls-ca need --tls-cert")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_ca is not None:
+            context.load_verify_locations(args.tls_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInputError(f"cannot load the TLS certificate or key: {exc}",
+                                path=args.tls_cert) from None
+    return context
+
+
+def _receive(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    bar = progress_bar(args, None, "received", "obj")
+
+    def on_stored(obj: StoredObject) -> None:
+        bar.update(1)
+
+    scp = StorageSCP(args.out, ae_title=args.aet or config.network.ae_title,
+                     port=config.network.port if args.port is None else args.port,
+                     host=args.bind, max_associations=args.max_associations,
+                     max_pdu=args.max_pdu, refuse_compressed=args.refuse_compressed,
+                     allowed_aets=args.allow_aets, duplicates=args.duplicates,
+                     ssl_context=_tls(args), acse_timeout=args.acse_timeout,
+                     network_timeout=args.network_timeout, durable=not args.no_fsync,
+                     on_stored=on_stored)
+    scp.listen()
+    previous = {sig: signal.signal(sig, lambda _sig, _frame: scp.request_stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    if not (args.quiet or args.json):
+        sys.stderr.write(f"rtforge receive: {scp.ae_title} listening on port {scp.port}, "
+                         f"writing under {args.out}; Ctrl-C to stop\n")
+    try:
+        scp.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        bar.close()
+    summary = {"stored": scp.stored, "duplicates": scp.duplicate_count, "failed": scp.failed,
+               "rejected_associations": scp.rejected, "out": str(args.out)}
+    if args.json:
+        emit_json(summary)
+    elif not args.quiet:
+        print(f"received {scp.stored} objects ({scp.duplicate_count} duplicates, {scp.failed} "
+              f"failed, {scp.rejected} associations rejected) under {args.out}")
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> dict[str, str]:
+    filters = {keyword: value for keyword, value in (
+        ("PatientID", args.patient_id), ("PatientName", args.patient_name),
+        ("PatientBirthDate", args.birth_date), ("PatientSex", args.sex),
+        ("StudyDate", args.study_date), ("AccessionNumber", args.accession),
+        ("StudyInstanceUID", args.study_uid), ("SeriesInstanceUID", args.series_uid),
+        ("Modality", args.modality)) if value is not None}
+    for flag, keyword in (("--birth-date", "PatientBirthDate"), ("--study-date", "StudyDate")):
+        value = filters.get(keyword)
+        if value is not None and not _DATE_RANGE.match(value):
+            raise InvalidInputError(f"{flag} takes YYYYMMDD or a range YYYYMMDD-YYYYMMDD, "
+                                    f"got {value!r}")
+    for item in args.key:
+        keyword, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInputError(f"--key takes KEYWORD=VALUE, got {item!r}")
+        filters[keyword.strip()] = value
+    return filters
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _find(args: argparse.Namespace) -> int:
+    _, node, aet = _setup(args)
+    _quiet_pynetdicom(args)
+    level = QueryLevel(args.level.upper())
+    columns = [k for k in return_keys(args.model, level) if k != "QueryRetrieveLevel"]
+    matches = find(node, level, model=args.model, filters=_filters(args), ae_title=aet)
+    rows = [{k: _text(ds.get(k)) for k in columns} for ds in matches]
+    if args.json:
+        emit_json(rows)
+        return 0
+    if args.quiet:
+        return 0
+    widths = {k: min(max([len(k)] + [len(r[k]) for r in rows]), 64) for k in columns}
+    print("  ".join(k.ljust(widths[k]) for k in columns).rstrip())
+    for row in rows:
+        print("  ".join(row[k][:64].ljust(widths[k]) for k in columns).rstrip())
+    print(f"{len(rows)} match{'es' if len(rows) != 1 else ''}")
+    return 0
+
+
+def _move(args: argparse.Namespace) -> int:
+    _, node, aet = _setup(args)
+    _quiet_pynetdicom(args)
+    if not (args.study_uid or args.series_uid or args.sop_uid):
+        sys.stderr.write("rtforge: error: give --study-uid, --series-uid or --sop-uid "
+                         "(see 'rtforge move --help')\n")
+        return 2
+    result = move(node, args.dest, study_uid=args.study_uid, series_uid=args.series_uid,
+                  sop_uid=args.sop_uid, patient_id=args.patient_id, model=args.model,
+                  ae_title=aet)
+    if args.json:
+        emit_json({"status": f"0x{result.status:04X}", "completed": result.completed,
+                   "failed": result.failed, "warning": result.warning,
+                   "failed_sop_instance_uids": result.failed_sop_instance_uids})
+    elif not args.quiet:
+        print(f"moved to {args.dest}: {result.completed} completed, {result.failed} failed, "
+              f"{result.warning} warning ({status_meaning(result.status)})")
+    if result.failed:
+        raise NetworkError(f"{result.failed} of the move's sub-operations failed", peer=str(node),
+                           status=result.status)
+    return 0

@@ -1,0 +1,708 @@
+"""Storage SOP Classes and Verification as SCP: a receiver that loses nothing.
+
+Conformance (Oncentra 4.2.2, tables 4-18 to 4-22, but stricter where it
+matters):
+
+- every Storage SOP Class pynetdicom knows (PS3.4 B.5) and Verification;
+- transfer syntaxes Implicit VR LE, Explicit VR LE, Explicit VR BE, JPEG
+  Baseline, JPEG Lossless SV1 and RLE Lossless (table 4-22); the compressed
+  ones can be refused; of those the requestor proposes in one context, the
+  requestor's first wins (it knows its data: nothing needs transcoding);
+- up to ``max_associations`` simultaneous associations (table 4-20 says 10);
+  one more is rejected with A-ASSOCIATE-RJ (transient, local limit
+  exceeded), never dropped;
+- an optional calling-AE allowlist (rejected: permanent, calling AE title not
+  recognized) and optional TLS.
+
+Each object is kept exactly as received: the data set bytes go unchanged
+into a Part 10 file behind a File Meta Information header, under
+``OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+The object is gathered in memory (streamed to disk beyond 32 MiB), parsed
+(structure only, values larger than 1 KiB are skipped), written to
+``OUT/.incoming/<random>.part``, flushed to disk (fdatasync), renamed to its
+final name and the folder flushed (fsync), and only then is success
+answered (:mod:`rtforge.net._part10`); ``durable=False`` (``--no-fsync``)
+skips the two flushes.  A write that fails answers 0xA700 (Refused: Out of
+Resources) and deletes the partial file; a data set that cannot be parsed, or
+lacks its SOP Class/Instance UIDs, answers 0xC000 (Cannot understand); one
+whose UIDs differ from the request answers 0xA900.  Leftover ``.part`` files
+(never acknowledged) are deleted when the receiver starts.
+
+A SOP Instance UID received twice (in this run, or already on disk at the
+same place) is handled by :class:`DuplicatePolicy`: by default the first copy
+is kept, the second is answered with success and logged.
+
+Stopping (:meth:`StorageSCP.request_stop`, e.g. from SIGTERM) closes the
+listening socket, lets every message in flight finish (file written and
+answered), then aborts the associations at their next message boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    RLELossless,
+)
+from pynetdicom import AllStoragePresentationContexts
+from pynetdicom.pdu_primitives import A_ASSOCIATE
+from pynetdicom.presentation import PresentationContext
+
+from rtforge.config import check_ae_title
+from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net._dimse import C_ECHO_RQ, C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP, Command, encode_command
+from rtforge.net._part10 import (
+    PATIENT_ID,
+    SERIES_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    STUDY_UID,
+    Arena,
+    IncomingObject,
+    file_meta,
+    fsync_dir,
+    unlink_quietly,
+)
+from rtforge.net._upper_layer import (
+    A_ASSOCIATE_RQ_TYPE,
+    APPLICATION_CONTEXT_NAME,
+    RELEASE_RP_PDU,
+    MessageReader,
+    PduStream,
+    PeerAborted,
+    ProtocolError,
+    ReleaseRequested,
+    decode_associate_rq,
+    encode_associate_ac,
+    encode_associate_rj,
+    encode_message,
+    read_associate_pdu,
+)
+from rtforge.net.echo import VERIFICATION_SOP_CLASS
+
+__all__ = [
+    "ACCEPTED_TRANSFER_SYNTAXES",
+    "COMPRESSED_TRANSFER_SYNTAXES",
+    "DuplicatePolicy",
+    "StoredObject",
+    "StorageSCP",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Oncentra table 4-22.
+ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+    JPEGBaseline8Bit, JPEGLosslessSV1, RLELossless)
+#: The ones ``refuse_compressed`` leaves out (Oncentra table 4-29).
+COMPRESSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (JPEGBaseline8Bit, JPEGLosslessSV1, RLELossless)
+_UNCOMPRESSED = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
+_STORAGE_SOP_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+#: C-STORE statuses we answer (PS3.4 B.2.3).
+_SUCCESS = 0x0000
+_OUT_OF_RESOURCES = 0xA700
+_DOES_NOT_MATCH = 0xA900
+_CANNOT_UNDERSTAND = 0xC000
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_INCOMING = ".incoming"
+_PART = ".part"
+#: Connections that may wait for negotiation beyond ``max_associations`` (to be told "no").
+_EXTRA_CONNECTIONS = 8
+
+
+class DuplicatePolicy(str, Enum):
+    """What to do with a SOP Instance UID that was already received."""
+
+    KEEP_FIRST = "keep-first"
+    """Keep the first copy; answer success and log the duplicate."""
+    REPLACE = "replace"
+    """Replace the earlier copy with the new one (atomically)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One C-STORE the receiver answered.
+
+    Parameters
+    ----------
+    sop_class_uid, sop_instance_uid : str
+        From the request.
+    calling_ae : str
+        Who sent it.
+    status : int
+        What we answered.
+    path : Path or None
+        Where it is (for a duplicate kept first, the earlier copy); ``None``
+        on failure.
+    duplicate : bool
+        Whether the SOP Instance UID had been received before.
+    reason : str
+        Why it failed, empty on success.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae: str
+    status: int
+    path: Path | None
+    duplicate: bool = False
+    reason: str = ""
+
+
+@dataclass
+class _Association:
+    """What negotiation settled for one accepted association."""
+
+    calling_ae: str
+    peer: str
+    contexts: dict[int, tuple[str, str]]  # context ID -> (abstract syntax, transfer syntax)
+    peer_max_pdu: int
+
+
+class _StoreFailed(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _safe_name(value: object, fallback: str) -> str:
+    text = _UNSAFE.sub("_", str(value or "").strip()).lstrip(".")[:64]
+    return text or fallback
+
+
+class _Discard:
+    def write(self, fragment: memoryview) -> None:
+        del fragment
+
+
+class StorageSCP:
+    """A Storage and Verification SCP writing Part 10 files under ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Root of the received files (created if missing).
+    ae_title : str
+        Our AE title (any Called AE Title is accepted; vendors' SCPs do the same).
+    port : int
+        TCP port; 0 picks a free one (see :attr:`port` once started).
+    host : str
+        Address to listen on; ``""`` means every interface.
+    max_associations : int
+        Simultaneous associations (default 10, Oncentra table 4-20).
+    max_pdu : int
+        Maximum Length we announce, in bytes (default 16384, Oncentra table 4-19).
+    refuse_compressed : bool
+        Refuse JPEG Baseline, JPEG Lossless and RLE (Oncentra table 4-29).
+    allowed_aets : iterable of str, optional
+        Calling AE titles allowed to associate; everyone when ``None``.
+    duplicates : DuplicatePolicy or str
+        What to do with a SOP Instance UID received twice (default keep-first).
+    ssl_context : ssl.SSLContext, optional
+        Server-side TLS context; set ``verify_mode`` to require client certificates.
+    acse_timeout : float
+        Seconds a new connection has to send its A-ASSOCIATE-RQ (ARTIM, default 30).
+    network_timeout : float
+        Seconds an association may stay silent (default 60).
+    durable : bool
+        Flush each file (fdatasync) and its folder (fsync) to the disk before
+        answering success (default).  ``False`` skips the two flushes: files
+        still appear only whole, under their final name, but those answered
+        in the last seconds before a power cut or a kernel crash can be lost.
+        For a tmpfs, or a disk with a protected write cache.
+    on_stored : callable, optional
+        Called with a :class:`StoredObject` after each C-STORE is answered,
+        from the association's thread.
+
+    Raises
+    ------
+    InvalidInputError
+        If a parameter is out of range.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], *, ae_title: str = "RTFORGE",
+                 port: int = 11112, host: str = "", max_associations: int = 10,
+                 max_pdu: int = 16384, refuse_compressed: bool = False,
+                 allowed_aets: Iterable[str] | None = None,
+                 duplicates: DuplicatePolicy | str = DuplicatePolicy.KEEP_FIRST,
+                 ssl_context: ssl.SSLContext | None = None, acse_timeout: float = 30.0,
+                 network_timeout: float = 60.0, durable: bool = True,
+                 on_stored: Callable[[StoredObject], None] | None = None) -> None:
+        self.ae_title = check_ae_title(ae_title)
+        if not 0 <= port <= 65535:
+            raise InvalidInputError(f"port must be 0 to 65535, got {port}")
+        if not 1 <= max_associations <= 1000:
+            raise InvalidInputError(f"max_associations must be 1 to 1000, got {max_associations}")
+        if not 4096 <= max_pdu < 2**32:
+            raise InvalidInputError(f"max_pdu must be 4096 to 4294967295 bytes, got {max_pdu}")
+        if acse_timeout <= 0 or network_timeout <= 0:
+            raise InvalidInputError("timeouts must be positive")
+        self.out_dir = Path(out_dir)
+        self._requested_port = port
+        self.host = host
+        self.max_associations = max_associations
+        self.max_pdu = max_pdu
+        self.transfer_syntaxes = tuple(ts for ts in ACCEPTED_TRANSFER_SYNTAXES
+                                       if not (refuse_compressed
+                                               and ts in COMPRESSED_TRANSFER_SYNTAXES))
+        self.allowed_aets = None if allowed_aets is None else frozenset(
+            check_ae_title(a, "allowed AE title") for a in allowed_aets)
+        self.duplicates = DuplicatePolicy(duplicates)
+        self.ssl_context = ssl_context
+        self.acse_timeout = float(acse_timeout)
+        self.network_timeout = float(network_timeout)
+        self.durable = durable
+        self.on_stored = on_stored
+        self._listener: socket.socket | None = None
+        self._stop_r = self._stop_w = -1  # a pipe, readable once a stop is requested
+        self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._handlers: set[threading.Thread] = set()
+        self._active = 0
+        self._seen: dict[str, Path] = {}
+        self._thread: threading.Thread | None = None
+        #: Threads that wait for fdatasync while the associations' threads parse.
+        self._flusher = ThreadPoolExecutor(max_workers=max_associations,
+                                           thread_name_prefix="scp-flush")
+        self._stopping = False
+        self.stored = 0
+        self.duplicate_count = 0
+        self.failed = 0
+        self.rejected = 0
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port we listen on (the real one when 0 was asked for), once started."""
+        if self._listener is None:
+            return self._requested_port
+        return int(self._listener.getsockname()[1])
+
+    def listen(self) -> None:
+        """Create the output folder (deleting leftover partial files) and bind the port.
+
+        :meth:`start` and :meth:`serve_forever` do it when it is not done yet.
+
+        Raises
+        ------
+        NetworkError
+            If the port cannot be bound.
+        InvalidInputError
+            If the output folder cannot be created.
+        """
+        if self._listener is not None:
+            raise RuntimeError("the receiver is already listening")
+        incoming = self.out_dir / _INCOMING
+        try:
+            incoming.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot create the output folder: {exc}",
+                                    path=self.out_dir) from None
+        stale = list(incoming.glob("*" + _PART))
+        for path in stale:
+            unlink_quietly(path)
+        if stale:
+            logger.warning("deleted %d partial file(s) left by an earlier run (never acknowledged)",
+                           len(stale))
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self._requested_port))
+            listener.listen(64)
+        except OSError as exc:
+            listener.close()
+            raise NetworkError(f"cannot listen on port {self._requested_port}: {exc.strerror}"
+                               ) from None
+        self._listener = listener
+        self._stop_r, self._stop_w = os.pipe()
+        if self._stopping:  # asked to stop before it started
+            os.write(self._stop_w, b"x")
+        logger.info("%s listening on %s:%d, storing under %s", self.ae_title, self.host or "*",
+                    self.port, self.out_dir)
+
+    def start(self) -> StorageSCP:
+        """Listen and serve in a background thread; returns ``self``.
+
+        Raises
+        ------
+        NetworkError
+            If the port cannot be bound.
+        InvalidInputError
+            If the output folder cannot be created.
+        """
+        if self._listener is None:
+            self.listen()
+        self._thread = threading.Thread(target=self._serve, name=f"scp-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Listen and serve in this thread until :meth:`request_stop`, then drain.
+
+        Raises
+        ------
+        NetworkError
+            If the port cannot be bound.
+        InvalidInputError
+            If the output folder cannot be created.
+        """
+        if self._listener is None:
+            self.listen()
+        self._serve()
+
+    def request_stop(self) -> None:
+        """Ask the receiver to stop; safe from a signal handler and from any thread."""
+        self._stopping = True
+        stop_w = self._stop_w
+        if stop_w >= 0:
+            try:
+                os.write(stop_w, b"x")
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Stop accepting, let messages in flight finish, and wait for every association."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> StorageSCP:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        listener = self._listener
+        try:
+            while True:
+                ready, _, _ = select.select([listener.fileno(), self._stop_r], [], [])
+                if self._stop_r in ready:
+                    break
+                try:
+                    conn, address = listener.accept()
+                except OSError as exc:
+                    logger.warning("accept failed: %s", exc)
+                    continue
+                with self._lock:
+                    crowded = len(self._handlers) >= self.max_associations + _EXTRA_CONNECTIONS
+                    if not crowded:
+                        thread = threading.Thread(target=self._handle, args=(conn, address),
+                                                  name=f"assoc-{address[0]}:{address[1]}",
+                                                  daemon=True)
+                        self._handlers.add(thread)
+                if crowded:
+                    logger.warning("%s:%d: too many connections, closed at once", *address[:2])
+                    conn.close()
+                    continue
+                thread.start()
+        finally:
+            listener.close()
+            with self._lock:
+                handlers = list(self._handlers)
+            for thread in handlers:
+                thread.join()
+            self._flusher.shutdown()
+            stop_r, stop_w = self._stop_r, self._stop_w
+            self._stop_r = self._stop_w = -1
+            os.close(stop_r)
+            os.close(stop_w)
+            logger.info("%s stopped: %d stored, %d duplicates, %d failed, %d rejected",
+                        self.ae_title, self.stored, self.duplicate_count, self.failed,
+                        self.rejected)
+
+    # -- one connection -------------------------------------------------------------------
+
+    def _handle(self, conn: socket.socket, address: tuple[str, int]) -> None:
+        peer = f"{address[0]}:{address[1]}"
+        stream: PduStream | None = None
+        accepted: _Association | None = None
+        try:
+            conn.settimeout(self.acse_timeout)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                conn = self.ssl_context.wrap_socket(conn, server_side=True)
+            stream = PduStream(conn, peer)
+            accepted = self._negotiate(stream)
+            if accepted is not None:
+                self._serve_association(stream, accepted)
+        except ReleaseRequested:
+            assert stream is not None
+            stream.send(RELEASE_RP_PDU)
+            _linger_close(stream)
+        except ProtocolError as exc:
+            logger.warning("%s: protocol error, aborting: %s", peer, exc)
+            if stream is not None:
+                stream.send_abort(2, 0)
+        except PeerAborted as exc:
+            logger.info("%s", exc)
+        except (NetworkError, ssl.SSLError, OSError) as exc:
+            logger.info("%s: connection ended: %s", peer, exc)
+        except Exception:
+            logger.exception("%s: unexpected error, aborting", peer)
+            if stream is not None:
+                stream.send_abort(2, 0)
+        finally:
+            if stream is not None:
+                stream.close()
+            else:
+                conn.close()
+            with self._lock:
+                if accepted is not None:
+                    self._active -= 1
+                self._handlers.discard(threading.current_thread())
+
+    def _reject(self, stream: PduStream, result: int, source: int, reason: int, why: str) -> None:
+        logger.warning("%s: association rejected: %s", stream.peer, why)
+        with self._lock:
+            self.rejected += 1
+        stream.send(encode_associate_rj(result, source, reason))
+        _linger_close(stream)
+
+    def _negotiate(self, stream: PduStream) -> _Association | None:
+        event = stream.wait_readable(self.acse_timeout, self._stop_r)
+        if event != "data":  # ARTIM expired, or we are stopping: just close
+            logger.info("%s: no A-ASSOCIATE-RQ (%s), closing", stream.peer,
+                        "stopping" if event == "stop" else f"ARTIM {self.acse_timeout:g} s")
+            return None
+        pdu_type, pdu = read_associate_pdu(stream)
+        if pdu_type != A_ASSOCIATE_RQ_TYPE:
+            raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
+                                peer=stream.peer)
+        try:
+            request = decode_associate_rq(pdu)
+        except Exception as exc:  # pynetdicom raises assorted errors on bad items
+            raise ProtocolError(f"invalid A-ASSOCIATE-RQ: {exc}", peer=stream.peer) from None
+        calling = str(request.calling_ae_title).strip()
+        stream.peer = f"{calling}@{stream.peer}"
+        if request.application_context_name != APPLICATION_CONTEXT_NAME:
+            self._reject(stream, 1, 1, 2, "application context name not supported")
+            return None
+        if self.allowed_aets is not None and calling not in self.allowed_aets:
+            self._reject(stream, 1, 1, 3, f"calling AE title {calling!r} is not allowed")
+            return None
+        with self._lock:
+            full = self._active >= self.max_associations or self._stopping
+            if not full:
+                self._active += 1
+        if full:
+            self._reject(stream, 2, 3, 2, f"local limit of {self.max_associations} associations "
+                         "reached" if not self._stopping else "stopping")
+            return None
+        try:
+            results, contexts = self._negotiate_contexts(request)
+            stream.send(encode_associate_ac(request, results, self.max_pdu))
+        except BaseException:
+            with self._lock:
+                self._active -= 1
+            raise
+        logger.info("%s: association accepted (%d of %d contexts)", stream.peer, len(contexts),
+                    len(results))
+        return _Association(calling, stream.peer, contexts,
+                            int(request.maximum_length_received or 0))
+
+    def _negotiate_contexts(self, request: A_ASSOCIATE
+                            ) -> tuple[list[PresentationContext], dict[int, tuple[str, str]]]:
+        results: list[PresentationContext] = []
+        contexts: dict[int, tuple[str, str]] = {}
+        for proposed in request.presentation_context_definition_list:
+            result = PresentationContext()
+            result.context_id = proposed.context_id
+            abstract = str(proposed.abstract_syntax)
+            offered = [str(ts) for ts in proposed.transfer_syntax]
+            if abstract == VERIFICATION_SOP_CLASS:
+                ours: Collection[str] = _UNCOMPRESSED
+            elif abstract in _STORAGE_SOP_CLASSES:
+                ours = self.transfer_syntaxes
+            else:
+                ours = ()
+            chosen = next((ts for ts in offered if ts in ours), None)
+            if chosen is not None:
+                result.result = 0x00
+                result.transfer_syntax = [UID(chosen)]
+                contexts[int(proposed.context_id or 0)] = (abstract, chosen)
+            else:
+                result.result = 0x04 if ours else 0x03
+                result.transfer_syntax = [UID(offered[0])] if offered else []
+            results.append(result)
+        return results, contexts
+
+    def _serve_association(self, stream: PduStream, assoc: _Association) -> None:
+        stream.sock.settimeout(self.network_timeout)
+        reader = MessageReader(stream, self.max_pdu, assoc.contexts)
+        arena = Arena()
+        current: IncomingObject | None = None
+
+        def sink_for(context_id: int, command: Command) -> IncomingObject | _Discard:
+            nonlocal current
+            if command.command_field != C_STORE_RQ:
+                return _Discard()
+            current = self._open_incoming(assoc, context_id, command, arena)
+            return current
+
+        while True:
+            if not reader.pending():
+                event = stream.wait_readable(self.network_timeout, self._stop_r)
+                if event != "data":
+                    logger.info("%s: %s, aborting the association", stream.peer,
+                                "stopping" if event == "stop" else
+                                f"silent for {self.network_timeout:g} s")
+                    stream.send_abort(0, 0)
+                    return
+            current = None
+            try:
+                context_id, command, _ = reader.read_message(sink_for)
+                response = self._answer(assoc, context_id, command, current)
+            except BaseException:
+                if current is not None:
+                    current.discard()
+                raise
+            for batch in encode_message(context_id, encode_command(response), None,
+                                        assoc.peer_max_pdu):
+                stream.send(batch)
+
+    # -- C-ECHO and C-STORE ---------------------------------------------------------------
+
+    def _answer(self, assoc: _Association, context_id: int, command: Command,
+                obj: IncomingObject | None) -> Command:
+        abstract = assoc.contexts[context_id][0]
+        if command.command_field == C_ECHO_RQ and abstract == VERIFICATION_SOP_CLASS:
+            return Command(C_ECHO_RSP, message_id_being_responded_to=command.message_id,
+                           affected_sop_class_uid=VERIFICATION_SOP_CLASS, status=_SUCCESS)
+        if command.command_field != C_STORE_RQ or abstract == VERIFICATION_SOP_CLASS \
+                or obj is None:
+            raise ProtocolError(f"unsupported request 0x{command.command_field:04X} on "
+                                f"presentation context {context_id}", peer=assoc.peer)
+        sop_class = command.affected_sop_class_uid or ""
+        sop_instance = command.affected_sop_instance_uid or ""
+        try:
+            path, duplicate = self._commit(assoc, context_id, command, obj)
+            status, reason = _SUCCESS, ""
+        except _StoreFailed as exc:
+            obj.discard()
+            path, duplicate, status, reason = None, False, exc.status, exc.reason
+            logger.warning("%s: C-STORE of %s answered 0x%04X: %s", assoc.peer, sop_instance,
+                           status, reason)
+        with self._lock:
+            if status != _SUCCESS:
+                self.failed += 1
+            elif duplicate:
+                self.duplicate_count += 1
+            else:
+                self.stored += 1
+        if self.on_stored is not None:
+            try:
+                self.on_stored(StoredObject(sop_class, sop_instance, assoc.calling_ae, status,
+                                            path, duplicate, reason))
+            except Exception:  # the object is stored: a failing observer must not undo that
+                logger.exception("on_stored callback failed")
+        return Command(C_STORE_RSP, message_id_being_responded_to=command.message_id,
+                       affected_sop_class_uid=sop_class, affected_sop_instance_uid=sop_instance,
+                       status=status, error_comment=reason[:64] or None)
+
+    def _open_incoming(self, assoc: _Association, context_id: int, command: Command,
+                       arena: Arena) -> IncomingObject:
+        meta = file_meta(command.affected_sop_class_uid or "",
+                          command.affected_sop_instance_uid or "",
+                          assoc.contexts[context_id][1], assoc.calling_ae)
+        temp = self.out_dir / _INCOMING / f"{uuid.uuid4().hex}{_PART}"
+        return IncomingObject(temp, meta, assoc.contexts[context_id][1], arena)
+
+    def _commit(self, assoc: _Association, context_id: int, command: Command,
+                obj: IncomingObject) -> tuple[Path, bool]:
+        """Check, flush and rename a received object; (final path, whether a duplicate)."""
+        obj.start_flush(self._flusher if self.durable else None)  # the disk works while we parse
+        if obj.error is not None:
+            raise _StoreFailed(_OUT_OF_RESOURCES, f"cannot write: {obj.error.strerror or obj.error}")
+        try:
+            values = obj.identify()
+        except Exception as exc:  # pydicom raises many kinds on malformed data
+            raise _StoreFailed(_CANNOT_UNDERSTAND, f"malformed data set: {exc}") from None
+        sop_class = values.get(SOP_CLASS_UID, "")
+        sop_instance = values.get(SOP_INSTANCE_UID, "")
+        if not sop_class or not sop_instance:
+            raise _StoreFailed(_CANNOT_UNDERSTAND, "the data set lacks its SOP Class UID or SOP "
+                                                   "Instance UID")
+        if sop_class != command.affected_sop_class_uid \
+                or sop_instance != command.affected_sop_instance_uid:
+            raise _StoreFailed(_DOES_NOT_MATCH, "SOP Class/Instance UID of the data set differ "
+                                                "from the request's")
+        folder = (self.out_dir / _safe_name(values.get(PATIENT_ID), "NO_PATIENT_ID")
+                  / _safe_name(values.get(STUDY_UID), "NO_STUDY_UID")
+                  / _safe_name(values.get(SERIES_UID), "NO_SERIES_UID"))
+        final = folder / f"{_safe_name(sop_instance, 'NO_SOP_INSTANCE_UID')}.dcm"
+        try:
+            self._make_dirs(folder)
+            obj.persist()
+            with self._commit_lock:
+                earlier = self._seen.get(sop_instance)
+                if earlier is None or not earlier.exists():
+                    earlier = final if final.exists() else None
+                duplicate = earlier is not None
+                if duplicate and self.duplicates is DuplicatePolicy.KEEP_FIRST:
+                    obj.discard()
+                    logger.warning("%s: duplicate SOP Instance UID %s: kept the first copy %s",
+                                   assoc.peer, sop_instance, earlier)
+                    return earlier, True  # type: ignore[return-value]
+                obj.rename(final)
+                self._seen[sop_instance] = final
+            if earlier is not None and earlier != final:
+                unlink_quietly(earlier)
+            if self.durable:
+                fsync_dir(folder)
+        except OSError as exc:
+            raise _StoreFailed(_OUT_OF_RESOURCES, f"cannot write: {exc.strerror or exc}") from None
+        if duplicate:
+            logger.warning("%s: duplicate SOP Instance UID %s: replaced %s", assoc.peer,
+                           sop_instance, earlier)
+        return final, duplicate
+
+    def _make_dirs(self, folder: Path) -> None:
+        """Create ``folder`` and its parents, flushing each new entry to disk."""
+        missing = []
+        for parent in (folder, *folder.parents):
+            if parent.is_dir():
+                break
+            missing.append(parent)
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
+            if self.durable:
+                fsync_dir(path.parent)
+
+
+def _linger_close(stream: PduStream) -> None:
+    """After a reject or release: let the peer read our last PDU and close first (1 s at most)."""
+    try:
+        stream.sock.shutdown(socket.SHUT_WR)
+        stream.sock.settimeout(1.0)
+        while stream.sock.recv(4096):
+            pass
+    except OSError:
+        pass

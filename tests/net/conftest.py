@@ -1,0 +1,39 @@
+"""Fixtures of the network tests (helpers in :mod:`tests.net.peers`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtforge.net import StorageSCP
+from tests.datafiles import pydicom_file
+from tests.net.peers import LOCALHOST, SMALL_FILES, Peer, run_storescp
+
+
+@pytest.fixture
+def small_files() -> list[Path]:
+    """CT, MR, RT Plan and RT Dose from pydicom's test files (Explicit and Implicit VR LE)."""
+    return [pydicom_file(name) for name in SMALL_FILES]
+
+
+@pytest.fixture
+def scp(tmp_path: Path) -> Iterator[StorageSCP]:
+    """Our Storage SCP, in this process, on a free port, writing under ``tmp_path/rx``."""
+    with StorageSCP(tmp_path / "rx", ae_title="RTFORGE_RX", port=0, host=LOCALHOST,
+                    acse_timeout=5, network_timeout=10) as server:
+        yield server
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[Peer]:
+    """dcmtk storescp accepting every syntax it knows (+xa), writing what it receives bit for
+    bit (+B) under ``tmp_path/storescp/in``."""
+    yield from run_storescp(tmp_path)
+
+
+@pytest.fixture
+def storescp_big_endian(tmp_path: Path) -> Iterator[Peer]:
+    """dcmtk storescp preferring Explicit VR Big Endian among what we propose (+xb)."""
+    yield from run_storescp(tmp_path, "+xb")
