@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from rtforge import __version__
-from rtforge.cli import demo, net, reslice, validate
+from rtforge.cli import demo, drr, net, reslice, validate
 from rtforge.errors import RtforgeError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (reslice, demo, validate, net)
+_COMMANDS = (reslice, demo, validate, net, drr)
 
 
 class _Parser(argparse.ArgumentParser):

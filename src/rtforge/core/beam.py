@@ -420,15 +420,15 @@ class BeamGeometry:
                 and (self.rows, self.columns) == (other.rows, other.columns)
                 and np.allclose(self.isocenter, other.isocenter, atol=1e-6)
                 and np.allclose(self._gantry_to_patient, other._gantry_to_patient, atol=1e-9)
-                and math.isclose(self.collimator_angle % 360, other.collimator_angle % 360,
-                                 abs_tol=1e-9)
+                and abs((self.collimator_angle - other.collimator_angle + 180.0) % 360.0
+                        - 180.0) <= 1e-9
                 and np.allclose([self.sad, self.sid, *self.pixel_spacing, *self.image_offset],
                                 [other.sad, other.sid, *other.pixel_spacing, *other.image_offset],
                                 atol=1e-9))
 
     def __hash__(self) -> int:
-        return hash((self.rows, self.columns, self.patient_position, round(self.gantry_angle, 6),
-                     round(self.sad, 6), round(self.sid, 6)))
+        # Only what equality compares exactly: equal geometries hash alike.
+        return hash((self.rows, self.columns, self.patient_position))
 
     def __repr__(self) -> str:
         iso = np.round(self.isocenter, 3).tolist()
