@@ -223,3 +223,24 @@ def test_prefix_and_template_match_dcmwrite(name: str) -> None:
     assert prefix + b"".join(bytes(c) for c in template.join(encoded)) == buffer.getvalue()
     with pytest.raises(ValueError, match="variable"):
         DatasetTemplate(ds, variable, name)
+
+
+def test_sync_files_flushes_once_with_syncfs(tmp_path, monkeypatch) -> None:
+    from rtforge.io import fileset
+
+    paths = []
+    for n in range(3):
+        p = tmp_path / f"{n}.dcm"
+        p.write_bytes(b"x" * 10)
+        paths.append(p)
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(fileset.os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    if fileset._syncfs is not None:
+        fileset.sync_files(tmp_path, paths)
+        assert len(calls) == 1  # the folder only: syncfs flushed the files
+    calls.clear()
+    monkeypatch.setattr(fileset, "_syncfs", None)
+    fileset.sync_files(tmp_path, paths)
+    assert len(calls) == 4  # each file, then the folder
+    assert all(p.read_bytes() == b"x" * 10 for p in paths)

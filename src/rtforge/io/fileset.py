@@ -24,13 +24,15 @@ of the cost.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import os
 import re
 import secrets
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -64,6 +66,7 @@ __all__ = [
     "instance_path",
     "atomic_write",
     "fsync_directory",
+    "sync_files",
     "file_meta",
     "write_dataset_file",
     "element_header",
@@ -286,6 +289,48 @@ def _coalesced(chunks: Iterable[Chunk]) -> Iterable[memoryview]:
         yield view
     if pending:
         yield memoryview(pending)
+
+
+def sync_files(folder: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> None:
+    """Make ``paths`` (files in ``folder``) and ``folder`` durable in one flush.
+
+    Writing many files without fsync and flushing once at the end costs one
+    journal commit instead of one per file: ``syncfs(2)`` on the folder's
+    filesystem where the C library has it (Linux), otherwise an fsync of
+    each file.  The folder itself is fsynced last.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        The folder holding the files.
+    paths : iterable of str or path-like
+        The files (used only where ``syncfs`` is unavailable).
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if _syncfs is not None and _syncfs(fd) == 0:
+            paths = ()
+    finally:
+        os.close(fd)
+    for path in paths:
+        file_fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(file_fd)
+        finally:
+            os.close(file_fd)
+    fsync_directory(folder)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` where the C library has it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
 
 
 def fsync_directory(folder: str | os.PathLike) -> None:
