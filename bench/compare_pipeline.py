@@ -33,6 +33,9 @@ import numpy as np
 from rtforge.core.reslice import default_output_grid
 from rtforge.io.series import read_series
 
+SITK = "pydicom + SimpleITK + pydicom"
+PLAST = "plastimatch convert (given the axial grid)"
+
 
 def _make_sources(root: Path, n: int, size: int, slices: int) -> list[Path]:
     from rtforge.core.phantom import oblique_stack, sample_phantom
@@ -121,6 +124,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--slices", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="round-robin rounds (median)")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="rtforge-bench-"))
@@ -136,62 +140,72 @@ def main() -> None:
     shutil.rmtree(work / "warm")
     base_rss = _run([sys.executable, "-c", "import rtforge.reconvert"], env)[1]
 
-    rows = []
-    for flags in ([], ["--no-fsync"]):
-        label = " ".join(flags) or "(fsync, default)"
-        t_total, rss_max = 0.0, 0
-        dest = work / f"reslice{len(flags)}"
-        for src in sources:
-            dt, rss = _run(rtforge + ["reslice", str(src), str(dest), "-q"] + flags, env)
-            t_total += dt
-            rss_max = max(rss_max, rss)
-        out_slices = sum(1 for _ in dest.rglob("*.dcm"))
-        rows.append((f"rtforge reslice, 1 process per series {label}", t_total, out_slices,
-                     rss_max))
-        for workers in (1, 2):
-            dest = work / f"batch{workers}-{len(flags)}"
-            dt, rss = _run(rtforge + ["batch", str(work / "src"), str(dest), "--workers",
-                                      str(workers), "-q"] + flags, env)
-            n = sum(1 for _ in dest.rglob("*.dcm"))
-            rows.append((f"rtforge batch --workers {workers} {label}", dt, n, rss))
-
-    t_sitk, rss_sitk, n_sitk = 0.0, 0, 0
     script = work / "sitk_pipeline.py"
     script.write_text(_SITK_PIPELINE)
-    for i, src in enumerate(sources):
-        dt, rss = _run([sys.executable, str(script), str(src), str(work / f"sitk{i}"),
-                        str(args.threads)], env)
-        t_sitk += dt
-        rss_sitk = max(rss_sitk, rss)
-        n_sitk += sum(1 for _ in (work / f"sitk{i}").glob("*.dcm"))
-    rows.append(("pydicom + SimpleITK + pydicom", t_sitk, n_sitk, rss_sitk))
-
     plast = shutil.which("plastimatch")
-    if plast:
-        t_p, rss_p, n_p = 0.0, 0, 0
+    plast_geometry = []
+    for src in sources:
+        # Without an output geometry plastimatch keeps the oblique orientation and does
+        # not resample at all; give it our axial grid so that it does the same job.
+        grid = default_output_grid(read_series(src).stack)
+        plast_geometry.append(["--origin", " ".join(f"{v:.4f}" for v in grid.origin),
+                               "--spacing", " ".join(f"{v:.6f}" for v in grid.spacing),
+                               "--dim", " ".join(str(n) for n in grid.shape[::-1]),
+                               "--direction-cosines", "1 0 0 0 1 0 0 0 1"])
+
+    def per_series(name: str, make_cmd) -> tuple[float, int, int]:
+        total, rss_max, slices = 0.0, 0, 0
         for i, src in enumerate(sources):
-            dest = work / f"plast{i}"
-            # Without an output geometry plastimatch keeps the oblique orientation and
-            # does not resample at all; give it our axial grid so it does the same job.
-            grid = default_output_grid(read_series(src).stack)
-            geometry = ["--origin", " ".join(f"{v:.4f}" for v in grid.origin),
-                        "--spacing", " ".join(f"{v:.6f}" for v in grid.spacing),
-                        "--dim", " ".join(str(n) for n in grid.shape[::-1]),
-                        "--direction-cosines", "1 0 0 0 1 0 0 0 1"]
-            dt, rss = _run([plast, "convert", "--input", str(src), "--output-dicom", str(dest)]
-                           + geometry, env)
-            t_p += dt
-            rss_p = max(rss_p, rss)
-            n_p += sum(1 for _ in dest.rglob("*.dcm"))
-        rows.append(("plastimatch convert", t_p, n_p, rss_p))
-    else:
-        rows.append(("plastimatch convert", float("nan"), 0, 0))
+            dest = work / "out" / name.replace(" ", "_") / str(i)
+            dt, rss = _run(make_cmd(i, src, dest), env)
+            total += dt
+            rss_max = max(rss_max, rss)
+            slices += sum(1 for _ in dest.rglob("*.dcm"))
+        return total, slices, rss_max
+
+    def whole(name: str, cmd_tail: list[str]) -> tuple[float, int, int]:
+        dest = work / "out" / name.replace(" ", "_")
+        dt, rss = _run(rtforge + ["batch", str(work / "src"), str(dest)] + cmd_tail, env)
+        return dt, sum(1 for _ in dest.rglob("*.dcm")), rss
+
+    pipelines = {}
+    for flags in ([], ["--no-fsync"]):
+        label = " ".join(flags) or "(durable, default)"
+        pipelines[f"rtforge reslice, one process per series {label}"] = (
+            lambda flags=flags, label=label: per_series(
+                f"reslice{len(flags)}",
+                lambda i, src, dest: rtforge + ["reslice", str(src), str(dest), "-q"] + flags))
+        for workers in (1, 2):
+            pipelines[f"rtforge batch --workers {workers} {label}"] = (
+                lambda workers=workers, flags=flags: whole(
+                    f"batch{workers}{len(flags)}", ["--workers", str(workers), "-q"] + flags))
+    pipelines[SITK] = lambda: per_series(
+        "sitk", lambda i, src, dest: [sys.executable, str(script), str(src), str(dest),
+                                      str(args.threads)])
+    if plast:
+        pipelines[PLAST] = lambda: per_series(
+            "plast", lambda i, src, dest: [plast, "convert", "--input", str(src),
+                                           "--output-dicom", str(dest)] + plast_geometry[i])
+
+    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in pipelines}
+    for r in range(args.repeat):
+        print(f"round {r + 1}/{args.repeat} ...", flush=True)
+        for name, fn in pipelines.items():  # round robin: load hits every tool alike
+            shutil.rmtree(work / "out", ignore_errors=True)
+            samples[name].append(fn())
+    rows = []
+    for name, runs in samples.items():
+        times = [t for t, _, _ in runs]
+        rows.append((name, float(np.median(times)), runs[0][1], max(m for _, _, m in runs)))
+    if not plast:
+        rows.append((PLAST, float("nan"), 0, 0))
 
     ref = {name: n / t for name, t, n, _ in rows if t == t and t > 0}
-    sitk_rate = ref.get("pydicom + SimpleITK + pydicom", np.nan)
-    plast_rate = ref.get("plastimatch convert", np.nan)
+    sitk_rate = ref.get(SITK, np.nan)
+    plast_rate = ref.get(PLAST, np.nan)
     print(f"\n{args.series} series of {args.size}x{args.size}x{args.slices} int16 "
-          f"({volume_mb:.0f} MB each), {args.threads} threads, whole processes, warm JIT cache")
+          f"({volume_mb:.0f} MB each), {args.threads} threads, whole processes, warm JIT cache, "
+          f"median of {args.repeat} round-robin rounds")
     print(f"python + rtforge import baseline RSS: {base_rss / 1024:.0f} MB\n")
     print("| pipeline | seconds | output slices | slices/s | vs SimpleITK pipeline | "
           "vs plastimatch | peak RSS MB | (RSS - baseline) / volume |")
