@@ -20,6 +20,11 @@ A missing file means the defaults.  Example::
     timeout = 30          # seconds (iPlan 4.4.2 default)
     max_pdu = 28672       # bytes we accept per PDU (iPlan 4.4.2 default)
 
+    [archive]
+    store = "/srv/rtforge/store"   # the local store (catalog.sqlite in it by default)
+    restore_ae_title = "RTFORGE_RST"
+    restore_port = 11113
+
 Importing rtforge changes no other library's global state.
 """
 
@@ -45,6 +50,7 @@ __all__ = [
     "ExportConfig",
     "Node",
     "NetworkConfig",
+    "ArchiveConfig",
     "Config",
     "config_path",
     "load_config",
@@ -214,6 +220,45 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """The local store and File/Restore (Oncentra 4.2.3).
+
+    Parameters
+    ----------
+    store : str
+        Folder of the local store (default ``rtforge-store`` in the working
+        folder).
+    catalog : str
+        The SQLite catalog; empty means ``catalog.sqlite`` in ``store``.
+    restore_ae_title : str
+        AE title of the temporary Storage SCP a restore opens (the archive
+        must know it as a move destination; default ``RTFORGE_RST``).
+    restore_port : int
+        Its port (default 11113).
+    """
+
+    store: str = "rtforge-store"
+    catalog: str = ""
+    restore_ae_title: str = "RTFORGE_RST"
+    restore_port: int = 11113
+
+    def __post_init__(self) -> None:
+        for name in ("store", "catalog"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be a path string")
+        if not self.store:
+            raise InvalidInputError("store must name a folder")
+        object.__setattr__(self, "restore_ae_title",
+                           check_ae_title(self.restore_ae_title, "restore_ae_title"))
+        _check_port(self.restore_port, "restore_port")
+
+    @property
+    def catalog_path(self) -> Path:
+        """Where the catalog is."""
+        return Path(self.catalog) if self.catalog else Path(self.store) / "catalog.sqlite"
+
+
+@dataclass(frozen=True)
 class Config:
     """All of rtforge's settings.
 
@@ -223,10 +268,13 @@ class Config:
         Identity written into created objects.
     network : NetworkConfig
         Our AE title and port, and the remote nodes.
+    archive : ArchiveConfig
+        The local store and File/Restore.
     """
 
     export: ExportConfig = field(default_factory=ExportConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
 
 
 def config_path() -> Path:
@@ -293,16 +341,17 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
-    unknown = set(data) - {"export", "network"}
+    unknown = set(data) - {"export", "network", "archive"}
     if unknown:
         raise InvalidInputError(f"unknown section(s): {', '.join(sorted(unknown))}", path=p)
     try:
         export = _section(ExportConfig, data.get("export", {}), p, "export")
         network = _network(data.get("network", {}), p)
+        archive = _section(ArchiveConfig, data.get("archive", {}), p, "archive")
     except TypeError as exc:
         raise InvalidInputError(str(exc), path=p) from None
     except InvalidInputError as exc:
         if exc.path is None:
             raise InvalidInputError(exc.reason, path=p) from None
         raise
-    return Config(export=export, network=network)  # type: ignore[arg-type]
+    return Config(export=export, network=network, archive=archive)  # type: ignore[arg-type]

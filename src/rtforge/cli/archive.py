@@ -1,0 +1,206 @@
+"""``rtforge store | file | restore``: the local store's catalog, File/Restore to an archive."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.config import Config, load_config
+from rtforge.errors import RtforgeError
+from rtforge.net import resolve_node
+from rtforge.net.archive import file_case, restore_case
+from rtforge.net.catalog import Catalog
+
+__all__ = ["register", "add_store_flags", "open_catalog"]
+
+_STORE_EXAMPLE = """examples:
+  rtforge store import /data/incoming           (index files in place)
+  rtforge store ls
+  rtforge store ls --patient RTF-PHANTOM-001 --json
+the store and its catalog: [archive] store and catalog in the configuration, or --store/--catalog.
+"""
+_FILE_EXAMPLE = """examples:
+  rtforge file RTF-PHANTOM-001 --to pacs
+  rtforge file RTF-PHANTOM-001 --to ORTHANC@10.0.0.5:4242 --study 1.2.3
+  rtforge file RTF-PHANTOM-001 --to-folder /media/usb/archive
+order: store every instance, verify each SOP Instance UID by C-FIND (IMAGE level) or by
+reading the copy back, then delete the local files; the catalog keeps the records and the
+archive's name. Any failure: nothing is deleted, the missing instances are listed; run again.
+"""
+_RESTORE_EXAMPLE = """examples:
+  rtforge restore RTF-PHANTOM-001
+  rtforge restore RTF-PHANTOM-001 --aet RTFORGE_RST --port 11113
+a temporary SCP ([archive] restore_ae_title/restore_port) receives the C-MOVE from the
+archive the records name; every instance is checked against the catalog (UID and checksum).
+"""
+
+
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, metavar="DIR",
+                   help="the local store (default: [archive] store of the configuration)")
+    p.add_argument("--catalog", type=Path, metavar="FILE",
+                   help="the catalog (default: [archive] catalog, else STORE/catalog.sqlite)")
+    p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+
+
+def open_catalog(args: argparse.Namespace) -> tuple[Config, Catalog]:
+    """The configuration and the catalog the flags (or the configuration) name."""
+    config = load_config(args.config)
+    if args.catalog is not None:
+        path = args.catalog
+    elif args.store is not None:
+        path = args.store / "catalog.sqlite"
+    else:
+        path = config.archive.catalog_path
+    return config, Catalog(path)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``store``, ``file`` and ``restore`` subcommands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("store", help="the local store's catalog: import files, list cases",
+                       epilog=_STORE_EXAMPLE, formatter_class=fmt)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    q = actions.add_parser("import", help="index DICOM files (in place) in the catalog",
+                           epilog=_STORE_EXAMPLE, formatter_class=fmt)
+    q.add_argument("paths", type=Path, nargs="+", metavar="PATH",
+                   help="files or folders (searched recursively)")
+    add_store_flags(q)
+    add_output_flags(q)
+    q.set_defaults(func=_store_import)
+    q = actions.add_parser("ls", help="list the cases of the catalog", epilog=_STORE_EXAMPLE,
+                           formatter_class=fmt)
+    q.add_argument("--patient", metavar="ID", help="only this Patient ID, with its instances")
+    add_store_flags(q)
+    add_output_flags(q)
+    q.set_defaults(func=_store_ls)
+
+    p = sub.add_parser("file", help="file a patient to an archive, verify, delete locally",
+                       epilog=_FILE_EXAMPLE, formatter_class=fmt)
+    p.add_argument("patient_id", metavar="PATIENT_ID")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="NODE", dest="node",
+                        help="archive node from the configuration, or AET@HOST:PORT")
+    target.add_argument("--to-folder", type=Path, metavar="DIR", dest="folder",
+                        help="file to a folder (Part 10 file set on external storage)")
+    p.add_argument("--study", metavar="UID", help="only this Study Instance UID")
+    p.add_argument("--aet", metavar="AET", help="our calling AE title (default: [network] "
+                   "ae_title)")
+    p.add_argument("--timeout", type=float, metavar="S", help="network timeout in seconds")
+    add_store_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=_file)
+
+    p = sub.add_parser("restore", help="restore a filed patient from its archive",
+                       epilog=_RESTORE_EXAMPLE, formatter_class=fmt)
+    p.add_argument("patient_id", metavar="PATIENT_ID")
+    p.add_argument("--aet", metavar="AET", help="AE title of the temporary SCP (default: "
+                   "[archive] restore_ae_title)")
+    p.add_argument("--port", type=int, help="its port (default: [archive] restore_port)")
+    p.add_argument("--bind", default="", metavar="ADDR",
+                   help="address it listens on (default: every interface)")
+    p.add_argument("--calling-aet", metavar="AET",
+                   help="our calling AE title for C-FIND/C-MOVE (default: [network] ae_title)")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="network timeout in seconds (default: the recorded node's, 30)")
+    add_store_flags(p)
+    add_output_flags(p)
+    p.set_defaults(func=_restore)
+
+
+def _store_import(args: argparse.Namespace) -> int:
+    _, catalog = open_catalog(args)
+    with catalog:
+        report = catalog.import_paths(args.paths)
+    if args.json:
+        emit_json(report.as_dict())
+    elif not args.quiet:
+        print(f"{report.added} added, {report.updated} updated, {len(report.skipped)} skipped "
+              f"(not DICOM Part 10) in {catalog.path}")
+    return 0
+
+
+def _store_ls(args: argparse.Namespace) -> int:
+    _, catalog = open_catalog(args)
+    with catalog:
+        cases = catalog.cases(args.patient)
+        instances = catalog.instances(args.patient) if args.patient else []
+    if args.json:
+        rows = [c.as_dict() for c in cases]
+        if args.patient and rows:
+            rows[0]["instances_detail"] = [r.as_dict() for r in instances]
+        emit_json(rows)
+        return 0
+    if args.quiet:
+        return 0
+    print(f"{'PatientID':<20} {'Name':<20} {'studies':>7} {'series':>6} {'instances':>9} "
+          f"{'MB':>8}  state")
+    for case in cases:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(case.states.items()))
+        archives = f" ({', '.join(case.archives)})" if case.archives else ""
+        print(f"{case.patient_id[:20]:<20} {case.patient_name[:20]:<20} {case.studies:>7} "
+              f"{case.series:>6} {case.instances:>9} {case.size / 1e6:>8.1f}  {states}{archives}")
+    for record in instances:
+        print(f"  {record.sop_instance_uid}  {record.state.value:<8} {record.path}")
+    print(f"{len(cases)} case{'s' if len(cases) != 1 else ''}")
+    return 0
+
+
+def _file(args: argparse.Namespace) -> int:
+    config, catalog = open_catalog(args)
+    target = args.folder if args.folder is not None else \
+        resolve_node(args.node, config.network, timeout=args.timeout)
+    bar = progress_bar(args, None, "file", "obj")
+    try:
+        with catalog:
+            report = file_case(catalog, args.patient_id, target, study_uid=args.study,
+                               ae_title=args.aet or config.network.ae_title,
+                               progress=lambda done, total: bar.set(done, total))
+    finally:
+        bar.close()
+    if args.json:
+        emit_json(report.as_dict())
+    elif not args.quiet:
+        print(f"{args.patient_id}: {report.sent} of {report.total} stored ({report.already} "
+              f"already there), {report.verified} verified, {report.deleted} local files "
+              f"deleted ({report.archive})")
+        for uid in report.missing:
+            print(f"missing: {uid}")
+    if not report.ok:
+        raise RtforgeError(f"{report.failure}; nothing deleted, run again to resume")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    config, catalog = open_catalog(args)
+    bar = progress_bar(args, None, "restore", "obj")
+    try:
+        with catalog:
+            node = None
+            if args.timeout is not None:
+                archives = {r.archive for r in catalog.instances(args.patient_id)
+                            if r.archive and "@" in r.archive}
+                if len(archives) == 1:
+                    node = resolve_node(archives.pop(), timeout=args.timeout)
+            report = restore_case(
+                catalog, args.patient_id,
+                scp_ae_title=args.aet or config.archive.restore_ae_title,
+                scp_port=config.archive.restore_port if args.port is None else args.port,
+                scp_host=args.bind, node=node,
+                ae_title=args.calling_aet or config.network.ae_title,
+                progress=lambda done, total: bar.set(done, total))
+    finally:
+        bar.close()
+    if args.json:
+        emit_json(report.as_dict())
+    elif not args.quiet:
+        print(f"{args.patient_id}: {report.restored} of {report.expected} restored "
+              f"({report.received} received from {', '.join(report.archives)})")
+        for uid in report.missing:
+            print(f"missing: {uid}")
+    if not report.ok:
+        aside = f"; what arrived is kept in {report.aside}" if report.aside else ""
+        raise RtforgeError(f"restore incomplete: {report.failure}; records stay filed{aside}")
+    return 0

@@ -1,0 +1,90 @@
+"""``rtforge media import | export``: Part 10 file sets on removable media (Oncentra section 5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rtforge.cli._common import add_output_flags, emit_json
+from rtforge.cli.archive import add_store_flags, open_catalog
+from rtforge.errors import InvalidInputError
+from rtforge.io.media import copy_into, export_media, scan_media
+from rtforge.net.catalog import InstanceState
+
+__all__ = ["register"]
+
+_EXAMPLE = """examples:
+  rtforge media import /media/cdrom
+  rtforge media export RTF-PHANTOM-001 /media/usb/case1 --dicomdir
+import: the DICOMDIR is used when present; files it misses are read all the same and listed,
+and without one every file is read. The files are copied into the store and catalogued.
+export: the case's local files with generated folder names, and a DICOMDIR with --dicomdir.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``media`` subcommand."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("media", help="import from or export to media (DICOMDIR or not)",
+                       epilog=_EXAMPLE, formatter_class=fmt)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    q = actions.add_parser("import", help="copy a folder's DICOM files into the store",
+                           epilog=_EXAMPLE, formatter_class=fmt)
+    q.add_argument("folder", type=Path, metavar="DIR")
+    add_store_flags(q)
+    add_output_flags(q)
+    q.set_defaults(func=_import)
+    q = actions.add_parser("export", help="write a case as a Part 10 file set",
+                           epilog=_EXAMPLE, formatter_class=fmt)
+    q.add_argument("patient_id", metavar="CASE", help="the case's Patient ID")
+    q.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="a new or empty folder")
+    q.add_argument("--dicomdir", action="store_true", help="write a DICOMDIR too")
+    add_store_flags(q)
+    add_output_flags(q)
+    q.set_defaults(func=_export)
+
+
+def _import(args: argparse.Namespace) -> int:
+    scan = scan_media(args.folder)
+    if not scan.files:
+        raise InvalidInputError("no DICOM Part 10 files found", path=args.folder)
+    config, catalog = open_catalog(args)
+    store = args.store if args.store is not None else Path(config.archive.store)
+    with catalog:
+        copied = copy_into(scan.files, store)
+        report = catalog.import_paths(copied)
+    if args.json:
+        emit_json({**scan.as_dict(), "imported": report.added, "updated": report.updated,
+                   "store": str(store)})
+    elif not args.quiet:
+        how = "through its DICOMDIR" if scan.dicomdir is not None else "file by file"
+        print(f"imported {len(copied)} file(s) from {args.folder} {how} into {store} "
+              f"({report.added} new)")
+        for path in scan.missed_by_dicomdir:
+            print(f"not in the DICOMDIR: {path}")
+        for path in scan.dangling:
+            print(f"in the DICOMDIR but missing: {path}")
+        if scan.dicomdir_error:
+            print(f"DICOMDIR unusable ({scan.dicomdir_error}): read every file instead")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _, catalog = open_catalog(args)
+    with catalog:
+        records = catalog.instances(args.patient_id)
+    if not records:
+        raise InvalidInputError(f"case {args.patient_id!r} is not in the catalog (see "
+                                "'rtforge store ls')")
+    filed = sum(r.state is not InstanceState.LOCAL for r in records)
+    if filed:
+        raise InvalidInputError(f"{filed} instance(s) of {args.patient_id!r} are filed; "
+                                "restore the case first ('rtforge restore')")
+    report = export_media([r.path for r in records], args.out_dir, dicomdir=args.dicomdir)
+    if args.json:
+        emit_json(report.as_dict())
+    elif not args.quiet:
+        extra = " and a DICOMDIR" if report.dicomdir is not None else ""
+        print(f"wrote {len(report.files)} file(s){extra} under {report.out_dir}")
+    return 0

@@ -1,0 +1,291 @@
+"""Media interchange: read folders with or without a DICOMDIR, write Part 10 file sets.
+
+Reading (Oncentra section 5): a DICOMDIR, when there is one, says which
+files belong to the file set; the files it does not list are read directly
+all the same (an incomplete DICOMDIR is reported, not trusted), and a
+DICOMDIR entry whose file is gone is reported.  Without a DICOMDIR every file
+is read directly.  Only DICOM Part 10 files are taken.
+
+Writing: Part 10 files with generated folder and file names (eight
+characters, ISO 9660 level 1: ``P0000001/S0000001/E0000001/I0000001``), and,
+when asked, a DICOMDIR written by pydicom's :class:`~pydicom.fileset.FileSet`
+(which then chooses the ``PTxxxxxx/STxxxxxx/SExxxxxx/IMxxxxxx`` names).  The
+vendors write none; we do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.fileset import FileSet
+from pydicom.misc import is_dicom
+from pydicom.uid import MediaStorageDirectoryStorage
+
+from rtforge.errors import ConformanceError, InvalidInputError
+from rtforge.io.fileset import atomic_write, instance_path
+
+__all__ = ["DICOMDIR", "MediaScan", "scan_media", "copy_into", "ExportReport", "export_media"]
+
+logger = logging.getLogger(__name__)
+
+DICOMDIR = "DICOMDIR"
+_HEADER_ERRORS = (InvalidDicomError, EOFError, ValueError, KeyError, AttributeError, TypeError,
+                  OSError)
+
+
+@dataclass
+class MediaScan:
+    """The DICOM files of a folder, and what its DICOMDIR got wrong.
+
+    Parameters
+    ----------
+    root : Path
+        The folder.
+    dicomdir : Path or None
+        Its DICOMDIR, if it has a readable one.
+    files : list of Path
+        Every DICOM Part 10 file found (listed by the DICOMDIR or not), sorted.
+    missed_by_dicomdir : list of Path
+        DICOM files the DICOMDIR does not list (empty without a DICOMDIR).
+    dangling : list of Path
+        Files the DICOMDIR lists that do not exist.
+    skipped : list of Path
+        Files that are not DICOM Part 10 files.
+    dicomdir_error : str or None
+        Why a DICOMDIR that is there could not be used.
+    """
+
+    root: Path
+    dicomdir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    missed_by_dicomdir: list[Path] = field(default_factory=list)
+    dangling: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    dicomdir_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether a DICOMDIR was used and listed exactly the files there."""
+        return self.dicomdir is not None and not self.missed_by_dicomdir and not self.dangling
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"root": str(self.root),
+                "dicomdir": None if self.dicomdir is None else str(self.dicomdir),
+                "files": len(self.files),
+                "missed_by_dicomdir": [str(p) for p in self.missed_by_dicomdir],
+                "dangling": [str(p) for p in self.dangling],
+                "skipped": [str(p) for p in self.skipped], "dicomdir_error": self.dicomdir_error}
+
+
+def _listed(dicomdir: Path) -> list[Path]:
+    """The files a DICOMDIR's records reference (resolved), whether they exist or not.
+
+    The DICOMDIR is also loaded as a :class:`~pydicom.fileset.FileSet`, which
+    raises on a broken record hierarchy (and leaves out missing files, hence
+    the records are read here).
+    """
+    ds = dcmread(dicomdir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about each missing file
+        FileSet(ds)
+    return [dicomdir.parent.joinpath(*([ref] if isinstance(ref, str) else list(ref))).resolve()
+            for record in ds.DirectoryRecordSequence
+            if (ref := record.get("ReferencedFileID")) is not None]
+
+
+def _is_part10(path: Path) -> bool:
+    try:
+        if not is_dicom(path):
+            return False
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except _HEADER_ERRORS:
+        return False
+    return ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage
+
+
+def scan_media(root: str | os.PathLike[str]) -> MediaScan:
+    """The DICOM files under ``root``, through its DICOMDIR when it has one.
+
+    Parameters
+    ----------
+    root : path-like
+        A folder (a mounted CD, DVD, USB stick, network share, ...).
+
+    Returns
+    -------
+    MediaScan
+
+    Raises
+    ------
+    InvalidInputError
+        If ``root`` is not a folder.
+
+    Notes
+    -----
+    Files the DICOMDIR lists are taken without being read; every other
+    file is read far enough to tell whether it is a DICOM Part 10 file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInputError("not a folder", path=root)
+    scan = MediaScan(root=root)
+    on_disk = sorted(p.resolve() for p in root.rglob("*") if p.is_file())
+    listed: set[Path] = set()
+    candidate = root / DICOMDIR
+    if candidate.is_file():
+        try:
+            listed_paths = _listed(candidate)
+        except (*_HEADER_ERRORS, NotImplementedError) as exc:
+            scan.dicomdir_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("%s: unusable DICOMDIR (%s); reading every file", candidate, exc)
+        else:
+            scan.dicomdir = candidate
+            listed = set(listed_paths)
+            scan.dangling = sorted(p for p in listed if not p.is_file())
+    for path in on_disk:
+        if path == candidate.resolve():
+            continue
+        if path in listed:
+            scan.files.append(path)
+        elif _is_part10(path):
+            scan.files.append(path)
+            if scan.dicomdir is not None:
+                scan.missed_by_dicomdir.append(path)
+        else:
+            scan.skipped.append(path)
+    if scan.missed_by_dicomdir or scan.dangling:
+        logger.warning("%s: the DICOMDIR misses %d file(s) and lists %d missing one(s)",
+                       root, len(scan.missed_by_dicomdir), len(scan.dangling))
+    return scan
+
+
+def copy_into(files: Sequence[Path], store: str | os.PathLike[str]) -> list[Path]:
+    """Copy DICOM files into a store's layout, atomically; the new paths.
+
+    Each goes to ``STORE/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``
+    (:func:`rtforge.io.fileset.instance_path`), bytes unchanged.
+
+    Raises
+    ------
+    InvalidInputError
+        If a file lacks the UIDs that name its place.
+    """
+    out = []
+    for path in files:
+        try:
+            ds = dcmread(path, stop_before_pixels=True,
+                         specific_tags=["PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                                        "SOPInstanceUID"])
+            target = instance_path(store, ds)
+        except (*_HEADER_ERRORS, ConformanceError) as exc:
+            raise InvalidInputError(f"cannot place it in the store: {exc}", path=path) from None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, [path.read_bytes()])
+        out.append(target)
+    return out
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_media` wrote.
+
+    Parameters
+    ----------
+    out_dir : Path
+    files : list of Path
+        The Part 10 files written.
+    dicomdir : Path or None
+        The DICOMDIR, when asked for.
+    """
+
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    dicomdir: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"out_dir": str(self.out_dir), "files": [str(p) for p in self.files],
+                "dicomdir": None if self.dicomdir is None else str(self.dicomdir)}
+
+
+def _generated_names(files: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """(source, relative target) with ``P/S/E/I`` + 7-digit names, one folder per level."""
+    levels: list[dict[str, int]] = [{}, {}, {}]
+    per_folder: dict[Path, int] = {}
+    pairs: list[tuple[Path, Path]] = []
+    for path in files:
+        ds = dcmread(path, stop_before_pixels=True,
+                     specific_tags=["PatientID", "StudyInstanceUID", "SeriesInstanceUID"])
+        keys = (str(ds.get("PatientID", "")),
+                f"{ds.get('PatientID', '')}/{ds.get('StudyInstanceUID', '')}",
+                f"{ds.get('StudyInstanceUID', '')}/{ds.get('SeriesInstanceUID', '')}")
+        parts = [f"{prefix}{level.setdefault(key, len(level) + 1):07d}"
+                 for prefix, level, key in zip("PSE", levels, keys, strict=True)]
+        folder = Path(*parts)
+        per_folder[folder] = per_folder.get(folder, 0) + 1
+        pairs.append((path, folder / f"I{per_folder[folder]:07d}"))
+    return pairs
+
+
+def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
+                 dicomdir: bool = False, file_set_id: str = "RTFORGE") -> ExportReport:
+    """Write ``files`` as a Part 10 file set under ``out_dir``, with a DICOMDIR if asked.
+
+    Parameters
+    ----------
+    files : sequence of path-like
+        DICOM Part 10 files.
+    out_dir : path-like
+        A new or empty folder.
+    dicomdir : bool
+        Write a DICOMDIR (pydicom's FileSet chooses the names then).
+    file_set_id : str
+        File-set ID (0004,1130) of the DICOMDIR.
+
+    Returns
+    -------
+    ExportReport
+
+    Raises
+    ------
+    InvalidInputError
+        If ``out_dir`` is not empty, there is nothing to write, or a file
+        lacks what its DICOMDIR record needs.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidInputError("the output folder must be new or empty", path=out)
+    sources = [Path(f) for f in files]
+    if not sources:
+        raise InvalidInputError("nothing to export")
+    report = ExportReport(out_dir=out)
+    if dicomdir:
+        fileset = FileSet()
+        fileset.ID = file_set_id
+        for path in sources:
+            try:
+                fileset.add(path)
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise InvalidInputError(f"cannot be put in a DICOMDIR: {exc}", path=path) from None
+        out.mkdir(parents=True, exist_ok=True)
+        fileset.write(out)
+        report.dicomdir = out / DICOMDIR
+        report.files = sorted(Path(instance.path) for instance in FileSet(report.dicomdir))
+    else:
+        for source, relative in _generated_names(sources):
+            target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, [source.read_bytes()])
+            report.files.append(target)
+    logger.info("exported %d file(s) to %s%s", len(report.files), out,
+                " with a DICOMDIR" if dicomdir else "")
+    return report

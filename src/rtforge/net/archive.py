@@ -1,0 +1,513 @@
+"""File/Restore: move a patient's case to an archive and back (Oncentra 4.1.2.3, 4.2.3).
+
+Filing (Oncentra 4.2.3.3.1) sends every local instance of a patient (or of
+one study) that the archive does not hold yet (C-FIND first, so a re-run
+resumes) to an archive node with C-STORE, each file proposed in its own
+transfer syntax (:func:`rtforge.net.store.send`), then verifies with C-FIND at
+IMAGE level, series by series, that the archive holds every SOP Instance
+UID; only then are the local files deleted.  The catalog keeps the records
+and the archive's name.  Filing to a folder (a Part 10 file set on external
+storage, 4.1.2.3.3) copies each file there atomically and verifies it by
+reading it back.  A failed store, a failed query or an instance missing from
+the archive deletes nothing; the report lists what is missing, and running
+again sends only what the archive still lacks.
+
+Order of the deletion, so that a crash loses nothing (see
+:mod:`rtforge.net.catalog`): (1) the archive is verified; (2) the rows become
+``deleting``, with the archive and the time, and that is committed; (3) the
+files are unlinked and their folders flushed; (4) the rows become ``filed``,
+committed.  A crash after (2) leaves ``deleting`` rows, which
+:meth:`~rtforge.net.catalog.Catalog.recover` (run at the start of every
+file and restore) settles from the disk; the archive holds every one of them.
+
+Restoring (Oncentra 4.2.3.3.2) opens a temporary Storage SCP with the
+configured AE title and port (one association at a time, Oncentra 4.2.3.2.2),
+enumerates the filed instances on the archive with C-FIND, C-MOVEs each study
+to itself, stops the SCP once the C-MOVE association is released, and checks
+every expected instance arrived with the data set checksum recorded at
+filing (an uncompressed object sent back in another uncompressed transfer
+syntax is first re-encoded, losslessly, in the one it was filed in: Orthanc
+returns Implicit VR objects as Explicit VR).  Each is then written back to
+its recorded path, File Meta Information included, so the file is
+byte-identical to the one filed, and its record becomes local.  Only instances filed from this catalog can be
+restored: their records name the archive.  An incomplete restore is reported;
+what arrived stays in the aside folder and the records stay filed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from rtforge.config import Node
+from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net.catalog import Catalog, InstanceRecord, InstanceState, split_part10
+from rtforge.net.nodes import resolve_node
+from rtforge.net.query import QueryLevel, find, move
+from rtforge.net.receiver import StorageSCP, StoredObject
+from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES, encode_for_transfer_syntax, send
+
+__all__ = ["FOLDER_PREFIX", "FileReport", "RestoreReport", "file_case", "restore_case"]
+
+logger = logging.getLogger(__name__)
+
+#: How a folder archive is named in the catalog: ``folder:/absolute/path``.
+FOLDER_PREFIX = "folder:"
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class FileReport:
+    """What :func:`file_case` did.
+
+    Parameters
+    ----------
+    patient_id : str
+    archive : str
+        Where to (``AET@HOST:PORT`` or ``folder:PATH``).
+    total : int
+        Local instances to file.
+    already : int
+        Found in the archive before sending (an earlier, interrupted run
+        stored them); not sent again.
+    sent : int
+        Stored by the archive (or copied to the folder) in this run.
+    verified : int
+        Found in the archive by the verification.
+    deleted : int
+        Local files deleted (their records are now filed).
+    missing : list of str
+        SOP Instance UIDs not stored or not found in the archive.
+    failure : str or None
+        Why nothing was deleted.
+    """
+
+    patient_id: str
+    archive: str
+    total: int = 0
+    already: int = 0
+    sent: int = 0
+    verified: int = 0
+    deleted: int = 0
+    missing: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every instance was filed and its local file deleted."""
+        return self.failure is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"patient_id": self.patient_id, "archive": self.archive, "total": self.total,
+                "already": self.already, "sent": self.sent, "verified": self.verified,
+                "deleted": self.deleted, "missing": self.missing, "failure": self.failure,
+                "ok": self.ok}
+
+
+@dataclass
+class RestoreReport:
+    """What :func:`restore_case` did.
+
+    Parameters
+    ----------
+    patient_id : str
+    archives : list of str
+        Where the filed instances were.
+    expected : int
+        Filed instances of the patient.
+    received : int
+        Objects that arrived (or were read back from a folder).
+    restored : int
+        Instances written back and marked local.
+    missing : list of str
+        Expected SOP Instance UIDs that did not arrive, or arrived with
+        another checksum.
+    aside : Path or None
+        Where what arrived is kept when the restore is incomplete.
+    failure : str or None
+        Why the restore is incomplete.
+    """
+
+    patient_id: str
+    archives: list[str] = field(default_factory=list)
+    expected: int = 0
+    received: int = 0
+    restored: int = 0
+    missing: list[str] = field(default_factory=list)
+    aside: Path | None = None
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every filed instance is local again."""
+        return self.failure is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"patient_id": self.patient_id, "archives": self.archives,
+                "expected": self.expected, "received": self.received, "restored": self.restored,
+                "missing": self.missing, "aside": None if self.aside is None else str(self.aside),
+                "failure": self.failure, "ok": self.ok}
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a flushed temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _folder_path(folder: Path, record: InstanceRecord) -> Path:
+    """``FOLDER/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``."""
+    for uid in (record.study_uid, record.series_uid, record.sop_instance_uid):
+        if not _UID_RE.match(uid) or len(uid) > 64:
+            raise InvalidInputError(f"{uid!r} is not a valid UID; cannot name its file",
+                                    path=record.path)
+    patient = _UNSAFE.sub("_", record.patient_id).lstrip(".") or "NO_PATIENT_ID"
+    return folder / patient / record.study_uid / record.series_uid / \
+        f"{record.sop_instance_uid}.dcm"
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _archive_has(node: Node, records: Sequence[InstanceRecord], ae_title: str) -> set[str]:
+    """SOP Instance UIDs the archive answers at IMAGE level, queried series by series."""
+    present: set[str] = set()
+    for study_uid, series_uid in dict.fromkeys((r.study_uid, r.series_uid) for r in records):
+        for match in find(node, QueryLevel.IMAGE, filters={"StudyInstanceUID": study_uid,
+                                                           "SeriesInstanceUID": series_uid},
+                          ae_title=ae_title):
+            present.add(str(match.get("SOPInstanceUID", "")))
+    return present
+
+
+def _file_to_folder(folder: Path, records: Sequence[InstanceRecord], report: FileReport,
+                    progress: Callable[[int, int], None] | None) -> None:
+    """Copy each file atomically, then read each copy back and compare its checksum."""
+    for record in records:
+        try:
+            _atomic_write(_folder_path(folder, record), record.path.read_bytes())
+        except OSError as exc:
+            report.failure = f"cannot copy {record.path} to {folder}: {exc.strerror or exc}"
+            report.missing = [r.sop_instance_uid for r in records[report.sent:]]
+            return
+        report.sent += 1
+        if progress is not None:
+            progress(report.sent, report.total)
+    report.missing = [r.sop_instance_uid for r in records
+                      if _sha256(_folder_path(folder, r)) != r.sha256]
+    report.verified = len(records) - len(report.missing)
+
+
+def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileReport,
+                  ae_title: str, progress: Callable[[int, int], None] | None) -> None:
+    """Send what the archive lacks (a re-run resumes), then verify by C-FIND."""
+    try:
+        before = _archive_has(node, records, ae_title)
+    except NetworkError as exc:
+        report.failure = f"the archive cannot be queried: {exc}"
+        report.missing = [r.sop_instance_uid for r in records]
+        return
+    to_send = [r for r in records if r.sop_instance_uid not in before]
+    report.already = len(records) - len(to_send)
+    if to_send:
+        store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress)
+        report.sent = store.sent
+        if store.failed is not None:
+            report.failure = f"storing {store.failed.file} failed: {store.failed.reason}"
+            unsent = {str(p) for p in store.remaining} | {str(store.failed.file)}
+            report.missing = [r.sop_instance_uid for r in to_send if str(r.path) in unsent]
+            return
+    try:
+        present = _archive_has(node, records, ae_title)
+    except NetworkError as exc:
+        report.failure = f"verification by C-FIND failed: {exc}"
+        report.missing = [r.sop_instance_uid for r in records]
+        return
+    report.missing = [r.sop_instance_uid for r in records if r.sop_instance_uid not in present]
+    report.verified = len(records) - len(report.missing)
+
+
+def _delete_local(catalog: Catalog, records: Sequence[InstanceRecord], archive: str) -> int:
+    """Steps (2) to (4) of the deletion order in the module notes; the count deleted."""
+    uids = [r.sop_instance_uid for r in records]
+    catalog.mark_deleting(uids, archive)
+    folders: set[Path] = set()
+    for record in records:
+        record.path.unlink(missing_ok=True)
+        folders.add(record.path.parent)
+    for folder in folders:
+        if folder.is_dir():
+            _fsync_dir(folder)
+    catalog.mark_filed(uids)
+    return len(uids)
+
+
+def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[str], *,
+              study_uid: str | None = None, ae_title: str = "RTFORGE",
+              progress: Callable[[int, int], None] | None = None) -> FileReport:
+    """File a patient's local instances (or one study's) to an archive node or a folder.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The local store's catalog.
+    patient_id : str
+    to : Node, str or path-like
+        The archive: a :class:`~rtforge.config.Node`, or a folder (a
+        ``str`` or path) where a Part 10 file set is written.
+    study_uid : str, optional
+        Only this study.
+    ae_title : str
+        Our (calling) AE title.
+    progress : callable, optional
+        Called as ``progress(sent, total)`` after each stored object.
+
+    Returns
+    -------
+    FileReport
+        ``report.ok`` is false, with the reason and the missing SOP Instance
+        UIDs, when anything failed; nothing was deleted then.
+
+    Raises
+    ------
+    InvalidInputError
+        If the patient has no local instances or a recorded file is gone.
+    """
+    catalog.recover()
+    records = catalog.instances(patient_id, study_uid=study_uid, states=[InstanceState.LOCAL])
+    what = f"patient {patient_id!r}" + (f", study {study_uid}" if study_uid else "")
+    if not records:
+        raise InvalidInputError(f"{what} has no local instances in the catalog (see "
+                                "'rtforge store ls')", path=catalog.path)
+    gone = [r for r in records if not r.path.is_file()]
+    if gone:
+        raise InvalidInputError(f"{len(gone)} recorded file(s) of {what} are missing locally; "
+                                "re-import the store ('rtforge store import')", path=gone[0].path)
+    if isinstance(to, Node):
+        archive = str(to)
+    else:
+        folder = Path(to).resolve()
+        archive = FOLDER_PREFIX + str(folder)
+    report = FileReport(patient_id=patient_id, archive=archive, total=len(records))
+    if isinstance(to, Node):
+        _file_to_node(to, records, report, ae_title, progress)
+    else:
+        _file_to_folder(folder, records, report, progress)
+    if report.failure is None and report.missing:
+        report.failure = (f"{len(report.missing)} of {len(records)} instance(s) not found in "
+                          f"{archive}")
+    if report.failure is not None:
+        logger.warning("filing %s to %s: %s; nothing deleted", what, archive, report.failure)
+        return report
+    report.deleted = _delete_local(catalog, records, archive)
+    logger.info("filed %s to %s: %d instances, local files deleted", what, archive,
+                report.deleted)
+    return report
+
+
+def _as_filed(record: InstanceRecord, path: Path) -> bytes | None:
+    """The data set of an arrived object, in the transfer syntax it was filed in.
+
+    An archive may send an uncompressed object back in another uncompressed
+    transfer syntax than the one it received (Orthanc: Explicit VR Little
+    Endian for an object filed in Implicit VR): that is undone here, losslessly
+    (:func:`rtforge.net.store.encode_for_transfer_syntax`); the checksum then
+    tells whether it is the object filed.  ``None`` when it cannot be read.
+    """
+    try:
+        dataset = split_part10(path.read_bytes())[1]
+        if hashlib.sha256(dataset).hexdigest() == record.dataset_sha256:
+            return dataset
+        ds = dcmread(path)
+        received = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        if received != record.transfer_syntax and received in UNCOMPRESSED_TRANSFER_SYNTAXES \
+                and record.transfer_syntax in UNCOMPRESSED_TRANSFER_SYNTAXES:
+            return encode_for_transfer_syntax(ds, record.transfer_syntax)
+        return dataset
+    except (OSError, InvalidDicomError, InvalidInputError, EOFError, ValueError) as exc:
+        logger.warning("%s: cannot read what arrived: %s", path, exc)
+        return None
+
+
+def _check_arrived(records: Sequence[InstanceRecord], arrived: dict[str, Path]
+                   ) -> tuple[dict[str, bytes], list[str]]:
+    """Data sets of the expected instances that arrived intact; the others' UIDs."""
+    good: dict[str, bytes] = {}
+    missing: list[str] = []
+    for record in records:
+        path = arrived.get(record.sop_instance_uid)
+        dataset = None if path is None else _as_filed(record, path)
+        if dataset is not None and hashlib.sha256(dataset).hexdigest() == record.dataset_sha256:
+            good[record.sop_instance_uid] = dataset
+        else:
+            missing.append(record.sop_instance_uid)
+    return good, missing
+
+
+def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Path, *,
+                       scp_ae_title: str, scp_port: int, scp_host: str, ae_title: str,
+                       progress: Callable[[int, int], None] | None
+                       ) -> tuple[dict[str, Path], str | None]:
+    """Run the temporary SCP around C-FIND and C-MOVE; (SOP Instance UID -> file, failure)."""
+    arrived: dict[str, Path] = {}
+
+    def on_stored(obj: StoredObject) -> None:
+        if obj.path is not None:
+            arrived[obj.sop_instance_uid] = obj.path
+            if progress is not None:
+                progress(len(arrived), len(records))
+
+    scp = StorageSCP(aside, ae_title=scp_ae_title, port=scp_port, host=scp_host,
+                     max_associations=1, network_timeout=node.timeout, on_stored=on_stored)
+    failure = None
+    scp.start()
+    try:
+        available = _archive_has(node, records, ae_title)
+        absent = sum(r.sop_instance_uid not in available for r in records)
+        if absent:
+            failure = f"{absent} filed instance(s) not found in {node} by C-FIND"
+        for study_uid in dict.fromkeys(r.study_uid for r in records):
+            move(node, scp_ae_title, study_uid=study_uid, ae_title=ae_title)
+    except NetworkError as exc:
+        failure = str(exc)
+    finally:
+        scp.stop()
+    return arrived, failure
+
+
+def _receive_from_folder(folder: Path, records: Sequence[InstanceRecord]) -> dict[str, Path]:
+    return {r.sop_instance_uid: _folder_path(folder, r) for r in records
+            if _folder_path(folder, r).is_file()}
+
+
+def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_port: int,
+                 scp_host: str = "", node: Node | None = None, ae_title: str = "RTFORGE",
+                 aside_dir: str | os.PathLike[str] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> RestoreReport:
+    """Bring a filed patient back from the archive its records name.
+
+    Parameters
+    ----------
+    catalog : Catalog
+    patient_id : str
+    scp_ae_title : str
+        AE title of the temporary Storage SCP (the archive must know it as a
+        move destination).
+    scp_port : int
+        Its port.
+    scp_host : str
+        Address it listens on (default every interface).
+    node : Node, optional
+        The archive node to use instead of the recorded ``AET@HOST:PORT``
+        (for a changed timeout or address); its AE title must match the record.
+    ae_title : str
+        Our (calling) AE title.
+    aside_dir : path-like, optional
+        Where received objects land (default ``.restore/<patient>-<time>``
+        beside the catalog); kept when the restore is incomplete.
+    progress : callable, optional
+        Called as ``progress(received, expected)`` as objects arrive.
+
+    Returns
+    -------
+    RestoreReport
+        ``report.ok`` is false, with the reason and the missing UIDs, when
+        the restore is incomplete; the records then stay filed.
+
+    Raises
+    ------
+    InvalidInputError
+        If nothing of the patient is filed, or ``node`` is not the archive
+        the records name.
+    NetworkError
+        If the temporary SCP cannot listen.
+    """
+    catalog.recover()
+    records = catalog.instances(patient_id, states=[InstanceState.FILED])
+    if not records:
+        raise InvalidInputError(f"patient {patient_id!r} has no filed instances in the catalog "
+                                "(only cases filed from this system can be restored)",
+                                path=catalog.path)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    aside = Path(aside_dir) if aside_dir is not None else \
+        catalog.path.parent / ".restore" / f"{_UNSAFE.sub('_', patient_id)}-{stamp}"
+    by_archive: dict[str, list[InstanceRecord]] = {}
+    for record in records:
+        by_archive.setdefault(record.archive or "", []).append(record)
+    report = RestoreReport(patient_id=patient_id, archives=sorted(by_archive),
+                           expected=len(records))
+    arrived: dict[str, Path] = {}
+    failures = []
+    for archive, members in by_archive.items():
+        if archive.startswith(FOLDER_PREFIX):
+            arrived.update(_receive_from_folder(Path(archive[len(FOLDER_PREFIX):]), members))
+            continue
+        recorded = resolve_node(archive)
+        if node is not None and node.ae_title != recorded.ae_title:
+            raise InvalidInputError(f"the records name archive {archive}, not {node}")
+        got, failure = _receive_from_node(node or recorded, members, aside,
+                                          scp_ae_title=scp_ae_title, scp_port=scp_port,
+                                          scp_host=scp_host, ae_title=ae_title,
+                                          progress=progress)
+        arrived.update(got)
+        if failure is not None:
+            failures.append(failure)
+    report.received = len(arrived)
+    good, report.missing = _check_arrived(records, arrived)
+    if report.missing and not failures:
+        failures.append(f"{len(report.missing)} of {len(records)} instance(s) did not arrive "
+                        "intact")
+    if failures:
+        report.failure = "; ".join(failures)
+        report.aside = aside if aside.exists() else None
+        logger.warning("restore of %r incomplete: %s; records stay filed", patient_id,
+                       report.failure)
+        return report
+    for record in records:
+        _atomic_write(record.path, catalog.meta(record.sop_instance_uid)
+                      + good[record.sop_instance_uid])
+    catalog.mark_restored([r.sop_instance_uid for r in records])
+    report.restored = len(records)
+    for path in arrived.values():
+        if aside in path.parents:
+            path.unlink(missing_ok=True)
+    if aside_dir is None:
+        shutil.rmtree(aside, ignore_errors=True)
+    logger.info("restored %r: %d instances", patient_id, report.restored)
+    return report
