@@ -3,7 +3,11 @@
 The phantom (:mod:`rtforge.core.phantom`) is "acquired" twice, as a real
 scanner would write it: once as an oblique ("localized") series and once
 axially with a 15 degree gantry tilt.  Both share one study and one frame
-of reference.  The demo then reconverts both to axial orientation.
+of reference.  The demo then reconverts both to axial orientation and
+contours the phantom's body, lungs, spine and a target on the first
+resliced series, written as an RT Structure Set that references it, and
+makes DRRs (RT Images, with PNG previews) of the beams of a phantom plan aimed
+at the target (:data:`PHANTOM_BEAMS`).
 """
 
 from __future__ import annotations
@@ -13,14 +17,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rtforge.config import ExportConfig
-from rtforge.core.geometry import SliceStack
-from rtforge.core.phantom import oblique_stack, sample_phantom, tilted_stack
+from rtforge.core.beam import BeamGeometry
+from rtforge.core.contours import Contour, ROIGenerationAlgorithm, RTROIInterpretedType, Structure
+from rtforge.core.geometry import Grid, SliceStack
+from rtforge.core.masks import mask_to_contours
+from rtforge.core.phantom import (
+    HU_AIR,
+    HU_LUNG,
+    HU_SPINE,
+    oblique_stack,
+    phantom_hu,
+    sample_phantom,
+    tilted_stack,
+)
 from rtforge.io.ct import write_ct_series
+from rtforge.io.rtimage import DrrRequest, DrrRun, RTImageLabels, write_drrs
+from rtforge.io.rtstruct import build_rtstruct, reference_image_series, write_rtstruct
+from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
 from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
 
-__all__ = ["PHANTOM_PATIENT", "PhantomSeries", "DemoResult", "make_phantom_patient", "run_demo"]
+__all__ = ["PHANTOM_PATIENT", "TARGET_CENTRE", "TARGET_RADIUS", "PhantomSeries", "DemoResult",
+           "make_phantom_patient", "phantom_structures", "run_demo", "PHANTOM_BEAMS",
+           "phantom_drr_requests"]
 
 #: Patient and study attributes of the phantom patient.
 PHANTOM_PATIENT = {
@@ -36,6 +58,19 @@ PHANTOM_PATIENT = {
     "KVP": "120",
     "Manufacturer": "rtforge phantom scanner",
 }
+
+#: Centre (x, y, z in mm) and radius (mm) of the demo's spherical target, in the right lung.
+TARGET_CENTRE = (-70.0, -10.0, 20.0)
+TARGET_RADIUS = 20.0
+
+#: The phantom plan's static beams at :data:`TARGET_CENTRE` (HFS, SAD 1000):
+#: (name, gantry, collimator, couch, jaws (x1, x2, y1, y2) mm at the isocentre).
+PHANTOM_BEAMS = (
+    ("AP", 0.0, 0.0, 0.0, (-30.0, 30.0, -30.0, 30.0)),
+    ("RLAT", 270.0, 0.0, 0.0, (-30.0, 30.0, -30.0, 30.0)),
+    ("RAO", 315.0, 30.0, 0.0, (-25.0, 35.0, -30.0, 30.0)),
+    ("AP_T90", 0.0, 0.0, 90.0, (-30.0, 30.0, -30.0, 30.0)),
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,11 @@ class DemoResult:
 
     sources: list[PhantomSeries] = field(default_factory=list)
     reports: list[SeriesReport] = field(default_factory=list)
+    #: The RT Structure Set file, and the ROI Volume (cm3) written per ROI name.
+    structure_set: Path | None = None
+    structure_volumes: dict[str, float | None] = field(default_factory=dict)
+    #: The DRRs of :data:`PHANTOM_BEAMS` (RT Images next to the resliced series).
+    drrs: DrrRun | None = None
 
 
 def make_phantom_patient(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
@@ -105,11 +145,57 @@ def make_phantom_patient(out_dir: str | Path, *, size: int = 256, nslices: int =
     return out
 
 
+def phantom_structures(grid: Grid) -> list[Structure]:
+    """The phantom's body, lungs, spine and target, contoured on the slices of ``grid``.
+
+    Each structure is the set of voxel centres of ``grid`` inside it (the
+    analytic phantom, :func:`rtforge.core.phantom.phantom_hu`, and the sphere
+    :data:`TARGET_CENTRE`, :data:`TARGET_RADIUS`), contoured per slice by
+    :func:`rtforge.core.masks.mask_to_contours`; markers inside a lung are holes.
+
+    Parameters
+    ----------
+    grid : Grid
+
+    Returns
+    -------
+    list of Structure
+        ROI 1 Body (EXTERNAL), 2 Lung_L and 3 Lung_R (ORGAN; L is +x, the
+        patient's left), 4 Spine (ORGAN), 5 PTV (PTV).
+    """
+    names = ("body", "lung_l", "lung_r", "spine", "target")
+    masks = {name: np.zeros(grid.shape, dtype=np.uint8) for name in names}
+    nj, ni = grid.shape[1:]
+    jj, ii = np.meshgrid(np.arange(nj), np.arange(ni), indexing="ij")
+    centre = np.asarray(TARGET_CENTRE)
+    for k in range(grid.shape[0]):
+        ijk = np.stack([ii, jj, np.full_like(ii, k)], axis=-1)
+        xyz = grid.index_to_patient(ijk)
+        hu = phantom_hu(xyz)
+        masks["body"][k] = hu != HU_AIR
+        masks["lung_l"][k] = (hu == HU_LUNG) & (xyz[..., 0] > 0)
+        masks["lung_r"][k] = (hu == HU_LUNG) & (xyz[..., 0] < 0)
+        masks["spine"][k] = hu == HU_SPINE
+        masks["target"][k] = np.sum((xyz - centre) ** 2, axis=-1) <= TARGET_RADIUS ** 2
+    table = (
+        (1, "Body", "body", RTROIInterpretedType.EXTERNAL, (0, 160, 0)),
+        (2, "Lung_L", "lung_l", RTROIInterpretedType.ORGAN, (0, 128, 255)),
+        (3, "Lung_R", "lung_r", RTROIInterpretedType.ORGAN, (0, 200, 255)),
+        (4, "Spine", "spine", RTROIInterpretedType.ORGAN, (255, 255, 0)),
+        (5, "PTV", "target", RTROIInterpretedType.PTV, (255, 0, 0)),
+    )
+    return [Structure(number=number, name=name, interpreted_type=kind, colour=colour,
+                      generation_algorithm=ROIGenerationAlgorithm.AUTOMATIC,
+                      contours=tuple(Contour(p) for p in mask_to_contours(masks[key], grid)))
+            for number, name, key, kind, colour in table]
+
+
 def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
              config: ExportConfig | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
-    """Make the phantom patient under ``out_dir/source`` and reconvert it into
-    ``out_dir/resliced``.
+    """Make the phantom patient under ``out_dir/source``, reconvert it into
+    ``out_dir/resliced`` and contour it there (an RT Structure Set referencing
+    the first resliced series).
 
     Parameters
     ----------
@@ -136,4 +222,46 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
             src.folder, out / "resliced", options,
             progress=None if progress is None else
             (lambda d, t, step=step: progress(step, d, t))))
+    if progress is not None:
+        progress("structures", 0, 1)
+    images = reference_image_series(result.reports[0].output_dir)
+    grid = images.stack.to_grid()
+    built = build_rtstruct(phantom_structures(grid), images=images, grid=grid,
+                           label="PHANTOM", name="rtforge phantom structures", config=config)
+    result.structure_set = write_rtstruct(built.dataset, out / "resliced")
+    result.structure_volumes = {
+        str(item.ROIName): built.volumes_cm3.get(int(item.ROINumber))
+        for item in built.dataset.StructureSetROISequence}
+    if progress is not None:
+        progress("structures", 1, 1)
+    series = read_series(result.reports[0].output_dir)
+    labels = RTImageLabels(label="{beam_name}", name="phantom plan:{beam_name}",
+                           description="isocenter {isocenter} mm (the PTV)")
+    result.drrs = write_drrs(series.to_volume(), series.headers[0], phantom_drr_requests(),
+                             out / "resliced", png_dir=out / "drr-png", labels=labels,
+                             config=config,
+                             progress=None if progress is None else
+                             (lambda d, t: progress("drr", d, t)))
     return result
+
+
+def phantom_drr_requests(rows: int = 256, columns: int = 256,
+                         pixel_spacing: float = 2.0) -> list[DrrRequest]:
+    """DRR requests for the beams of :data:`PHANTOM_BEAMS` (SID 1500 mm).
+
+    Parameters
+    ----------
+    rows, columns : int
+        Image size.
+    pixel_spacing : float
+        mm at the receptor plane (2 mm: 341 mm at the isocentre for 256 pixels).
+
+    Returns
+    -------
+    list of DrrRequest
+    """
+    return [DrrRequest(BeamGeometry(gantry, np.array(TARGET_CENTRE), collimator_angle=collimator,
+                                    couch_angle=couch, rows=rows, columns=columns,
+                                    pixel_spacing=(pixel_spacing, pixel_spacing)),
+                       jaws=jaws, name=name)
+            for name, gantry, collimator, couch, jaws in PHANTOM_BEAMS]

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from rtforge import __version__
-from rtforge.cli import archive, demo, drr, media, net, printing, reslice, validate
+from rtforge.cli import archive, contours, demo, drr, media, net, plan, printing, reslice, validate
 from rtforge.errors import RtforgeError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (reslice, demo, validate, net, drr, archive, media, printing)
+_COMMANDS = (reslice, demo, validate, net, drr, contours, archive, media, plan, printing)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -48,7 +48,10 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"sources": [{"name": s.name, "folder": str(s.folder),
                                 "series_uid": s.series_uid} for s in result.sources],
-                   "reslice": [r.to_dict() for r in result.reports]})
+                   "reslice": [r.to_dict() for r in result.reports],
+                   "structure_set": str(result.structure_set),
+                   "structure_volumes_cm3": result.structure_volumes,
+                   "drr": None if result.drrs is None else result.drrs.to_dict()})
         return 0
     print(f"phantom patient written under {Path(args.out) / 'source'}:")
     for src in result.sources:
@@ -56,4 +59,13 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"reconverted to axial under {Path(args.out) / 'resliced'}:")
     for rep in result.reports:
         print(format_report(rep))
+    volumes = ", ".join(f"{name} {'-' if v is None else f'{v:.1f}'} cm3"
+                        for name, v in result.structure_volumes.items())
+    print(f"structures ({volumes}) on the resliced {result.sources[0].name} series:")
+    print(f"  {result.structure_set}")
+    if result.drrs is not None:
+        print(f"DRRs of the phantom plan's beams ({result.drrs.method.value}, "
+              f"{result.drrs.seconds:.2f} s), RT Images and previews:")
+        for image in result.drrs.images:
+            print(f"  {image.label:16s} {image.path.name}  {image.png}")
     return 0

@@ -477,3 +477,74 @@ class Volume:
 from rtforge.core.beam import BeamGeometry, PatientPosition  # noqa: E402
 
 __all__ += ["BeamGeometry", "PatientPosition"]
+
+
+# ----------------------------------------------------------- rigid registration
+_RIGID_TOL = 1e-5  # matrices come from DS text; rotations written to ~10 digits
+
+
+def check_rigid(matrix: object, name: str = "matrix") -> np.ndarray:
+    """A 4x4 rigid transformation (rotation and translation), checked.
+
+    Parameters
+    ----------
+    matrix : array_like of shape (4, 4) or (16,)
+        Row-major, as Frame of Reference Transformation Matrix (3006,00C6):
+        ``x' = M @ (x, y, z, 1)`` in mm.
+    name : str
+        Named in errors.
+
+    Returns
+    -------
+    ndarray of shape (4, 4), dtype float64
+
+    Raises
+    ------
+    GeometryError
+        If it is not 16 finite numbers, its last row is not ``0 0 0 1``, or its
+        upper 3x3 is not a proper rotation (orthonormal, determinant +1) within
+        1e-5: scaling, shear and reflection are not rigid (PS3.3 C.20.2.1.1).
+    """
+    m = np.array(matrix, dtype=np.float64, copy=True)
+    if m.size != 16:
+        raise GeometryError(f"{name} must have 16 values (4x4), got {m.size}")
+    m = m.reshape(4, 4)
+    if not np.all(np.isfinite(m)):
+        raise GeometryError(f"{name} must be finite")
+    if np.abs(m[3] - (0.0, 0.0, 0.0, 1.0)).max() > _RIGID_TOL:
+        raise GeometryError(f"{name} last row must be 0 0 0 1, got {m[3].tolist()}")
+    r = m[:3, :3]
+    error = np.abs(r.T @ r - np.eye(3)).max()
+    if error > _RIGID_TOL or np.linalg.det(r) < 0:
+        raise GeometryError(f"{name} is not rigid: its 3x3 part is not a rotation "
+                            f"(|R^T R - I| = {error:.2g}, det {np.linalg.det(r):.6g})")
+    return m
+
+
+def transform_grid(grid: Grid, matrix: object) -> Grid:
+    """The same voxels, in another frame of reference.
+
+    Parameters
+    ----------
+    grid : Grid
+        Patient coordinates (LPS, mm) of the registered frame; voxel centres.
+    matrix : array_like of shape (4, 4)
+        Rigid transformation from the grid's frame to the target frame
+        (:func:`check_rigid`), as a Spatial Registration gives it.
+
+    Returns
+    -------
+    Grid
+        Same shape and spacing; origin and direction mapped by ``matrix``.
+
+    Raises
+    ------
+    GeometryError
+        If ``matrix`` is not rigid.
+    """
+    m = check_rigid(matrix)
+    return Grid(grid.shape, m[:3, :3] @ grid.origin + m[:3, 3], grid.spacing,
+                m[:3, :3] @ grid.direction)
+
+
+__all__ += ["check_rigid", "transform_grid"]

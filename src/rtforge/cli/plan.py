@@ -1,0 +1,240 @@
+"""``rtforge plan info|split``, ``rtforge deid`` and ``rtforge relink``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian
+
+from rtforge.cli._common import add_output_flags, emit_json
+from rtforge.config import ExportConfig, load_config
+from rtforge.errors import InvalidInputError
+from rtforge.io.deid import deidentify, load_trial, new_key, read_key, uid_map_csv
+from rtforge.io.fileset import TRANSFER_SYNTAXES, atomic_write, instance_path, write_dataset_file
+from rtforge.io.references import check_references, read_folder
+from rtforge.io.relink import PatientChange, relink
+from rtforge.io.rtplan import RTPlan, parse_rtplan, split_rtplan, write_rtplan
+
+__all__ = ["register"]
+
+_PLAN_EXAMPLE = """examples:
+  rtforge plan info plan.dcm
+  rtforge plan split plan.dcm -o split/   (one RT Plan per fraction group)
+"""
+_DEID_EXAMPLE = """example:
+  rtforge deid export/ trial/ --trial trial.toml --key-file site.key --map-out map.csv
+
+trial.toml holds sponsor_name, protocol_id, subject_id (required) and protocol_name,
+site_id, site_name, time_point_id, time_point_description, coordinating_center_name.
+The same key file gives the same UIDs on every run (a new key is written if it is missing).
+"""
+_RELINK_EXAMPLE = """example:
+  rtforge relink in/ out/ --patient-id NEW-1 --patient-name "Roe^Ann" --sex F
+(RT Dose objects are copied unchanged and reported: they are never re-linked)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``plan``, ``deid`` and ``relink`` subcommands."""
+    p = sub.add_parser("plan", help="RT Plan: show, split per fraction group",
+                       epilog=_PLAN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan_sub = p.add_subparsers(dest="plan_command", metavar="ACTION")
+    plan_sub.required = True
+    info = plan_sub.add_parser("info", help="summarise an RT Plan")
+    info.add_argument("rtplan", type=Path, metavar="RTPLAN")
+    add_output_flags(info)
+    info.set_defaults(func=_info)
+    split = plan_sub.add_parser("split", help="one RT Plan per fraction group (PARTIAL siblings)")
+    split.add_argument("rtplan", type=Path, metavar="RTPLAN")
+    split.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    _add_config(split)
+    add_output_flags(split)
+    split.set_defaults(func=_split)
+
+    d = sub.add_parser("deid", help="clinical-trial de-identification of a set of objects",
+                       epilog=_DEID_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("input", type=Path, metavar="IN_DIR")
+    d.add_argument("output", type=Path, metavar="OUT_DIR")
+    d.add_argument("--trial", type=Path, required=True, help="TOML file of the trial")
+    d.add_argument("--key-file", type=Path, help="secret key (created if missing); "
+                                                 "without it a one-off random key is used")
+    d.add_argument("--map-out", type=Path, help="write the original-to-new mapping (CSV)")
+    _add_config(d)
+    add_output_flags(d)
+    d.set_defaults(func=_deid)
+
+    r = sub.add_parser("relink", help="change patient information and re-link references",
+                       epilog=_RELINK_EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("input", type=Path, metavar="IN_DIR")
+    r.add_argument("output", type=Path, metavar="OUT_DIR")
+    r.add_argument("--patient-id", required=True)
+    r.add_argument("--patient-name")
+    r.add_argument("--sex", choices=("M", "F", "O"))
+    r.add_argument("--birth-date", metavar="YYYYMMDD")
+    _add_config(r)
+    add_output_flags(r)
+    r.set_defaults(func=_relink)
+
+
+def _read(path: Path) -> Dataset:
+    if not path.is_file():
+        raise InvalidInputError("file not found", path=path)
+    try:
+        return dcmread(path)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"not a DICOM file: {exc}", path=path) from None
+
+
+def _summary(plan: RTPlan) -> dict[str, object]:
+    return {
+        "label": plan.label, "name": plan.name, "description": plan.description,
+        "geometry": plan.geometry.value, "patient_id": plan.patient_id,
+        "sop_instance_uid": plan.sop_instance_uid,
+        "referenced_structure_set": plan.referenced_structure_set_uid,
+        "referenced_plans": [list(p) for p in plan.referenced_plans],
+        "prescription": [{"number": d.number, "description": d.description,
+                          "dose_gy": d.target_prescription_dose} for d in plan.dose_references],
+        "fraction_groups": [{"number": g.number, "fractions": g.fractions_planned,
+                             "beams": list(g.beam_numbers),
+                             "meterset": [b.beam_meterset for b in g.referenced_beams]}
+                            for g in plan.fraction_groups],
+        "beams": [{"number": b.number, "name": b.name, "type": b.beam_type.value,
+                   "radiation": b.radiation_type.value, "machine": b.machine_name,
+                   "energy": b.control_points[0].nominal_beam_energy,
+                   "gantry": b.control_points[0].gantry_angle,
+                   "collimator": b.control_points[0].beam_limiting_device_angle,
+                   "couch": b.control_points[0].patient_support_angle,
+                   "control_points": len(b.control_points),
+                   "isocenter": list(b.control_points[0].isocenter_position),
+                   "cone": b.cone_id}
+                  for b in plan.beams],
+        "brachy": None if plan.brachy is None else {
+            "technique": plan.brachy.technique.value,
+            "type": plan.brachy.treatment_type.value, "machine": plan.brachy.machine_name,
+            "sources": [{"number": s.number, "isotope": s.isotope_name,
+                         "reference_air_kerma_rate": s.reference_air_kerma_rate}
+                        for s in plan.brachy.sources],
+            "application_setups": [{"number": a.number, "name": a.name, "type": a.setup_type,
+                                    "total_reference_air_kerma": a.total_reference_air_kerma,
+                                    "channels": [{"number": c.number,
+                                                  "total_time_s": c.total_time,
+                                                  "control_points": len(c.control_points)}
+                                                 for c in a.channels]}
+                                   for a in plan.brachy.setups]},
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    plan = parse_rtplan(_read(args.rtplan), args.rtplan)
+    summary = _summary(plan)
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(f"RT Plan {plan.label!r} ({plan.name or 'no name'}), geometry {plan.geometry.value}, "
+          f"patient {plan.patient_id or '-'}")
+    for dose in plan.dose_references:
+        print(f"  prescription {dose.number}: {dose.description or '-'} "
+              f"{dose.target_prescription_dose if dose.target_prescription_dose is not None else '-'} Gy")
+    for group in plan.fraction_groups:
+        print(f"  fraction group {group.number}: {group.fractions_planned} fractions, "
+              f"beams {', '.join(map(str, group.beam_numbers)) or '-'}")
+    for beam in plan.beams:
+        cp = beam.control_points[0]
+        print(f"  beam {beam.number} {beam.name!r}: {beam.beam_type.value} "
+              f"{beam.radiation_type.value} {cp.nominal_beam_energy or '-'} MV on "
+              f"{beam.machine_name or '-'}, gantry {cp.gantry_angle:g}, collimator "
+              f"{cp.beam_limiting_device_angle:g}, couch {cp.patient_support_angle:g}, "
+              f"{len(beam.control_points)} control points")
+    if plan.brachy is not None:
+        brachy = plan.brachy
+        print(f"  brachytherapy: {brachy.treatment_type.value} {brachy.technique.value} on "
+              f"{brachy.machine_name or '-'}; sources "
+              f"{', '.join(f'{s.number} {s.isotope_name}' for s in brachy.sources)}")
+        for setup in brachy.setups:
+            times = ", ".join(f"{c.number}: {c.total_time:g} s" for c in setup.channels)
+            print(f"  application setup {setup.number} {setup.name!r} ({setup.setup_type}): "
+                  f"{len(setup.channels)} channels ({times})")
+    return 0
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path,
+                        help="configuration file, for the UID root (default $RTFORGE_CONFIG)")
+
+
+def _config(args: argparse.Namespace) -> ExportConfig:
+    return load_config(args.config).export
+
+
+def _split(args: argparse.Namespace) -> int:
+    ds = _read(args.rtplan)
+    parts = split_rtplan(ds, config=_config(args))
+    paths = [write_rtplan(part, args.output, flat=True) for part in parts]
+    if args.json:
+        emit_json({"plans": [str(p) for p in paths]})
+    else:
+        for part, path in zip(parts, paths, strict=True):
+            print(f"{path}: {part.RTPlanLabel}")
+    return 0
+
+
+def _write_all(datasets: Sequence[Dataset], out_dir: Path) -> list[Path]:
+    paths = []
+    for ds in datasets:
+        ts = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) \
+            if hasattr(ds, "file_meta") else ExplicitVRLittleEndian
+        if ts not in TRANSFER_SYNTAXES.values():
+            raise InvalidInputError(f"object {ds.SOPInstanceUID} is in transfer syntax {ts}; "
+                                    "only uncompressed objects can be rewritten")
+        paths.append(write_dataset_file(ds, instance_path(out_dir, ds), ts))
+    return paths
+
+
+def _deid(args: argparse.Namespace) -> int:
+    trial = load_trial(args.trial)
+    key = read_key(args.key_file) if args.key_file else new_key()
+    found = read_folder(args.input)
+    originals = [ds for _, ds in found]
+    result = deidentify(originals, trial, key=key, uid_root=_config(args).uid_root)
+    paths = _write_all(result.datasets, args.output)
+    if args.map_out:
+        ids = sorted({str(ds.get("PatientID", "") or "") for ds in originals} - {""})
+        atomic_write(args.map_out, [uid_map_csv(result.uid_map,
+                                                [(i, trial.subject_id) for i in ids]).encode()])
+    report = check_references(result.datasets)
+    if args.json:
+        emit_json({"written": [str(p) for p in paths], "uids_replaced": len(result.uid_map),
+                   "dangling": [r.__dict__ for r in report.dangling]})
+    else:
+        print(f"{len(paths)} objects de-identified into {args.output}, "
+              f"{len(result.uid_map)} UIDs replaced")
+        for ref in report.dangling:
+            print(f"  warning: {ref.source} references {ref.kind.value} {ref.uid} "
+                  f"({ref.path}), not in the set")
+    return 0
+
+
+def _relink(args: argparse.Namespace) -> int:
+    change = PatientChange(args.patient_id, patient_name=args.patient_name, sex=args.sex,
+                           birth_date=args.birth_date)
+    found = read_folder(args.input)
+    result = relink([ds for _, ds in found], change, config=_config(args))
+    paths = _write_all(result.datasets, args.output)
+    if args.json:
+        emit_json({"written": [str(p) for p in paths], "uid_map": result.uid_map,
+                   "relinked": len(result.relinked),
+                   "rt_dose_not_relinked": [{"sop_instance_uid": d.sop_instance_uid,
+                                             "dangling": [r.__dict__ for r in d.dangling]}
+                                            for d in result.untouched_doses]})
+    else:
+        print(f"{len(paths)} objects written to {args.output}: {len(result.uid_map)} with new "
+              f"SOP Instance UIDs, {len(result.relinked)} references re-linked")
+        for dose in result.untouched_doses:
+            print(f"  RT Dose {dose.sop_instance_uid} not re-linked (copied unchanged); "
+                  f"{len(dose.dangling)} of its references no longer resolve")
+    return 0

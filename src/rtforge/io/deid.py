@@ -1,0 +1,331 @@
+"""Clinical-trial de-identification of a set of objects (iPlan Note 8-1).
+
+:func:`deidentify` applies the Basic Application Level Confidentiality Profile
+(PS3.15 Annex E, table :data:`~rtforge.io._deid_profile.BASIC_PROFILE`) to
+every object of a set, recursively inside sequences, and fills the Clinical
+Trial Subject, Study and Series modules (iPlan tables 8-7, 8-10, 8-13) from a
+:class:`TrialInfo` (read from TOML by :func:`load_trial`).
+
+Actions (PS3.15 E.3.1)
+----------------------
+- ``X`` remove; ``Z`` keep the element, empty; ``D`` a dummy value of the VR;
+- combined codes: ``Z/D``, ``X/Z``, ``X/Z/D`` → ``Z``; ``X/D`` → ``D`` (the
+  element may be Type 1); ``X/Z/U*`` → keep, with its UIDs replaced;
+- ``U``, and every other UID that is not a registered (well-known) UID:
+  replaced by :func:`~rtforge.io.uids.derived_uid` of a secret key and the
+  old UID.  The same key gives the same mapping, on every object and in
+  every run, so every reference within the set still resolves;
+- private attributes, curves (50xx) and overlay data (60xx) are removed;
+- Patient Name and Patient ID become the trial's subject ID (allowed by
+  ``Z``: a dummy consistent with the VR), Patient Identity Removed ``YES``
+  and De-identification Method (Code Sequence) say what was done.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import os
+import secrets
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from pydicom import DataElement, Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID_dictionary
+
+from rtforge.config import DEFAULT_UID_ROOT
+from rtforge.errors import InvalidInputError
+from rtforge.io._deid_profile import BASIC_PROFILE
+from rtforge.io.uids import derived_uid
+
+__all__ = [
+    "TrialInfo",
+    "DeidResult",
+    "DEIDENTIFICATION_METHOD",
+    "load_trial",
+    "new_key",
+    "read_key",
+    "deidentify",
+    "uid_map_csv",
+]
+
+#: De-identification Method (0012,0063) written on every object.
+DEIDENTIFICATION_METHOD = "PS3.15 Basic Application Confidentiality Profile (rtforge)"
+_METHOD_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+_DUMMY = {"PN": "ANONYMOUS", "DA": "19000101", "TM": "000000", "DT": "19000101000000",
+          "IS": "0", "DS": "0", "AS": "000Y", "CS": "DEIDENTIFIED", "SH": "DEIDENTIFIED",
+          "LO": "DEIDENTIFIED", "ST": "DEIDENTIFIED", "LT": "DEIDENTIFIED", "UT": "DEIDENTIFIED",
+          "UC": "DEIDENTIFIED", "AE": "DEIDENTIFIED", "UR": "", "US": 0, "SS": 0, "UL": 0,
+          "SL": 0, "FL": 0.0, "FD": 0.0}
+_RESOLVED = {"Z/D": "Z", "X/Z": "Z", "X/Z/D": "Z", "X/D": "D", "X/Z/U*": "U"}
+# Type 2 attributes of the Clinical Trial modules (PS3.3 C.7.1.3, C.7.2.3, C.7.3.2): written
+# empty when the trial gives no value; the Type 3 ones are left out then.
+_TRIAL_TYPE_2 = frozenset({"ClinicalTrialProtocolName", "ClinicalTrialSiteID",
+                           "ClinicalTrialSiteName", "ClinicalTrialTimePointID",
+                           "ClinicalTrialCoordinatingCenterName"})
+_KEEP_CLASS_KEYWORDS = frozenset({"SOPClassUID", "ReferencedSOPClassUID"})
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """Clinical Trial Subject, Study and Series values (iPlan tables 8-7, 8-10, 8-13).
+
+    Parameters
+    ----------
+    sponsor_name, protocol_id : str
+        Clinical Trial Sponsor Name and Protocol ID (Type 1).
+    subject_id : str
+        Clinical Trial Subject ID; also the new Patient ID and Patient Name.
+    protocol_name, site_id, site_name : str
+    time_point_id, time_point_description : str
+        Clinical Trial Study module.
+    coordinating_center_name : str
+        Clinical Trial Series module.
+    """
+
+    sponsor_name: str
+    protocol_id: str
+    subject_id: str
+    protocol_name: str = ""
+    site_id: str = ""
+    site_name: str = ""
+    time_point_id: str = ""
+    time_point_description: str = ""
+    coordinating_center_name: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("sponsor_name", "protocol_id", "subject_id"):
+            if not str(getattr(self, name)).strip():
+                raise InvalidInputError(f"the trial needs a non-empty {name}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            limit = 1024 if f.name == "time_point_description" else 64
+            if not isinstance(value, str) or len(value) > limit or "\\" in value:
+                raise InvalidInputError(f"trial {f.name} must be text of at most {limit} "
+                                        "characters without backslash")
+
+    def values(self) -> dict[str, str]:
+        """The Clinical Trial attributes, keyword to value ('' when not given)."""
+        return {
+            "ClinicalTrialSponsorName": self.sponsor_name,
+            "ClinicalTrialProtocolID": self.protocol_id,
+            "ClinicalTrialProtocolName": self.protocol_name,
+            "ClinicalTrialSiteID": self.site_id,
+            "ClinicalTrialSiteName": self.site_name,
+            "ClinicalTrialSubjectID": self.subject_id,
+            "ClinicalTrialTimePointID": self.time_point_id,
+            "ClinicalTrialTimePointDescription": self.time_point_description,
+            "ClinicalTrialCoordinatingCenterName": self.coordinating_center_name,
+        }
+
+
+def load_trial(path: str | os.PathLike) -> TrialInfo:
+    """Read a :class:`TrialInfo` from TOML: its field names, at the top or under ``[trial]``.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    TrialInfo
+
+    Raises
+    ------
+    InvalidInputError
+        If the file is missing, not TOML, has unknown keys or lacks a required one.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError("trial file not found", path=p) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
+    data = data.get("trial", data)
+    known = {f.name for f in fields(TrialInfo)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown key(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(sorted(known))}", path=p)
+    try:
+        return TrialInfo(**data)
+    except TypeError as exc:
+        raise InvalidInputError(f"incomplete trial: {exc}", path=p) from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(exc.reason, path=p) from None
+
+
+def new_key() -> str:
+    """A new secret de-identification key (64 hex digits)."""
+    return secrets.token_hex(32)
+
+
+def read_key(path: str | os.PathLike, *, create: bool = True) -> str:
+    """The key in ``path``; a new one is written there (mode 0600) when it does not exist.
+
+    Parameters
+    ----------
+    path : str or path-like
+    create : bool
+        Write a new key when the file is missing (default); else an error.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    InvalidInputError
+        If the file is empty, or missing and ``create`` is false.
+    """
+    p = Path(path)
+    if not p.exists():
+        if not create:
+            raise InvalidInputError("key file not found", path=p)
+        key = new_key()
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key + "\n")
+        return key
+    key = p.read_text(encoding="utf-8").strip()
+    if not key:
+        raise InvalidInputError("key file is empty", path=p)
+    return key
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """De-identified objects and the UID mapping.
+
+    Parameters
+    ----------
+    datasets : tuple of pydicom.Dataset
+        In the input order.
+    uid_map : dict of str to str
+        Original UID to new UID, for every UID replaced.
+    """
+
+    datasets: tuple[Dataset, ...]
+    uid_map: dict[str, str]
+
+
+class _Deidentifier:
+    def __init__(self, key: str, uid_root: str) -> None:
+        self.key = key
+        self.uid_root = uid_root
+        self.uid_map: dict[str, str] = {}
+
+    def uid(self, old: str) -> str:
+        if old in UID_dictionary:  # a well-known UID (SOP class, transfer syntax, ...)
+            return old
+        new = self.uid_map.get(old)
+        if new is None:
+            new = self.uid_map[old] = str(derived_uid(self.uid_root, "deid", self.key, old))
+        return new
+
+    def dataset(self, ds: Dataset) -> None:
+        for elem in list(ds):
+            self.element(ds, elem)
+
+    def element(self, ds: Dataset, elem: DataElement) -> None:
+        tag = int(elem.tag)
+        group = tag >> 16
+        if elem.tag.is_private or (group & 0xFF00) == 0x5000 or (
+                (group & 0xFF00) == 0x6000 and (tag & 0xFFFF) in (0x3000, 0x4000)):
+            del ds[elem.tag]
+            return
+        action = BASIC_PROFILE.get(tag, "")
+        action = _RESOLVED.get(action, action)
+        if action == "X":
+            del ds[elem.tag]
+        elif action == "Z":
+            elem.value = [] if elem.VR == "SQ" else None
+        elif action == "D" and elem.VR == "SQ":
+            elem.value = []
+        elif action == "D" and elem.VR != "UI":
+            elem.value = _DUMMY.get(elem.VR)
+        elif elem.VR == "SQ":
+            for item in elem.value:
+                self.dataset(item)
+        elif elem.VR == "UI" and elem.value and elem.keyword not in _KEEP_CLASS_KEYWORDS:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            mapped = [self.uid(str(v)) for v in values]
+            elem.value = mapped if elem.VM > 1 else mapped[0]
+
+
+def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
+               uid_root: str = DEFAULT_UID_ROOT) -> DeidResult:
+    """De-identify a set of objects for a clinical trial (see the module docstring).
+
+    Parameters
+    ----------
+    datasets : iterable of pydicom.Dataset
+        Not modified (copies are de-identified).
+    trial : TrialInfo
+    key : str
+        The secret that makes the UID mapping reproducible (:func:`new_key`).
+    uid_root : str
+        Root of the new UIDs.
+
+    Returns
+    -------
+    DeidResult
+
+    Raises
+    ------
+    InvalidInputError
+        If ``key`` is empty.
+    """
+    if not key:
+        raise InvalidInputError("the de-identification key is empty")
+    worker = _Deidentifier(key, uid_root)
+    out = []
+    for source in datasets:
+        ds = copy.deepcopy(source)
+        ds.file_meta = FileMetaDataset()  # the old one names the old SOP Instance UID
+        if "TransferSyntaxUID" in getattr(source, "file_meta", {}):
+            ds.file_meta.TransferSyntaxUID = source.file_meta.TransferSyntaxUID
+        worker.dataset(ds)
+        ds.PatientName = trial.subject_id
+        ds.PatientID = trial.subject_id
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = _METHOD_CODE
+        ds.DeidentificationMethodCodeSequence = [code]
+        for keyword, value in trial.values().items():
+            if value or keyword in _TRIAL_TYPE_2:
+                setattr(ds, keyword, value or None)
+        out.append(ds)
+    return DeidResult(tuple(out), dict(worker.uid_map))
+
+
+def uid_map_csv(uid_map: dict[str, str], rows: Sequence[tuple[str, str]] = ()) -> str:
+    """The mapping as CSV text (``original_uid,new_uid``), for the site to keep.
+
+    Parameters
+    ----------
+    uid_map : dict of str to str
+    rows : sequence of (str, str), optional
+        Extra rows written first (e.g. the Patient ID and the subject ID).
+
+    Returns
+    -------
+    str
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("original", "replacement"))
+    writer.writerows(rows)
+    writer.writerows(sorted(uid_map.items()))
+    return buffer.getvalue()
