@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rtforge.config import ExportConfig
-from rtforge.core.beam import BeamGeometry
+from rtforge.core.beam import PatientPosition
 from rtforge.core.contours import Contour, ROIGenerationAlgorithm, RTROIInterpretedType, Structure
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.core.masks import mask_to_contours
@@ -34,15 +34,23 @@ from rtforge.core.phantom import (
     tilted_stack,
 )
 from rtforge.io.ct import write_ct_series
-from rtforge.io.rtimage import DrrRequest, DrrRun, RTImageLabels, write_drrs
+from rtforge.io.rtimage import DrrRun, RTImageLabels, plan_requests, write_drrs
+from rtforge.io.rtplan import (
+    FractionGroup,
+    PatientSetup,
+    ReferencedBeam,
+    build_rtplan,
+    read_rtplan,
+    static_beam,
+    write_rtplan,
+)
 from rtforge.io.rtstruct import build_rtstruct, reference_image_series, write_rtstruct
 from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
 from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
 
 __all__ = ["PHANTOM_PATIENT", "TARGET_CENTRE", "TARGET_RADIUS", "PhantomSeries", "DemoResult",
-           "make_phantom_patient", "phantom_structures", "run_demo", "PHANTOM_BEAMS",
-           "phantom_drr_requests"]
+           "make_phantom_patient", "phantom_structures", "run_demo", "PHANTOM_BEAMS"]
 
 #: Patient and study attributes of the phantom patient.
 PHANTOM_PATIENT = {
@@ -62,6 +70,9 @@ PHANTOM_PATIENT = {
 #: Centre (x, y, z in mm) and radius (mm) of the demo's spherical target, in the right lung.
 TARGET_CENTRE = (-70.0, -10.0, 20.0)
 TARGET_RADIUS = 20.0
+
+#: Fractions of the phantom plan.
+PHANTOM_FRACTIONS = 5
 
 #: The phantom plan's static beams at :data:`TARGET_CENTRE` (HFS, SAD 1000):
 #: (name, gantry, collimator, couch, jaws (x1, x2, y1, y2) mm at the isocentre).
@@ -93,7 +104,8 @@ class DemoResult:
     #: The RT Structure Set file, and the ROI Volume (cm3) written per ROI name.
     structure_set: Path | None = None
     structure_volumes: dict[str, float | None] = field(default_factory=dict)
-    #: The DRRs of :data:`PHANTOM_BEAMS` (RT Images next to the resliced series).
+    #: The phantom plan (:data:`PHANTOM_BEAMS`) and its DRRs (RT Images referencing it).
+    plan: Path | None = None
     drrs: DrrRun | None = None
 
 
@@ -194,8 +206,10 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
              config: ExportConfig | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
     """Make the phantom patient under ``out_dir/source``, reconvert it into
-    ``out_dir/resliced`` and contour it there (an RT Structure Set referencing
-    the first resliced series).
+    ``out_dir/resliced``, contour it there (an RT Structure Set referencing the
+    first resliced series), write the phantom plan (:data:`PHANTOM_BEAMS`,
+    referencing the structure set) and its DRRs (RT Images referencing the
+    plan, PNG previews in ``out_dir/drr-png``).
 
     Parameters
     ----------
@@ -234,34 +248,29 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
         for item in built.dataset.StructureSetROISequence}
     if progress is not None:
         progress("structures", 1, 1)
+    if progress is not None:
+        progress("plan", 0, 1)
+    beams = tuple(static_beam(n, name, gantry=gantry, collimator=collimator, couch=couch,
+                              jaws=jaws, isocenter=TARGET_CENTRE)
+                  for n, (name, gantry, collimator, couch, jaws) in enumerate(PHANTOM_BEAMS,
+                                                                                start=1))
+    group = FractionGroup(1, PHANTOM_FRACTIONS,
+                          tuple(ReferencedBeam(b.number, None, 100.0) for b in beams), 0)
+    plan_ds = build_rtplan(beams, (group,), (PatientSetup(1, PatientPosition.HFS, "ISOCENTRIC"),),
+                           label="PHANTOM", name="rtforge phantom plan",
+                           structure_set_uid=str(built.dataset.SOPInstanceUID),
+                           source=built.dataset, config=config)
+    result.plan = write_rtplan(plan_ds, out / "resliced")
+    if progress is not None:
+        progress("plan", 1, 1)
     series = read_series(result.reports[0].output_dir)
     labels = RTImageLabels(label="{beam_name}", name="phantom plan:{beam_name}",
                            description="isocenter {isocenter} mm (the PTV)")
-    result.drrs = write_drrs(series.to_volume(), series.headers[0], phantom_drr_requests(),
-                             out / "resliced", png_dir=out / "drr-png", labels=labels,
-                             config=config,
+    plan = read_rtplan(result.plan)
+    result.drrs = write_drrs(series.to_volume(), series.headers[0],
+                             plan_requests(plan, rows=256, columns=256, pixel_spacing=2.0),
+                             out / "resliced", plan=plan, png_dir=out / "drr-png",
+                             labels=labels, config=config,
                              progress=None if progress is None else
                              (lambda d, t: progress("drr", d, t)))
     return result
-
-
-def phantom_drr_requests(rows: int = 256, columns: int = 256,
-                         pixel_spacing: float = 2.0) -> list[DrrRequest]:
-    """DRR requests for the beams of :data:`PHANTOM_BEAMS` (SID 1500 mm).
-
-    Parameters
-    ----------
-    rows, columns : int
-        Image size.
-    pixel_spacing : float
-        mm at the receptor plane (2 mm: 341 mm at the isocentre for 256 pixels).
-
-    Returns
-    -------
-    list of DrrRequest
-    """
-    return [DrrRequest(BeamGeometry(gantry, np.array(TARGET_CENTRE), collimator_angle=collimator,
-                                    couch_angle=couch, rows=rows, columns=columns,
-                                    pixel_spacing=(pixel_spacing, pixel_spacing)),
-                       jaws=jaws, name=name)
-            for name, gantry, collimator, couch, jaws in PHANTOM_BEAMS]

@@ -8,7 +8,7 @@ from pathlib import Path
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
 from rtforge.cli.reslice import format_report
 from rtforge.config import load_config
-from rtforge.demo import run_demo
+from rtforge.demo import PHANTOM_BEAMS, run_demo
 from rtforge.errors import InvalidInputError
 
 __all__ = ["register"]
@@ -50,6 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
                                 "series_uid": s.series_uid} for s in result.sources],
                    "reslice": [r.to_dict() for r in result.reports],
                    "structure_set": str(result.structure_set),
+                   "plan": str(result.plan),
                    "structure_volumes_cm3": result.structure_volumes,
                    "drr": None if result.drrs is None else result.drrs.to_dict()})
         return 0
@@ -63,6 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
                         for name, v in result.structure_volumes.items())
     print(f"structures ({volumes}) on the resliced {result.sources[0].name} series:")
     print(f"  {result.structure_set}")
+    print(f"phantom plan ({len(PHANTOM_BEAMS)} static beams with MLC): {result.plan}")
     if result.drrs is not None:
         print(f"DRRs of the phantom plan's beams ({result.drrs.method.value}, "
               f"{result.drrs.seconds:.2f} s), RT Images and previews:")
