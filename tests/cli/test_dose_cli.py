@@ -1,0 +1,105 @@
+"""``rtforge dvh`` and ``rtforge dose``, in-process."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import Dataset
+
+from rtforge.cli import main
+from rtforge.core.contours import Contour, Structure
+from rtforge.core.geometry import Grid, Volume
+from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
+from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
+from rtforge.io.uids import new_uid
+
+
+def _circle(r: float, z: float) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    return np.c_[r * np.cos(t), r * np.sin(t), np.full(64, z)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dosecli")
+    frame = str(new_uid())
+    reference = Dataset()
+    reference.PatientName, reference.PatientID = "Cli^Dose", "CLI01"
+    reference.StudyInstanceUID, reference.FrameOfReferenceUID = str(new_uid()), frame
+    levels = np.arange(-10.0, 10.1, 2.0)
+    target = Structure(1, "PTV", tuple(Contour(_circle(8, z)) for z in levels),
+                       interpreted_type="PTV", colour=(255, 0, 0))
+    ring = Structure(2, "Ring", tuple(Contour(c) for z in levels
+                                      for c in (_circle(15, z), _circle(10, z))),
+                     colour=(0, 128, 255))
+    ss = build_rtstruct([target, ring], frame_of_reference_uid=frame, source=reference).dataset
+    struct = write_rtstruct(ss, root, flat=True)
+    grid = Grid((21, 21, 21), origin=(-20.0, -20.0, -20.0), spacing=(2.0, 2.0, 2.0))
+    k, j, i = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
+    dose = Volume(10.0 + 0.2 * (i - 10) + 0.1 * (k - 10), grid)
+    plan = PlanReference(str(new_uid()), 1, (1,))
+    a = build_dose_grid(dose, summation_type="BEAM", plans=[plan], reference=ss).dataset
+    plan_b = PlanReference(plan.sop_instance_uid, 1, (2,))
+    b = build_dose_grid(dose, summation_type="BEAM", plans=[plan_b], reference=ss).dataset
+    return {"struct": struct, "dose": write_rtdose(a, root / "a.dcm"),
+            "dose_b": write_rtdose(b, root / "b.dcm"), "root": root}
+
+
+def test_dvh_table_outputs(files: dict[str, Path], tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    out, table, png = tmp_path / "dvh.dcm", tmp_path / "dvh.csv", tmp_path / "dvh.png"
+    code = main(["dvh", "--dose", str(files["dose"]), "--struct", str(files["struct"]),
+                 "--out", str(out), "--csv", str(table), "--plot", str(png), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    ptv, ring = report["rois"]
+    area = 0.5 * 64 * 64 * math.sin(2 * math.pi / 64)
+    assert ptv["volume_cm3"] == pytest.approx(area * 22 / 1000, rel=1e-3)
+    assert ptv["mean_gy"] == pytest.approx(10.0, abs=1e-3)  # symmetric about the centre
+    assert ring["volume_cm3"] < 0.5 * 64 * 225 * math.sin(2 * math.pi / 64) * 22 / 1000
+    back = read_rtdose(out)
+    assert [d.roi_number for d in back.dvhs] == [1, 2] and back.volume is None
+    assert table.read_text().startswith("dose_gy,PTV (cm3),Ring (cm3)")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["dvh", "--dose", str(files["dose"]), "--struct", str(files["struct"]),
+                 "--roi", "PTV"]) == 0
+    text = capsys.readouterr().out
+    assert "PTV" in text and "Ring" not in text and "D95 Gy" in text
+
+
+def test_dvh_errors(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dvh", "--dose", str(files["dose"]), "--struct", str(files["struct"]),
+                 "--roi", "Nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Nope" in err
+    assert main(["dvh", "--dose", str(files["struct"]), "--struct", str(files["struct"])]) == 1
+    assert main(["dvh", "--struct", str(files["struct"])]) == 2
+
+
+def test_dose_info_sum_requantize(files: dict[str, Path], tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dose", "info", str(files["dose"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape_kji"] == [21, 21, 21] and info["bits"] == 32
+    assert info["summation_type"] == "BEAM"
+    total = tmp_path / "plan.dcm"
+    assert main(["dose", "sum", str(files["dose"]), str(files["dose_b"]), "-o", str(total),
+                 "--grid", "finest", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summation_type"] == "PLAN"
+    summed = read_rtdose(total)
+    single = read_rtdose(files["dose"])
+    np.testing.assert_allclose(summed.volume.array, 2 * single.volume.array, atol=1e-6)
+    assert summed.plans[0].sop_instance_uid == single.plans[0].sop_instance_uid
+    small = tmp_path / "dose16.dcm"
+    assert main(["dose", "requantize", str(files["dose"]), "-o", str(small), "--bits", "16"]) == 0
+    capsys.readouterr()
+    requantized = read_rtdose(small)
+    assert requantized.bits == 16
+    assert np.abs(requantized.volume.array - single.volume.array).max() <= \
+        requantized.scaling / 2 * (1 + 1e-9) + 1e-12
+    assert main(["dose", "requantize", str(files["dose"]), "-o", str(small), "--bits", "8"]) == 2
