@@ -9,8 +9,11 @@ pynetdicom as it is.
 
 from rtforge.config import Node
 from rtforge.net._association import AssociationRejected
+from rtforge.net.archive import file_case, restore_case
+from rtforge.net.catalog import Catalog
 from rtforge.net.echo import EchoResult, echo
 from rtforge.net.nodes import resolve_node
+from rtforge.net.printing import print_images
 from rtforge.net.query import MoveResult, QueryLevel, QueryModel, find, move, return_keys
 from rtforge.net.receiver import DuplicatePolicy, StorageSCP, StoredObject
 from rtforge.net.status import StatusCategory, status_category, status_meaning
@@ -18,6 +21,10 @@ from rtforge.net.store import StoreIssue, StoreReport, encode_for_transfer_synta
 
 __all__ = [
     "Node",
+    "Catalog",
+    "file_case",
+    "restore_case",
+    "print_images",
     "resolve_node",
     "AssociationRejected",
     "EchoResult",
