@@ -120,3 +120,25 @@ def test_receive_on_a_busy_port(tmp_path: Path, capsys: pytest.CaptureFixture[st
                      "--out", str(tmp_path / "rx")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rtforge receive:") and f"cannot listen on port {port}" in err
+
+
+def test_receive_indexes_what_it_stores_in_the_catalog(tmp_path: Path) -> None:
+    """``--catalog``: the folder the SCP writes to is indexed in SQLite as objects arrive."""
+    from rtforge.net.catalog import Catalog
+
+    catalog_path = tmp_path / "catalog.sqlite"
+    receiver = start_receiver(tmp_path, "--catalog", str(catalog_path))
+    try:
+        report = send([pydicom_file("CT_small.dcm"), pydicom_file("rtplan.dcm")], receiver.node)
+        assert report.ok and report.sent == 2
+        receiver.proc.send_signal(signal.SIGTERM)
+        receiver.proc.communicate(timeout=30)
+    finally:
+        stop_process(receiver.proc)
+    assert receiver.proc.returncode == 0
+    stored = received_files(receiver.out)
+    with Catalog(catalog_path) as catalog:
+        cases = catalog.cases()
+        records = [r for case in cases for r in catalog.instances(case.patient_id)]
+    assert sorted(str(r.path) for r in records) == sorted(str(p) for p in stored)
+    assert all(r.state.value == "local" for r in records)

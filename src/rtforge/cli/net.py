@@ -31,6 +31,7 @@ from rtforge.net import (
     send,
     status_meaning,
 )
+from rtforge.net.catalog import CatalogIndexer
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
 
 __all__ = ["register"]
@@ -122,6 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
     p.add_argument("--tls-ca", type=Path, metavar="PEM",
                    help="require client certificates signed by this CA")
+    p.add_argument("--catalog", nargs="?", type=Path, const=True, default=None,
+                   metavar="FILE",
+                   help="index every stored object in the SQLite catalog (default FILE: the "
+                        "[archive] catalog), so that 'rtforge store ls' and 'rtforge file' see it")
     p.add_argument("--no-fsync", action="store_true",
                    help="answer success without flushing each file to the disk (faster; objects "
                         "answered just before a power cut can be lost: for a tmpfs, or a disk "
@@ -245,9 +250,15 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 def _receive(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     bar = progress_bar(args, None, "received", "obj")
+    indexer = None
+    if args.catalog is not None:
+        path = config.archive.catalog_path() if args.catalog is True else args.catalog
+        indexer = CatalogIndexer(path)
 
     def on_stored(obj: StoredObject) -> None:
         bar.update(1)
+        if indexer is not None and obj.path is not None and not obj.duplicate:
+            indexer.add(obj.path)
 
     scp = StorageSCP(args.out, ae_title=args.aet or config.network.ae_title,
                      port=config.network.port if args.port is None else args.port,
@@ -269,6 +280,8 @@ def _receive(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         bar.close()
+        if indexer is not None:
+            indexer.close()
     summary = {"stored": scp.stored, "duplicates": scp.duplicate_count, "failed": scp.failed,
                "rejected_associations": scp.rejected, "out": str(args.out)}
     if args.json:

@@ -28,7 +28,9 @@ import datetime as _dt
 import hashlib
 import logging
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ __all__ = [
     "split_part10",
     "scan_file",
     "Catalog",
+    "CatalogIndexer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -562,3 +565,46 @@ class Catalog:
             logger.warning("catalog %s: recovered %d interrupted deletion(s): %d filed, %d local",
                            self.path, len(rows), len(gone), len(kept))
         return {"filed": len(gone), "local": len(kept)}
+
+
+class CatalogIndexer:
+    """Index files into a :class:`Catalog` from any thread, as they arrive.
+
+    The receiver calls :meth:`add` from its association threads; one thread
+    of this object owns the SQLite connection and records each file (SQLite
+    connections are not shared between threads).  :meth:`close` records
+    what is queued, then stops.
+
+    Parameters
+    ----------
+    path : path-like
+        The catalog database.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        Catalog(self.path).close()  # fail now, in the caller, if it is not a catalog
+        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self.indexed = 0
+        self._thread = threading.Thread(target=self._run, name="rtforge-catalog", daemon=True)
+        self._thread.start()
+
+    def add(self, path: str | os.PathLike[str]) -> None:
+        """Queue one stored file for indexing."""
+        self._queue.put(Path(path))
+
+    def _run(self) -> None:
+        with Catalog(self.path) as catalog:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                try:
+                    self.indexed += catalog.import_paths([item]).added
+                except Exception:  # the file is stored; a later 'store import' can index it
+                    logger.exception("could not index %s in %s", item, self.path)
+
+    def close(self) -> None:
+        """Index what is queued and stop."""
+        self._queue.put(None)
+        self._thread.join()
