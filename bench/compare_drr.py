@@ -58,12 +58,14 @@ from pathlib import Path
 import numpy as np
 
 
-def _phantom() -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+def _phantom(size: int = 512, nslices: int = 200
+             ) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, float, float]]:
+    """The axial phantom (358 mm field of view, 1 mm slices): HU, origin and spacing."""
     from rtforge.core.phantom import axial_stack, sample_phantom
 
-    stack = axial_stack(size=512, spacing=358.0 / 512, nslices=200, slice_spacing=1.0)
+    stack = axial_stack(size=size, spacing=358.0 / size, nslices=nslices, slice_spacing=1.0)
     origin = tuple(float(v) for v in stack.positions[0])
-    return sample_phantom(stack), origin, (358.0 / 512, 358.0 / 512, 1.0)  # type: ignore[return-value]
+    return sample_phantom(stack), origin, (358.0 / size, 358.0 / size, 1.0)  # type: ignore[return-value]
 
 
 def _write_mha(path: Path, hu: np.ndarray, origin: tuple[float, ...],

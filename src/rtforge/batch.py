@@ -1,8 +1,11 @@
 """Batch reconversion of an archive: every CT series under a root, in parallel.
 
-Each series is one task of :func:`rtforge.reconvert.reconvert_series`; tasks
-run in worker processes, and inside a worker the kernel computes the next
-chunk of slices while a writer thread encodes the last one.
+Each series is one task of :func:`reconvert_task` (over
+:func:`rtforge.reconvert.reconvert_series`), run by one of two executors: a
+local process pool, or Dask distributed (:mod:`rtforge.distributed`, one task
+per series).  Discovery, the manifest and the skip of finished series are
+here, shared by both.  Inside a worker the kernel computes the next chunk of
+slices while a writer thread encodes the last one.
 
 Resumability and zero loss
 --------------------------
@@ -16,7 +19,8 @@ Resumability and zero loss
   (source UID, output folder, files, options); it is appended after the
   rename, and a series found complete on disk but missing from it (a crash
   between the two) is recorded on the next run.
-- A series that fails is reported and the others go on.
+- A series that fails is reported and the others go on; a series whose
+  worker is lost is redone from the start (its partial folder is replaced).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import os
 import queue
 import shutil
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +47,7 @@ from rtforge.reconvert import (
     reconvert_series,
 )
 
-__all__ = ["BatchResult", "run_batch", "MANIFEST_NAME"]
+__all__ = ["BatchResult", "run_batch", "reconvert_task", "MANIFEST_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -116,25 +120,39 @@ def _append_manifest(path: Path, entry: dict) -> None:
         os.fsync(fh.fileno())
 
 
-# ----------------------------------------------------------------- workers
-_QUEUE = None
+# ------------------------------------------------------------ the one step
+def reconvert_task(paths: Sequence[str], out_root: str, options: ReconvertOptions,
+                   on_slices: Callable[[int], None] | None = None) -> dict:
+    """Reconvert one series and report the outcome: the step every executor runs.
 
+    The local process pool, the in-process loop and the Dask executor
+    (:mod:`rtforge.distributed`) all run this function, so the atomic output
+    of :func:`rtforge.reconvert.reconvert_series` (a hidden partial folder
+    renamed when complete) holds whichever runs it.
 
-def _init_worker(progress_queue, numba_threads: int) -> None:
-    global _QUEUE
-    _QUEUE = progress_queue
-    import numba
+    Parameters
+    ----------
+    paths : sequence of str
+        The series' files.
+    out_root : str
+        Output root.
+    options : ReconvertOptions
+    on_slices : callable, optional
+        Called as ``on_slices(n)`` with the number of output slices written
+        since the last call.
 
-    numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
-
-
-def _run_one(paths: list[str], out_root: str, options: ReconvertOptions) -> dict:
-    """Worker body: returns a report dictionary or an error dictionary."""
+    Returns
+    -------
+    dict
+        ``{"ok": True, "report": SeriesReport.to_dict()}``, or
+        ``{"ok": False, "error": str}`` (plus ``"traceback"`` for an
+        unexpected error): a failed series never stops the batch.
+    """
     last = [0]
 
     def progress(done: int, total: int) -> None:
-        if _QUEUE is not None:
-            _QUEUE.put(done - last[0])
+        if on_slices is not None and done > last[0]:
+            on_slices(done - last[0])
         last[0] = done
 
     try:
@@ -148,8 +166,75 @@ def _run_one(paths: list[str], out_root: str, options: ReconvertOptions) -> dict
                 "traceback": traceback.format_exc(limit=3)}
 
 
+# --------------------------------------------------------- local executors
+Outcomes = Iterator[tuple[SeriesInfo, dict]]
+
+_QUEUE = None
+
+
+def _init_worker(progress_queue, numba_threads: int) -> None:
+    global _QUEUE
+    _QUEUE = progress_queue
+    import numba
+
+    numba.set_num_threads(max(1, min(numba_threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def _pool_task(paths: list[str], out_root: str, options: ReconvertOptions) -> dict:
+    """Process-pool worker body: :func:`reconvert_task` reporting slices on the queue."""
+    return reconvert_task(paths, out_root, options,
+                          on_slices=_QUEUE.put if _QUEUE is not None else None)
+
+
+def _run_here(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
+              on_slices: Callable[[int], None]) -> Outcomes:
+    for info in todo:
+        yield info, reconvert_task([str(p) for p in info.paths], str(out_root), options, on_slices)
+
+
+def _run_in_pool(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
+                 on_slices: Callable[[int], None], workers: int) -> Outcomes:
+    # forkserver: workers fork from a server that imported rtforge once (cheaper than
+    # spawn, and unlike fork it never inherits this process' threads).
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["rtforge.reconvert"])
+    q = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(q, threads)) as pool:
+            futures: dict[Future, SeriesInfo] = {
+                pool.submit(_pool_task, [str(p) for p in info.paths], str(out_root), options): info
+                for info in todo}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(q, on_slices)
+                for fut in finished:
+                    try:
+                        outcome = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker died
+                        outcome = {"ok": False, "error": f"worker failed: {exc}"}
+                    yield futures[fut], outcome
+            _drain(q, on_slices)
+    finally:
+        q.close()
+
+
+def _drain(q, on_slices: Callable[[int], None]) -> None:
+    n = 0
+    while True:
+        try:
+            n += q.get_nowait()
+        except queue.Empty:
+            break
+    on_slices(n)
+
+
+# ----------------------------------------------------------------- the run
 def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOptions | None = None,
-              *, workers: int = 1, modalities: tuple[str, ...] = ("CT",),
+              *, workers: int = 1, scheduler: str | None = None,
+              modalities: tuple[str, ...] = ("CT",),
               on_series: Callable[[int, int], None] | None = None,
               on_slices: Callable[[int], None] | None = None) -> BatchResult:
     """Reconvert every CT series under ``src_root`` into ``out_root``.
@@ -157,9 +242,16 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     Parameters
     ----------
     src_root, out_root : str or Path
+        With ``scheduler``, both must be reachable under the same paths from
+        every Dask worker (a shared file system).
     options : ReconvertOptions, optional
     workers : int
-        Worker processes (1 runs in this process).
+        Worker processes (1 runs in this process); ignored with ``scheduler``.
+    scheduler : str, optional
+        Run one Dask task per series instead: ``tcp://HOST:PORT`` of a
+        running scheduler or ``local:N`` for a local cluster of N workers
+        (see :func:`rtforge.distributed.run_on_dask`; needs
+        ``rtforge[distributed]``).
     modalities : tuple of str
         Modalities to reconvert.
     on_series, on_slices : callable, optional
@@ -173,10 +265,17 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     Raises
     ------
     InvalidInputError
-        If ``src_root`` holds no image series or ``workers`` is not positive.
+        If ``src_root`` holds no image series, ``workers`` is not positive or
+        ``scheduler`` is malformed.
+    RtforgeError
+        If the Dask scheduler cannot be reached or Dask is not installed.
     """
     if workers < 1:
         raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    if scheduler is not None:
+        from rtforge.distributed import parse_scheduler, run_on_dask
+
+        parse_scheduler(scheduler)  # a malformed address fails before anything is touched
     options = options or ReconvertOptions()
     src_root, out_root = Path(src_root), Path(out_root)
     found = discover_series(src_root, modalities=set(modalities), strict=False)
@@ -207,7 +306,15 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     for _ in result.skipped:
         progress.series_done()
 
-    def finish(info: SeriesInfo, outcome: dict) -> None:
+    outcomes: Outcomes
+    if scheduler is not None:
+        outcomes = run_on_dask(scheduler, todo, out_root, options, progress.slices)
+    elif workers == 1 or len(todo) <= 1:
+        outcomes = _run_here(todo, out_root, options, progress.slices)
+    else:
+        outcomes = _run_in_pool(todo, out_root, options, progress.slices, workers)
+
+    for info, outcome in outcomes:
         if outcome["ok"]:
             rep = outcome["report"]
             entry = {"source_series_uid": info.series_uid,
@@ -222,54 +329,4 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
                                   "files": [str(p) for p in info.paths[:3]],
                                   "error": outcome["error"]})
         progress.series_done()
-
-    if workers == 1 or len(todo) <= 1:
-        for info in todo:
-            last = [0]
-
-            def local_progress(done: int, total: int, last=last) -> None:
-                progress.slices(done - last[0])
-                last[0] = done
-
-            try:
-                rep = reconvert_series(list(info.paths), out_root, options,
-                                       progress=local_progress)
-                finish(info, {"ok": True, "report": rep.to_dict()})
-            except RtforgeError as exc:
-                finish(info, {"ok": False, "error": str(exc)})
-        return result
-
-    # forkserver: workers fork from a server that imported rtforge once (cheaper than
-    # spawn, and unlike fork it never inherits this process' threads).
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["rtforge.reconvert"])
-    q = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(q, threads)) as pool:
-        futures: dict[Future, SeriesInfo] = {
-            pool.submit(_run_one, [str(p) for p in info.paths], str(out_root), options): info
-            for info in todo}
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(q, progress)
-            for fut in finished:
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker died
-                    outcome = {"ok": False, "error": f"worker failed: {exc}"}
-                finish(futures[fut], outcome)
-        _drain(q, progress)
-    q.close()
     return result
-
-
-def _drain(q, progress: _Progress) -> None:
-    n = 0
-    while True:
-        try:
-            n += q.get_nowait()
-        except queue.Empty:
-            break
-    progress.slices(n)

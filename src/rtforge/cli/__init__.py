@@ -13,12 +13,26 @@ import sys
 from collections.abc import Sequence
 
 from rtforge import __version__
-from rtforge.cli import archive, contours, demo, dose, drr, media, net, plan, printing, reslice, validate
+from rtforge.cli import (
+    archive,
+    contours,
+    demo,
+    dose,
+    drr,
+    media,
+    net,
+    plan,
+    printing,
+    reslice,
+    serve,
+    validate,
+)
 from rtforge.errors import RtforgeError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (reslice, demo, validate, net, drr, contours, archive, media, plan, printing, dose)
+_COMMANDS = (reslice, demo, validate, net, drr, contours, archive, media, plan, printing, dose,
+             serve)
 
 
 class _Parser(argparse.ArgumentParser):

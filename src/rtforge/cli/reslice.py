@@ -10,7 +10,8 @@ from pathlib import Path
 from rtforge.batch import run_batch
 from rtforge.cli._common import add_output_flags, emit_json, floats, ints, progress_bar
 from rtforge.config import load_config
-from rtforge.errors import RtforgeError
+from rtforge.distributed import parse_scheduler
+from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.io.series import discover_series
 from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
 
@@ -21,6 +22,8 @@ _RESLICE_EXAMPLE = """example:
 """
 _BATCH_EXAMPLE = """example:
   rtforge batch /archive/ct /archive/ct-axial --workers 2
+  rtforge batch /archive/ct /archive/ct-axial --scheduler tcp://10.0.0.5:8786
+  rtforge batch /archive/ct /archive/ct-axial --scheduler local:4
   (re-run the same command after an interruption: finished series are skipped)
 """
 
@@ -56,8 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("src", type=Path, metavar="SRC_ROOT")
     b.add_argument("out", type=Path, metavar="OUT_ROOT")
     b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    b.add_argument("--scheduler", type=_scheduler, metavar="tcp://HOST:PORT|local:N",
+                   help="run one Dask task per series on this scheduler, or on a local cluster "
+                        "of N workers (needs rtforge[distributed]; paths must be valid on every "
+                        "worker); --workers is then ignored")
     _add_options(b)
     b.set_defaults(func=_batch)
+
+
+def _scheduler(text: str) -> str:
+    try:
+        parse_scheduler(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def _options(args: argparse.Namespace) -> ReconvertOptions:
@@ -125,6 +140,7 @@ def _batch(args: argparse.Namespace) -> int:
     slice_bar = progress_bar(args, 0, "slices", "slice")
     try:
         result = run_batch(args.src, args.out, options, workers=args.workers,
+                           scheduler=args.scheduler,
                            on_series=lambda done, total: series_bar.set(done, total),
                            on_slices=slice_bar.update)
     finally:

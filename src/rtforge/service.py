@@ -1,0 +1,320 @@
+"""DRRs and DVHs for other services: load a study once, answer many requests.
+
+- :class:`CTStudy` holds a CT converted to attenuation once per
+  :class:`~rtforge.core.drr.Attenuation` (on the CUDA path the converted
+  volume stays resident on the device between calls, in the
+  :class:`~rtforge.core.drr.AttenuationVolume`'s cache) and answers DRR
+  requests for any list of beam geometries: line integrals, 16-bit images,
+  PNG previews or RT Image data sets.
+- :class:`DoseStudy` holds a dose grid and a structure set and answers DVH
+  requests for chosen ROIs (each DVH computed once), with metrics, or as a
+  DVH-only RT Dose data set.
+- :class:`StudyCache` keeps the most recently used studies, a bounded
+  number of them, keyed by their files: the HTTP service
+  (:mod:`rtforge.cli.serve`) answers every request through one.
+
+Arrays in, arrays out; the IOD builders of :mod:`rtforge.io` sit on top.
+Coordinates are patient x, y, z in mm (LPS); doses in Gy, volumes in cm3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from pydicom import Dataset
+
+from rtforge.core.beam import BeamGeometry
+from rtforge.core.contours import Structure
+from rtforge.core.drr import (
+    Attenuation,
+    AttenuationVolume,
+    Device,
+    DrrMethod,
+    PixelMapping,
+    QuantizedDrr,
+    compute_drr,
+    prepare_volume,
+    quantize,
+)
+from rtforge.core.dvh import DVH, compute_dvh
+from rtforge.core.geometry import Volume
+from rtforge.core.reslice import default_output_grid, reslice
+from rtforge.errors import InvalidInputError
+from rtforge.io.rtdose import RTDose, build_dvh_dose, read_rtdose
+from rtforge.io.rtimage import _png, build_rt_image, preview_rgb
+from rtforge.io.rtstruct import StructureSet, read_rtstruct
+from rtforge.io.series import read_series
+from rtforge.io.uids import new_uid
+
+__all__ = ["CTStudy", "DoseStudy", "DvhMetrics", "StudyCache"]
+
+log = logging.getLogger(__name__)
+
+_S = TypeVar("_S", "CTStudy", "DoseStudy")
+
+
+class CTStudy:
+    """A CT loaded once, answering DRR requests.
+
+    Parameters
+    ----------
+    volume : Volume
+        HU (int16) on a regular grid (any orientation; sheared for gantry tilt).
+    header : pydicom.Dataset
+        A header of the CT series: patient, study and Frame of Reference of
+        the RT Images.
+    """
+
+    def __init__(self, volume: Volume, header: Dataset) -> None:
+        self.volume = volume
+        self.header = header
+        self._prepared: dict[str, AttenuationVolume] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, source: str | os.PathLike) -> CTStudy:
+        """Read a CT series (a folder holding one series, or its files' folder).
+
+        A series with unevenly spaced slices is resliced onto a regular grid.
+
+        Raises
+        ------
+        InvalidInputError
+            If the files are not one readable CT series.
+        """
+        series = read_series(source)
+        if series.modality != "CT":
+            raise InvalidInputError(f"the series is {series.modality}, not CT", path=source)
+        if series.uneven_spacing:
+            grid = default_output_grid(series.stack)
+            volume = Volume(reslice(series.array, series.stack, grid), grid)
+        else:
+            volume = series.to_volume()
+        return cls(volume, series.headers[0])
+
+    def prepared(self, attenuation: Attenuation | None = None) -> AttenuationVolume:
+        """The volume converted to μ by ``attenuation`` (once per attenuation)."""
+        attenuation = attenuation or Attenuation()
+        key = attenuation.describe()
+        with self._lock:
+            if key not in self._prepared:
+                self._prepared[key] = prepare_volume(self.volume, attenuation)
+            return self._prepared[key]
+
+    def drrs(self, geometries: Sequence[BeamGeometry], *,
+             method: str | DrrMethod = DrrMethod.SIDDON, device: str | Device = Device.CPU,
+             attenuation: Attenuation | None = None, step_mm: float | None = None) -> np.ndarray:
+        """Line integrals of one DRR per geometry.
+
+        Parameters
+        ----------
+        geometries : sequence of BeamGeometry
+            All of one image size.
+        method, device, step_mm
+            As :func:`rtforge.core.drr.compute_drr`.
+        attenuation : Attenuation, optional
+
+        Returns
+        -------
+        ndarray of shape (n, rows, columns), dtype float32
+            ``∫μ dl`` of each pixel, ``[d, r, c]``.
+
+        Raises
+        ------
+        InvalidInputError, GeometryError
+            As :func:`rtforge.core.drr.compute_drr`.
+        """
+        return compute_drr(self.prepared(attenuation), list(geometries), method=method,
+                           step_mm=step_mm, device=device)
+
+    def drr_images(self, geometries: Sequence[BeamGeometry], *,
+                   mapping: str | PixelMapping = PixelMapping.LOG, invert: bool = False,
+                   **drr_options: object) -> list[QuantizedDrr]:
+        """16-bit DRRs (:func:`rtforge.core.drr.quantize` of :meth:`drrs`)."""
+        integrals = self.drrs(geometries, **drr_options)  # type: ignore[arg-type]
+        return [quantize(image, mapping, invert) for image in integrals]
+
+    @staticmethod
+    def png(image: QuantizedDrr) -> bytes:
+        """A PNG preview of a DRR through its VOI window (8-bit RGB)."""
+        return _png(preview_rgb(image))
+
+    def rt_images(self, geometries: Sequence[BeamGeometry], images: Sequence[QuantizedDrr],
+                  *, derivation: str | None = None) -> list[Dataset]:
+        """RT Image data sets of DRRs, one series (see :func:`rtforge.io.rtimage.build_rt_image`)."""
+        series_uid = str(new_uid())
+        return [build_rt_image(image, geometry, ct=self.header, derivation=derivation,
+                               series_uid=series_uid, instance_number=n + 1)
+                for n, (geometry, image) in enumerate(zip(geometries, images, strict=True))]
+
+
+@dataclass(frozen=True)
+class DvhMetrics:
+    """Metrics of one DVH (doses in Gy, volumes in cm3).
+
+    Parameters
+    ----------
+    roi_number : int
+    name : str
+    volume_cm3, min_gy, mean_gy, max_gy : float
+    dose_at_volume_gy : dict of float to float
+        ``D{v}%``: the least dose received by ``v`` percent of the volume.
+    volume_at_dose_cm3 : dict of float to float
+        ``V{d}Gy``: volume receiving at least ``d`` Gy.
+    """
+
+    roi_number: int
+    name: str
+    volume_cm3: float
+    min_gy: float
+    mean_gy: float
+    max_gy: float
+    dose_at_volume_gy: dict[float, float]
+    volume_at_dose_cm3: dict[float, float]
+
+
+class DoseStudy:
+    """A dose grid and a structure set loaded once, answering DVH requests.
+
+    Parameters
+    ----------
+    dose : RTDose
+        With Pixel Data (a dose grid).
+    structure_set : StructureSet
+
+    Raises
+    ------
+    InvalidInputError
+        If the dose has no grid, or the two are in different Frames of Reference.
+    """
+
+    def __init__(self, dose: RTDose, structure_set: StructureSet) -> None:
+        if dose.volume is None:
+            raise InvalidInputError("the RT Dose holds no dose grid (no Pixel Data)")
+        if (structure_set.frame_of_reference_uid
+                and dose.frame_of_reference_uid != structure_set.frame_of_reference_uid):
+            raise InvalidInputError(
+                f"the dose (Frame of Reference {dose.frame_of_reference_uid}) and the structure "
+                f"set ({structure_set.frame_of_reference_uid}) are not in one Frame of Reference")
+        self.dose, self.structure_set = dose, structure_set
+        self._dvhs: dict[int, DVH] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, dose_path: str | os.PathLike, structure_set_path: str | os.PathLike) -> DoseStudy:
+        """Read an RT Dose file and an RT Structure Set file."""
+        return cls(read_rtdose(dose_path), read_rtstruct(structure_set_path))
+
+    def structure(self, roi: int | str) -> Structure:
+        """The structure of ROI Number ``roi`` (int) or ROI Name ``roi`` (str).
+
+        Raises
+        ------
+        InvalidInputError
+            If there is no such ROI; the message lists those there are.
+        """
+        for s in self.structure_set.structures:
+            if (s.number == roi) if isinstance(roi, int) else (s.name == roi):
+                return s
+        known = ", ".join(f"{s.number} {s.name!r}" for s in self.structure_set.structures)
+        raise InvalidInputError(f"no ROI {roi!r} in the structure set; it has {known}")
+
+    def dvh(self, roi: int | str) -> DVH:
+        """The DVH of one ROI (computed once)."""
+        structure = self.structure(roi)
+        with self._lock:
+            if structure.number not in self._dvhs:
+                self._dvhs[structure.number] = compute_dvh(self.dose.volume, structure)  # type: ignore[arg-type]
+            return self._dvhs[structure.number]
+
+    def metrics(self, roi: int | str, *, dose_at_volume_percent: Sequence[float] = (),
+                volume_at_dose_gy: Sequence[float] = ()) -> DvhMetrics:
+        """Volume, min/mean/max dose and the requested ``D{v}%`` and ``V{d}Gy`` of one ROI.
+
+        Raises
+        ------
+        InvalidInputError
+            If the ROI is unknown, a percentage is outside [0, 100] or a dose is negative.
+        """
+        for v in dose_at_volume_percent:
+            if not 0 <= v <= 100:
+                raise InvalidInputError(f"dose_at_volume percentages must be in [0, 100], got {v}")
+        for d in volume_at_dose_gy:
+            if not d >= 0:
+                raise InvalidInputError(f"volume_at_dose doses must be >= 0 Gy, got {d}")
+        dvh = self.dvh(roi)
+        structure = self.structure(roi)
+        return DvhMetrics(
+            roi_number=structure.number, name=structure.name, volume_cm3=dvh.volume_cm3,
+            min_gy=dvh.min_gy, mean_gy=dvh.mean_gy, max_gy=dvh.max_gy,
+            dose_at_volume_gy={v: dvh.dose_at_volume(v, percent=True)
+                               for v in dose_at_volume_percent},
+            volume_at_dose_cm3={d: dvh.volume_at_dose(d) for d in volume_at_dose_gy})
+
+    def rt_dose(self, rois: Sequence[int | str]) -> Dataset:
+        """A DVH-only RT Dose data set of the ROIs (:func:`rtforge.io.rtdose.build_dvh_dose`),
+        with the dose grid's summation type, dose type and plan references."""
+        return build_dvh_dose([self.dvh(r) for r in rois],
+                              structure_set=self.structure_set.dataset,
+                              summation_type=self.dose.summation_type, plans=self.dose.plans,
+                              dose_type=self.dose.dose_type).dataset
+
+
+class StudyCache:
+    """The most recently used studies, at most ``max_studies`` of them.
+
+    Studies are keyed by their files' resolved paths; the least recently used
+    is dropped when a new one would exceed the bound.  Thread-safe: a study is
+    loaded once even when requested from several threads at a time.
+
+    Parameters
+    ----------
+    max_studies : int
+        At least 1.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``max_studies`` is less than 1.
+    """
+
+    def __init__(self, max_studies: int = 4) -> None:
+        if max_studies < 1:
+            raise InvalidInputError(f"max_studies must be at least 1, got {max_studies}")
+        self.max_studies = max_studies
+        self._studies: OrderedDict[tuple[str, ...], CTStudy | DoseStudy] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._studies)
+
+    def _get(self, key: tuple[str, ...], load: Callable[[], _S]) -> _S:
+        with self._lock:
+            if key in self._studies:
+                self._studies.move_to_end(key)
+                return self._studies[key]  # type: ignore[return-value]
+            study = load()
+            self._studies[key] = study
+            while len(self._studies) > self.max_studies:
+                dropped, _ = self._studies.popitem(last=False)
+                log.info("study cache full: dropped %s", dropped)
+            return study
+
+    def ct(self, path: str | os.PathLike) -> CTStudy:
+        """The CT study of the series at ``path``, loaded on first use."""
+        resolved = str(Path(path).resolve())
+        return self._get(("ct", resolved), lambda: CTStudy.load(resolved))
+
+    def dose(self, dose_path: str | os.PathLike,
+             structure_set_path: str | os.PathLike) -> DoseStudy:
+        """The dose study of an RT Dose and an RT Structure Set, loaded on first use."""
+        d, s = str(Path(dose_path).resolve()), str(Path(structure_set_path).resolve())
+        return self._get(("dose", d, s), lambda: DoseStudy.load(d, s))

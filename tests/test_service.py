@@ -1,0 +1,159 @@
+"""The DRR/DVH service API: a study loaded once answers many requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import Dataset
+
+from rtforge.core.beam import BeamGeometry
+from rtforge.core.contours import Contour, Structure
+from rtforge.core.drr import compute_drr
+from rtforge.core.geometry import Grid, Volume
+from rtforge.errors import InvalidInputError
+from rtforge.io.rtdose import PlanReference, build_dose_grid, write_rtdose
+from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
+from rtforge.io.series import read_series
+from rtforge.io.uids import new_uid
+from rtforge.service import CTStudy, DoseStudy, StudyCache
+
+#: The dose case: a 20 x 20 mm square column over 9 planes 2.5 mm apart (half-slab
+#: end caps: 22.5 mm tall, 9 cm3) in the dose 10 + 0.1 x Gy (x in mm).
+SIDE, PLANES, GAP = 20.0, 9, 2.5
+TRUE_VOLUME_CM3 = SIDE * SIDE * PLANES * GAP / 1000
+
+
+def write_dose_case(root: Path) -> tuple[Path, Path]:
+    """Write the dose case's RT Structure Set and RT Dose; return their paths."""
+    frame = str(new_uid())
+    reference = Dataset()
+    reference.PatientName, reference.PatientID = "Service^Test", "SERVICE"
+    reference.StudyInstanceUID, reference.FrameOfReferenceUID = str(new_uid()), frame
+    h = SIDE / 2
+    square = [Contour(np.array([[-h, -h, z], [h, -h, z], [h, h, z], [-h, h, z]]))
+              for z in GAP * (np.arange(PLANES) - PLANES // 2)]
+    ss = build_rtstruct([Structure(1, "Column", tuple(square))], frame_of_reference_uid=frame,
+                        source=reference).dataset
+    root.mkdir(parents=True, exist_ok=True)
+    struct = write_rtstruct(ss, root, flat=True)
+    grid = Grid((24, 24, 24), origin=(-28.75, -28.75, -28.75), spacing=(2.5, 2.5, 2.5))
+    x = grid.origin[0] + 2.5 * np.arange(24)
+    dose = Volume(np.broadcast_to(10.0 + 0.1 * x, grid.shape).copy(), grid)
+    ds = build_dose_grid(dose, summation_type="PLAN", plans=[PlanReference(str(new_uid()))],
+                         reference=ss).dataset
+    return struct, write_rtdose(ds, root / "rtdose.dcm")
+
+
+@pytest.fixture(scope="module")
+def dose_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_dose_case(tmp_path_factory.mktemp("dose"))
+
+
+def _geometries(n: int = 2) -> list[BeamGeometry]:
+    return [BeamGeometry(g, (0.0, 0.0, 0.0), rows=12, columns=16, pixel_spacing=(25.0, 25.0))
+            for g in np.linspace(0.0, 90.0, n)]
+
+
+def test_ct_study_answers_drrs_like_compute_drr(phantom_patient) -> None:
+    study = CTStudy.load(phantom_patient[0].folder)
+    assert study.prepared() is study.prepared()  # converted once
+    integrals = study.drrs(_geometries())
+    assert integrals.shape == (2, 12, 16) and integrals.dtype == np.float32
+    direct = compute_drr(read_series(phantom_patient[0].folder).to_volume(), _geometries())
+    np.testing.assert_allclose(integrals, direct, rtol=1e-6)
+    assert integrals.max() > 0
+
+
+def test_ct_study_images_png_and_rt_image(phantom_patient) -> None:
+    study = CTStudy.load(phantom_patient[1].folder)  # the tilted series
+    geometries = _geometries(3)
+    images = study.drr_images(geometries, method="trilinear")
+    assert len(images) == 3 and images[0].pixels.dtype == np.uint16
+    png = CTStudy.png(images[0])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    datasets = study.rt_images(geometries, images)
+    assert [ds.Modality for ds in datasets] == ["RTIMAGE"] * 3
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert datasets[0].PatientID == study.header.PatientID
+
+
+def test_ct_study_rejects_a_non_ct(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError):
+        CTStudy.load(tmp_path)
+
+
+def test_dose_study_dvh_metrics_against_closed_form(dose_case) -> None:
+    struct, dose = dose_case
+    study = DoseStudy.load(dose, struct)
+    assert study.dvh("Column") is study.dvh(1)  # computed once, by name or number
+    m = study.metrics("Column", dose_at_volume_percent=[50], volume_at_dose_gy=[10.0])
+    assert m.volume_cm3 == pytest.approx(TRUE_VOLUME_CM3, rel=1e-3)
+    # Dose 10 + 0.1 x over x in [-10, 10] mm: mean and median 10 Gy, half the volume >= 10 Gy.
+    assert m.mean_gy == pytest.approx(10.0, abs=0.01)
+    assert m.min_gy == pytest.approx(9.0, abs=0.02) and m.max_gy == pytest.approx(11.0, abs=0.02)
+    assert m.dose_at_volume_gy[50] == pytest.approx(10.0, abs=0.02)
+    assert m.volume_at_dose_cm3[10.0] == pytest.approx(TRUE_VOLUME_CM3 / 2, rel=0.01)
+    rt_dose = study.rt_dose(["Column"])
+    assert rt_dose.Modality == "RTDOSE" and len(rt_dose.DVHSequence) == 1
+
+
+def test_dose_study_validates(dose_case) -> None:
+    study = DoseStudy.load(dose_case[1], dose_case[0])
+    with pytest.raises(InvalidInputError, match="no ROI 'Heart'.*1 'Column'"):
+        study.dvh("Heart")
+    with pytest.raises(InvalidInputError, match="percentages"):
+        study.metrics(1, dose_at_volume_percent=[120])
+    with pytest.raises(InvalidInputError, match="doses"):
+        study.metrics(1, volume_at_dose_gy=[-1])
+
+
+def test_study_cache_is_bounded_and_reuses(phantom_patient, dose_case) -> None:
+    with pytest.raises(InvalidInputError):
+        StudyCache(0)
+    cache = StudyCache(max_studies=2)
+    first = cache.ct(phantom_patient[0].folder)
+    assert cache.ct(phantom_patient[0].folder) is first
+    cache.dose(dose_case[1], dose_case[0])
+    cache.ct(phantom_patient[1].folder)  # evicts the least recently used: the first CT
+    assert len(cache) == 2
+    assert cache.ct(phantom_patient[0].folder) is not first
+
+
+_CUDA_SIMULATOR_SCRIPT = """
+import json
+import numpy as np
+from pydicom import Dataset
+from rtforge.core.beam import BeamGeometry
+from rtforge.core.geometry import Grid, Volume
+from rtforge.service import CTStudy
+
+rng = np.random.default_rng(5)
+hu = rng.integers(-1000, 1500, size=(8, 8, 8)).astype(np.int16)
+study = CTStudy(Volume(hu, Grid(hu.shape, origin=(-7.0, -7.0, -7.0), spacing=(2.0, 2.0, 2.0))),
+                Dataset())
+geos = [BeamGeometry(g, (0.0, 0.0, 0.0), rows=4, columns=4, pixel_spacing=(8.0, 8.0), sad=100,
+                     sid=150) for g in (0.0, 90.0)]
+cpu = study.drrs(geos)
+gpu = study.drrs(geos, device="cuda")
+again = study.drrs(geos, device="cuda")
+print(json.dumps([float(np.abs(cpu - gpu).max()), float(cpu.max()),
+                  "cuda_mu" in study.prepared().cache, bool(np.array_equal(gpu, again))]))
+"""
+
+
+def test_ct_study_cuda_keeps_the_volume_resident() -> None:
+    """Through numba's CUDA simulator (tiny volume): the CUDA path gives the CPU's
+    integrals and the study's converted volume keeps its device copy between calls."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run([sys.executable, "-c", _CUDA_SIMULATOR_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    diff, peak, resident, repeatable = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert peak > 0 and diff <= 1e-6 * peak
+    assert resident and repeatable
