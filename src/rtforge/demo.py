@@ -7,12 +7,16 @@ of reference.  The demo then reconverts both to axial orientation and
 contours the phantom's body, lungs, spine and a target on the first
 resliced series, written as an RT Structure Set that references it, and
 makes DRRs (RT Images, with PNG previews) of the beams of a phantom plan aimed
-at the target (:data:`PHANTOM_BEAMS`).
+at the target (:data:`PHANTOM_BEAMS`).  Last, a synthetic plan dose (a box
+field with an error-function penumbra around the target, :func:`phantom_dose`)
+is written as an RT Dose referencing the plan, with the DVHs of the structures
+and their plot.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,8 @@ import numpy as np
 from rtforge.config import ExportConfig
 from rtforge.core.beam import PatientPosition
 from rtforge.core.contours import Contour, ROIGenerationAlgorithm, RTROIInterpretedType, Structure
-from rtforge.core.geometry import Grid, SliceStack
+from rtforge.core.dvh import DVH, compute_dvhs, plot_dvhs
+from rtforge.core.geometry import Grid, SliceStack, Volume
 from rtforge.core.masks import mask_to_contours
 from rtforge.core.phantom import (
     HU_AIR,
@@ -34,6 +39,7 @@ from rtforge.core.phantom import (
     tilted_stack,
 )
 from rtforge.io.ct import write_ct_series
+from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
 from rtforge.io.rtimage import DrrRun, RTImageLabels, plan_requests, write_drrs
 from rtforge.io.rtplan import (
     FractionGroup,
@@ -50,7 +56,8 @@ from rtforge.io.uids import new_uid
 from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
 
 __all__ = ["PHANTOM_PATIENT", "TARGET_CENTRE", "TARGET_RADIUS", "PhantomSeries", "DemoResult",
-           "make_phantom_patient", "phantom_structures", "run_demo", "PHANTOM_BEAMS"]
+           "make_phantom_patient", "phantom_structures", "run_demo", "PHANTOM_BEAMS",
+           "PHANTOM_DOSE_GY", "phantom_dose"]
 
 #: Patient and study attributes of the phantom patient.
 PHANTOM_PATIENT = {
@@ -73,6 +80,15 @@ TARGET_RADIUS = 20.0
 
 #: Fractions of the phantom plan.
 PHANTOM_FRACTIONS = 5
+
+#: The synthetic plan dose (:func:`phantom_dose`): the box dose (Gy, all
+#: fractions), the box's margin around the target (its half width is
+#: TARGET_RADIUS + the margin) and the
+#: penumbra's error-function length (mm), and the dose grid spacing (mm).
+PHANTOM_DOSE_GY = 50.0
+PHANTOM_DOSE_MARGIN_MM = 7.5
+PHANTOM_PENUMBRA_MM = 4.0
+PHANTOM_DOSE_SPACING_MM = 2.5
 
 #: The phantom plan's static beams at :data:`TARGET_CENTRE` (HFS, SAD 1000):
 #: (name, gantry, collimator, couch, jaws (x1, x2, y1, y2) mm at the isocentre).
@@ -107,6 +123,11 @@ class DemoResult:
     #: The phantom plan (:data:`PHANTOM_BEAMS`) and its DRRs (RT Images referencing it).
     plan: Path | None = None
     drrs: DrrRun | None = None
+    #: The synthetic plan dose (RT Dose referencing the plan), the DVHs of the
+    #: structures in it (in ROI order) and their plot.
+    dose: Path | None = None
+    dvhs: list[DVH] = field(default_factory=list)
+    dvh_plot: Path | None = None
 
 
 def make_phantom_patient(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
@@ -202,14 +223,53 @@ def phantom_structures(grid: Grid) -> list[Structure]:
             for number, name, key, kind, colour in table]
 
 
+def phantom_dose(grid: Grid) -> Volume:
+    """The demo's synthetic plan dose on an axis-aligned grid covering ``grid``.
+
+    A box field of :data:`PHANTOM_DOSE_GY` centred on :data:`TARGET_CENTRE`,
+    :data:`PHANTOM_DOSE_MARGIN_MM` wider than the target on every side, with
+    a penumbra along each axis, ``(erf((u + h) / p) - erf((u - h) / p)) / 2``
+    (``u`` the offset from the centre, ``h`` the box's half width, ``p``
+    :data:`PHANTOM_PENUMBRA_MM`).
+
+    Parameters
+    ----------
+    grid : Grid
+        The CT grid: the dose grid (spacing :data:`PHANTOM_DOSE_SPACING_MM`,
+        identity direction) spans the bounding box of its voxel centres.
+
+    Returns
+    -------
+    Volume
+        Dose in Gy.
+    """
+    corners = grid.corners()
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    step = PHANTOM_DOSE_SPACING_MM
+    counts = np.ceil((high - low) / step - 1e-9).astype(int) + 1
+    dose_grid = Grid((int(counts[2]), int(counts[1]), int(counts[0])), origin=low,
+                     spacing=np.full(3, step))
+    half = TARGET_RADIUS + PHANTOM_DOSE_MARGIN_MM
+    x, y, z = (low[a] + step * np.arange(counts[a]) - TARGET_CENTRE[a] for a in range(3))
+
+    def profile(u: np.ndarray) -> np.ndarray:
+        return np.array([0.5 * (math.erf((v + half) / PHANTOM_PENUMBRA_MM)
+                                - math.erf((v - half) / PHANTOM_PENUMBRA_MM)) for v in u])
+
+    relative = profile(z)[:, None, None] * profile(y)[None, :, None] * profile(x)[None, None, :]
+    return Volume(PHANTOM_DOSE_GY * relative, dose_grid)
+
+
 def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
              config: ExportConfig | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
     """Make the phantom patient under ``out_dir/source``, reconvert it into
     ``out_dir/resliced``, contour it there (an RT Structure Set referencing the
     first resliced series), write the phantom plan (:data:`PHANTOM_BEAMS`,
-    referencing the structure set) and its DRRs (RT Images referencing the
-    plan, PNG previews in ``out_dir/drr-png``).
+    referencing the structure set), its DRRs (RT Images referencing the
+    plan, PNG previews in ``out_dir/drr-png``) and a synthetic plan dose
+    (:func:`phantom_dose`, 16-bit, referencing the plan) with the structures'
+    DVHs, plotted in ``out_dir/dvh.png``.
 
     Parameters
     ----------
@@ -240,7 +300,8 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
         progress("structures", 0, 1)
     images = reference_image_series(result.reports[0].output_dir)
     grid = images.stack.to_grid()
-    built = build_rtstruct(phantom_structures(grid), images=images, grid=grid,
+    structures = phantom_structures(grid)
+    built = build_rtstruct(structures, images=images, grid=grid,
                            label="PHANTOM", name="rtforge phantom structures", config=config)
     result.structure_set = write_rtstruct(built.dataset, out / "resliced")
     result.structure_volumes = {
@@ -273,4 +334,20 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
                              labels=labels, config=config,
                              progress=None if progress is None else
                              (lambda d, t: progress("drr", d, t)))
+    if progress is not None:
+        progress("dose", 0, 1)
+    # 16-bit: the Debian dciodvfy aborts on (valid) 32-bit Pixel Data, and the
+    # demo's output is checked with it.
+    dose = build_dose_grid(phantom_dose(grid), summation_type="PLAN",
+                           plans=[PlanReference(str(plan_ds.SOPInstanceUID))], bits=16,
+                           reference=plan_ds, series_description="rtforge phantom dose",
+                           config=config)
+    result.dose = Path(write_rtdose(dose.dataset, out / "resliced" / "rtdose.dcm"))
+    # The DVHs of the dose as written (quantised), as `rtforge dvh` reads it.
+    result.dvhs = compute_dvhs(read_rtdose(result.dose).volume,  # type: ignore[arg-type]
+                               structures)
+    result.dvh_plot = out / "dvh.png"
+    plot_dvhs(result.dvh_plot, result.dvhs, [s.colour for s in structures])
+    if progress is not None:
+        progress("dose", 1, 1)
     return result

@@ -69,6 +69,34 @@ def test_demo_output_validates(tmp_path, capsys) -> None:
     assert main(["validate", str(out / "resliced")]) == 0
     text = capsys.readouterr().out
     assert f"{len(resliced)} files, 0 with errors" in text
+    # The synthetic plan dose is 16-bit (the Debian dciodvfy aborts on 32-bit
+    # Pixel Data), written with the plan and validated with it above.
+    dose = pydicom.dcmread(out / "resliced" / "rtdose.dcm")
+    assert dose.Modality == "RTDOSE" and dose.BitsAllocated == 16
+    assert out / "resliced" / "rtdose.dcm" in resliced
+    assert "DVHs (plot" in summary and (out / "dvh.png").stat().st_size > 0
+
+
+def test_demo_dose_covers_the_ptv(tmp_path, capsys) -> None:
+    from rtforge.demo import PHANTOM_DOSE_GY
+
+    out = tmp_path / "demo"
+    assert main(["demo", str(out), "--size", "48", "--slices", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    dose = pydicom.dcmread(report["dose"])
+    plan = pydicom.dcmread(report["plan"])
+    assert dose.DoseSummationType == "PLAN"
+    assert dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == plan.SOPInstanceUID
+    assert dose.FrameOfReferenceUID == plan.FrameOfReferenceUID
+    assert Path(report["dvh_plot"]).stat().st_size > 0
+    rois = {row["roi_name"]: row for row in report["dvhs"]}
+    assert set(rois) == set(report["structure_volumes_cm3"])
+    ptv = rois["PTV"]
+    assert ptv["D95_gy"] == pytest.approx(PHANTOM_DOSE_GY, rel=0.01)
+    assert ptv["max_gy"] <= PHANTOM_DOSE_GY * 1.001
+    for row in rois.values():
+        assert row["volume_cm3"] > 0 and row["volume_outside_cm3"] == pytest.approx(0, abs=1e-6)
+        assert 0 <= row["min_gy"] <= row["mean_gy"] <= row["max_gy"]
 
 
 def test_validate_reports_a_broken_file(tmp_path, capsys) -> None:

@@ -299,3 +299,19 @@ def test_bad_inputs() -> None:
                   direction=[[0.6, 0.8, 0], [-0.8, 0.6, 0], [0, 0, 1]])
     with pytest.raises(GeometryError, match="axis-aligned"):
         compute_dvh(Volume(np.ones(tilted.shape), tilted), [_circle(3, 0)])
+
+
+def test_dose_near_zero_with_cross_terms_stays_in_range() -> None:
+    # One hot voxel in a zero field: the trilinear cross terms around it make
+    # the boxes' moment-matched spreads reach below 0 Gy; that mass belongs to
+    # the first bin, never (as a negative bin index did) to the top of the histogram.
+    dose = np.zeros((5, 9, 9))
+    dose[2, 4, 4] = 50.0
+    grid = Grid(dose.shape, origin=(-10.0, -10.0, -5.0), spacing=(2.5, 2.5, 2.5))
+    planes = [Contour(np.c_[[-8.0, 8.0, 8.0, -8.0], [-8.0, -8.0, 8.0, 8.0], [z] * 4])
+              for z in (-2.5, 0.0, 2.5)]
+    dvh = compute_dvh(Volume(dose, grid), Structure(1, "box", tuple(planes)))
+    assert dvh.volume_cm3 == pytest.approx(16 * 16 * 7.5 / 1000, rel=1e-6)
+    assert np.all(dvh.differential >= -1e-12)
+    assert dvh.cumulative[0] == pytest.approx(dvh.volume_cm3, rel=1e-9)
+    assert 0.0 <= dvh.dose_at_volume(50) <= dvh.max_gy

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.cli.dose import _metrics, _table
 from rtforge.cli.reslice import format_report
 from rtforge.config import load_config
-from rtforge.demo import PHANTOM_BEAMS, run_demo
+from rtforge.demo import PHANTOM_BEAMS, PHANTOM_DOSE_GY, run_demo
 from rtforge.errors import InvalidInputError
 
 __all__ = ["register"]
@@ -52,7 +53,10 @@ def _demo(args: argparse.Namespace) -> int:
                    "structure_set": str(result.structure_set),
                    "plan": str(result.plan),
                    "structure_volumes_cm3": result.structure_volumes,
-                   "drr": None if result.drrs is None else result.drrs.to_dict()})
+                   "drr": None if result.drrs is None else result.drrs.to_dict(),
+                   "dose": str(result.dose), "box_dose_gy": PHANTOM_DOSE_GY,
+                   "dvh_plot": str(result.dvh_plot),
+                   "dvhs": [_metrics(d) for d in result.dvhs]})
         return 0
     print(f"phantom patient written under {Path(args.out) / 'source'}:")
     for src in result.sources:
@@ -70,4 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
               f"{result.drrs.seconds:.2f} s), RT Images and previews:")
         for image in result.drrs.images:
             print(f"  {image.label:16s} {image.path.name}  {image.png}")
+    print(f"synthetic plan dose (a {PHANTOM_DOSE_GY:g} Gy box around the PTV): {result.dose}")
+    print(f"DVHs (plot {result.dvh_plot}):")
+    print(_table([_metrics(d) for d in result.dvhs]))
     return 0

@@ -12,7 +12,7 @@ import numpy as np
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
 from rtforge.config import load_config
 from rtforge.core.dosegrid import GridChoice, sum_doses
-from rtforge.core.dvh import DEFAULT_BIN_WIDTH_GY, DVH, compute_dvhs
+from rtforge.core.dvh import DEFAULT_BIN_WIDTH_GY, DVH, compute_dvhs, plot_dvhs
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtdose import (
     DoseSummationType,
@@ -136,28 +136,6 @@ def _write_csv(path: Path, dvhs: list[DVH], differential: bool) -> None:
                 for d in dvhs])
 
 
-def _plot(path: Path, dvhs: list[DVH], colours: list[tuple[int, int, int] | None]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    for dvh, colour in zip(dvhs, colours, strict=True):
-        if dvh.volume_cm3 <= 0:
-            continue
-        rgb = None if colour is None else tuple(c / 255 for c in colour)
-        ax.plot(dvh.edges, 100 * dvh.cumulative / dvh.volume_cm3, color=rgb, label=dvh.name)
-    ax.set_xlabel("dose (Gy)")
-    ax.set_ylabel("volume (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def _dvh(args: argparse.Namespace) -> int:
     dose = _grid_dose(args.dose)
     ss = read_rtstruct(args.struct)
@@ -196,7 +174,7 @@ def _dvh(args: argparse.Namespace) -> int:
         _write_csv(args.csv, dvhs, args.differential)
         report["csv"] = str(args.csv)
     if args.plot:
-        _plot(args.plot, dvhs, [s.colour for s in chosen])
+        plot_dvhs(args.plot, dvhs, [s.colour for s in chosen])
         report["plot"] = str(args.plot)
     if args.json:
         emit_json(report)

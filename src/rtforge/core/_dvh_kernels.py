@@ -46,11 +46,13 @@ def _segment(hist: np.ndarray, diff: np.ndarray, bin_width: float, lo: float, hi
 
     Bins wholly inside get a mass linear in the bin index, added through the
     difference arrays ``diff[0]`` (constant) and ``diff[1]`` (coefficient of
-    the bin index); the two end bins get their exact partial integrals.
+    the bin index); the two end bins get their exact partial integrals.  Mass
+    below 0 Gy (the moment-matched spreads of a box whose trilinear cross terms
+    are large can reach below its lowest corner) goes to the first bin.
     """
     nb = hist.shape[0]
-    blo = min(int(lo / bin_width), nb - 1)
-    bhi = min(int(hi / bin_width), nb - 1)
+    blo = min(max(int(lo / bin_width), 0), nb - 1)
+    bhi = min(max(int(hi / bin_width), 0), nb - 1)
     if blo == bhi:
         hist[blo] += rho * (hi - lo) + 0.5 * slope * (hi - lo) ** 2
         return

@@ -48,6 +48,7 @@ is uniform within each bin), never nearest bin.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -72,6 +73,7 @@ __all__ = [
     "DVH",
     "compute_dvh",
     "compute_dvhs",
+    "plot_dvhs",
     "conformity_indices",
     "merge_bins",
 ]
@@ -485,6 +487,41 @@ def compute_dvhs(dose: Volume, structures: Sequence[Structure | Sequence[ArrayLi
         if progress is not None:
             progress(len(out), len(structures))
     return out
+
+
+def plot_dvhs(path: str | os.PathLike, dvhs: Sequence[DVH],
+              colours: Sequence[tuple[int, int, int] | None]) -> None:
+    """Plot cumulative DVHs (percent of each ROI's volume) as a PNG.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image file to write.
+    dvhs : sequence of DVH
+        One curve each; a DVH with no volume inside the dose grid is left out.
+    colours : sequence of (int, int, int) or None
+        One RGB colour (0-255, e.g. the ROI Display Color) per DVH, or None
+        for matplotlib's next colour.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for dvh, colour in zip(dvhs, colours, strict=True):
+        if dvh.volume_cm3 <= 0:
+            continue
+        rgb = None if colour is None else tuple(c / 255 for c in colour)
+        ax.plot(dvh.edges, 100 * dvh.cumulative / dvh.volume_cm3, color=rgb, label=dvh.name)
+    ax.set_xlabel("dose (Gy)")
+    ax.set_ylabel("volume (%)")
+    ax.set_ylim(0, 101)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 class _Dose(NamedTuple):
