@@ -616,3 +616,19 @@ def test_structure_volume_closed_forms() -> None:
         3 * 400 * area / 1000)
     sagittal = ring(20, 0.0)[:, [2, 0, 1]]
     assert structure_volume([ring(20, 0.0), sagittal], thickness_mm=1.0) is None
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_hausdorff_from_rdp_spans_is_exact(seed: int) -> None:
+    rng = np.random.default_rng(900 + seed)
+    pts = star(rng, int(rng.integers(20, 400)), noise=float(rng.uniform(0.0, 0.5)))
+    x, y = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+    keep = np.empty(x.size, dtype=np.bool_)
+    span_dev = np.empty(x.size)
+    K._rdp_spans(x, y, np.zeros(x.size, np.int64), int(rng.integers(3, x.size)), NO_LIMIT,
+                 -1.0, keep, span_dev)
+    assert np.all(span_dev[~keep] == -1.0)
+    extent2 = float(np.max(np.sum((pts - pts[0]) ** 2, axis=1)))
+    got = K.hausdorff2_spans(x, y, keep, span_dev, 16.0 * K._BOUND_SLACK * extent2)
+    assert got == K.hausdorff2_kept(x, y, keep)
+    assert math.sqrt(got) == pytest.approx(brute_hausdorff(pts, pts[keep]), abs=1e-9)

@@ -49,6 +49,10 @@ METHOD_RDP = 1
 #: A unit normal component this close to 1 makes the plane a patient-axis plane.
 AXIS_TOLERANCE = 1e-12
 
+#: Relative slack of the Hausdorff pruning bound (see ``hausdorff2_kept``):
+#: about 450 units of float64 rounding.
+_BOUND_SLACK = 1e-13
+
 # Shewchuk's ccwerrboundA, (3 + 16 eps) eps with eps = 2**-53.
 _CCW_ERRBOUND = (3.0 + 16.0 * 2.0**-53) * 2.0**-53
 
@@ -378,6 +382,33 @@ def _span_dev2(x, y, n, a, b, limit2):
     return best / scale, arg
 
 
+@njit(cache=True)
+def _span_max2(x, y, a, b, n):
+    """:func:`_span_dev2` of a span that does not wrap (``a < b <= n``), with
+    no early stop: the same (dev2, index of the first maximum or -1)."""
+    bb = b % n
+    ax = x[a]
+    ay = y[a]
+    dx = x[bb] - ax
+    dy = y[bb] - ay
+    ll = dx * dx + dy * dy
+    best = -1.0
+    arg = -1
+    if ll > 0.0:
+        for i in range(a + 1, b):
+            d = _scaled_dist2(x[i], y[i], ax, ay, dx, dy, ll)
+            if d > best:
+                best = d
+                arg = i
+        return best / ll, arg
+    for i in range(a + 1, b):
+        d = (x[i] - ax) ** 2 + (y[i] - ay) ** 2
+        if d > best:
+            best = d
+            arg = i
+    return best, arg
+
+
 # ------------------------------------------------- Visvalingam-Whyatt
 @njit(cache=True)
 def _vw(x, y, cost, max_points, max_bytes, tol2, keep):
@@ -461,6 +492,12 @@ def _vw(x, y, cost, max_points, max_bytes, tol2, keep):
 # -------------------------------------------------------- Douglas-Peucker
 @njit(cache=True)
 def _rdp(x, y, cost, max_points, max_bytes, tol2, keep):
+    """:func:`_rdp_spans` without its span deviations."""
+    return _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, np.empty(x.shape[0]))
+
+
+@njit(cache=True)
+def _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev):
     """Douglas-Peucker on the closed polygon x, y, by insertion in order of deviation.
 
     Starts from point 0 and the point farthest from it (the ring's first
@@ -470,11 +507,15 @@ def _rdp(x, y, cost, max_points, max_bytes, tol2, keep):
     budgets allow one more point, and any point lies off its segment.  The
     kept set equals recursive Douglas-Peucker at the tolerance where it
     stops.  Returns the number of points kept: fewer than three when every
-    point lies on one line through point 0.
+    point lies on one line through point 0.  ``span_dev[a]`` (out) is, for
+    each kept point ``a`` with points between it and the next kept one, the
+    largest squared distance of those points to their segment as
+    :func:`_span_max2` measures it, and -1 for every other point.
     """
     n = x.shape[0]
     for i in range(n):
         keep[i] = False
+        span_dev[i] = -1.0
     far = -1
     best = 0.0
     for i in range(1, n):
@@ -499,13 +540,12 @@ def _rdp(x, y, cost, max_points, max_bytes, tol2, keep):
     top = _rank_key(np.inf, 0, 0, scratch, bits)
     span_end = np.empty(n, np.intp)
     span_arg = np.empty(n, np.intp)
-    span_dev = np.empty(n)
     hk = np.empty(n, np.int64)
     pos = np.full(n, -1, np.intp)
     size = 0
     for a, b in ((0, far), (far, n)):
         if b - a >= 2:
-            dev, arg = _span_dev2(x, y, n, a, b, np.inf)
+            dev, arg = _span_max2(x, y, a, b, n)
             span_end[a] = b
             span_arg[a] = arg
             span_dev[a] = dev
@@ -523,12 +563,13 @@ def _rdp(x, y, cost, max_points, max_bytes, tol2, keep):
             break
         _, size = _heap_pop(hk, pos, mask, size)
         b = span_end[a]
+        span_dev[a] = -1.0
         keep[p] = True
         count += 1
         nbytes += cost[p]
         for s, e in ((a, p), (p, b)):
             if e - s >= 2:
-                d, arg = _span_dev2(x, y, n, s, e, np.inf)
+                d, arg = _span_max2(x, y, s, e, n)
                 span_end[s] = e
                 span_arg[s] = arg
                 span_dev[s] = d
@@ -686,7 +727,10 @@ def hausdorff2_kept(x, y, keep):
 
     Each point's distance to the segment that replaced it bounds its true
     distance from above, so only points whose bound exceeds the running
-    maximum are measured against every segment.
+    maximum are measured against every segment.  The bound is computed
+    without a division per point and raised by ``_BOUND_SLACK * (|p - a|^2 +
+    |b - a|^2)``, far above the rounding of either computation, so it is
+    never below :func:`seg_dist2` and the result is the exact maximum.
     """
     n = x.shape[0]
     idx = _kept_indices(keep)
@@ -698,9 +742,28 @@ def hausdorff2_kept(x, y, keep):
         a = idx[s]
         b = idx[s + 1] if s + 1 < m else idx[0] + n
         bb = b % n
+        ax = x[a]
+        ay = y[a]
+        dx = x[bb] - ax
+        dy = y[bb] - ay
+        ll = dx * dx + dy * dy
+        inv = 1.0 / ll if ll > 0.0 else 0.0
         for i in range(a + 1, b):
             j = i if i < n else i - n
-            bound[j] = seg_dist2(x[j], y[j], x[a], y[a], x[bb], y[bb])
+            wx = x[j] - ax
+            wy = y[j] - ay
+            w2 = wx * wx + wy * wy
+            dot = wx * dx + wy * dy
+            if dot <= 0.0 or ll == 0.0:
+                d = w2
+            elif dot >= ll:
+                ex = wx - dx
+                ey = wy - dy
+                d = ex * ex + ey * ey
+            else:
+                cross = wx * dy - wy * dx
+                d = cross * cross * inv
+            bound[j] = d + _BOUND_SLACK * (w2 + ll)
     first = np.argmax(bound)
     h = _dist2_to_polygon(x[first], y[first], x, y, idx)
     for i in range(n):
@@ -708,6 +771,49 @@ def hausdorff2_kept(x, y, keep):
             d = _dist2_to_polygon(x[i], y[i], x, y, idx)
             if d > h:
                 h = d
+    return h
+
+
+@njit(cache=True, inline="always")
+def _span_hausdorff2(x, y, idx, s, h):
+    """Raise ``h`` to the squared distance to the kept polygon ``idx`` of any
+    point between kept points ``idx[s]`` and the next whose distance to
+    their segment exceeds ``h``."""
+    n = x.shape[0]
+    m = idx.shape[0]
+    a = idx[s]
+    b = idx[s + 1] if s + 1 < m else idx[0] + n
+    bb = b % n
+    for i in range(a + 1, b):
+        j = i if i < n else i - n
+        if seg_dist2(x[j], y[j], x[a], y[a], x[bb], y[bb]) > h:
+            d = _dist2_to_polygon(x[j], y[j], x, y, idx)
+            if d > h:
+                h = d
+    return h
+
+
+@njit(cache=True)
+def hausdorff2_spans(x, y, keep, span_dev, slack):
+    """:func:`hausdorff2_kept` of a Douglas-Peucker result, exactly, from
+    the span deviations of :func:`_rdp_spans`.
+
+    ``slack`` bounds how far a span deviation may lie below the
+    :func:`seg_dist2` of its points (rounding).  The span of largest
+    deviation is measured first; every other span is measured only when
+    its deviation plus ``slack`` exceeds the running maximum.
+    """
+    idx = _kept_indices(keep)
+    m = idx.shape[0]
+    top = 0
+    for s in range(1, m):
+        if span_dev[idx[s]] > span_dev[idx[top]]:
+            top = s
+    h = _span_hausdorff2(x, y, idx, top, 0.0)
+    for s in range(m):
+        dev = span_dev[idx[s]]
+        if s != top and dev >= 0.0 and dev + slack > h:
+            h = _span_hausdorff2(x, y, idx, s, h)
     return h
 
 
@@ -759,10 +865,11 @@ def point_in_polygon(px, py, x, y):
 
 # ------------------------------------------------------------ the reducer
 @njit(cache=True)
-def _reduce_one(x, y, cost, max_points, max_bytes, tol2, method, keep):
-    """Reduce one deduplicated closed polygon; returns a status code."""
+def _reduce_one(x, y, cost, max_points, max_bytes, tol2, method, keep, span_dev):
+    """Reduce one deduplicated closed polygon; returns a status code.
+    ``span_dev`` (out) as :func:`_rdp_spans` fills it (Douglas-Peucker only)."""
     if method == METHOD_RDP:
-        count = _rdp(x, y, cost, max_points, max_bytes, tol2, keep)
+        count = _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev)
     else:
         count = _vw(x, y, cost, max_points, max_bytes, tol2, keep)
     if count < 3:
@@ -880,26 +987,27 @@ def reduce_many(points, offsets, costs, max_points, max_bytes, tol2, method,
         ny = 0.0
         nz = 0.0
         far = 0.0
-        ok = True
+        poison = 0.0  # NaN once any coordinate is NaN or infinite
         total = 0
+        px = points[s, 0] - ox
+        py = points[s, 1] - oy
+        pz = points[s, 2] - oz
         for i in range(s, e):
             j = i + 1 if i + 1 < e else s
-            px = points[i, 0] - ox
-            py = points[i, 1] - oy
-            pz = points[i, 2] - oz
-            if not (np.isfinite(px) and np.isfinite(py) and np.isfinite(pz)):
-                ok = False
-                break
             qx = points[j, 0] - ox
             qy = points[j, 1] - oy
             qz = points[j, 2] - oz
+            poison += 0.0 * (qx + qy + qz)
             nx += (py - qy) * (pz + qz)
             ny += (pz - qz) * (px + qx)
             nz += (px - qx) * (py + qy)
             far = max(far, px * px + py * py + pz * pz)
             if has_costs:
                 total += costs[i]
-        finite[c] = ok and np.isfinite(ox) and np.isfinite(oy) and np.isfinite(oz)
+            px = qx
+            py = qy
+            pz = qz
+        finite[c] = poison == 0.0
         normal[c, 0] = nx
         normal[c, 1] = ny
         normal[c, 2] = nz
@@ -955,7 +1063,9 @@ def reduce_many(points, offsets, costs, max_points, max_bytes, tol2, method,
                 keep[i] = True
             status[c] = UNCHANGED if m >= 3 else DEGENERATE
             continue
-        status[c] = _reduce_one(x, y, cost, max_points[c], max_bytes, tol2, method, kk)
+        span_dev = np.empty(m if method == METHOD_RDP else 0)
+        status[c] = _reduce_one(x, y, cost, max_points[c], max_bytes, tol2, method, kk,
+                                span_dev)
         for i in range(s, e):
             keep[i] = False
         kept[c] = 0
@@ -963,7 +1073,13 @@ def reduce_many(points, offsets, costs, max_points, max_bytes, tol2, method,
             if kk[j]:
                 keep[s + orig[j]] = True
                 kept[c] += 1
-        hausdorff[c] = np.sqrt(hausdorff2_kept(x, y, kk))
+        if method == METHOD_RDP and status[c] == REDUCED:
+            # In-plane distances are at most the 3-D extent: |p - a|^2 + |b - a|^2
+            # <= 8 * extent2, doubled for the projection's rounding.
+            hausdorff[c] = np.sqrt(hausdorff2_spans(x, y, kk, span_dev,
+                                                    16.0 * _BOUND_SLACK * far))
+        else:
+            hausdorff[c] = np.sqrt(hausdorff2_kept(x, y, kk))
         area_after[c] = area_kept(x, y, kk)
 
 
