@@ -35,7 +35,7 @@ def _data_set(name: str) -> tuple[memoryview, bool, bool]:
 
 @pytest.mark.parametrize("name", GOOD)
 def test_well_formed_files_pass(name: str) -> None:
-    check_data_set(*_data_set(name))
+    assert check_data_set(*_data_set(name)) is None  # raises ValueError when malformed
 
 
 @pytest.mark.parametrize("name", BROKEN)
@@ -76,13 +76,15 @@ def test_malformed_structures(data: bytes, words: str) -> None:
 
 def test_well_formed_nesting() -> None:
     nested = OPEN_SEQUENCE + ITEM_OPEN + UID_ELEMENT + ITEM_END + SEQUENCE_END
-    check_data_set(memoryview(UID_ELEMENT + nested), implicit=False, little=True)
+    # check_data_set raises ValueError on any malformed structure, returns None otherwise.
+    assert check_data_set(memoryview(UID_ELEMENT + nested), implicit=False, little=True) is None
     defined_item = struct.pack("<HHL", 0xFFFE, 0xE000, len(UID_ELEMENT)) + UID_ELEMENT
     defined = _element(0x300A, 0x00B0, b"SQ", defined_item)
-    check_data_set(memoryview(defined), implicit=False, little=True)
+    assert check_data_set(memoryview(defined), implicit=False, little=True) is None
     unknown = _element(0x0009, 0x1010, b"UN", b"")[:-4] + b"\xff\xff\xff\xff"
     implicit_item = ITEM_OPEN + struct.pack("<HHL", 0x0008, 0x0018, 6) + b"1.2.3\x00" + ITEM_END
-    check_data_set(memoryview(unknown + implicit_item + SEQUENCE_END), implicit=False, little=True)
+    assert check_data_set(memoryview(unknown + implicit_item + SEQUENCE_END), implicit=False,
+                          little=True) is None
 
 
 def test_the_receiver_refuses_a_truncated_object(scp: StorageSCP) -> None:
