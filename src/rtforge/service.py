@@ -51,14 +51,34 @@ from rtforge.errors import InvalidInputError
 from rtforge.io.rtdose import RTDose, build_dvh_dose, read_rtdose
 from rtforge.io.rtimage import _png, build_rt_image, preview_rgb
 from rtforge.io.rtstruct import StructureSet, read_rtstruct
-from rtforge.io.series import read_series
+from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import new_uid
 
-__all__ = ["CTStudy", "DoseStudy", "DvhMetrics", "StudyCache"]
+__all__ = ["CTStudy", "DoseStudy", "DvhMetrics", "StudyCache", "regular_volume"]
 
 log = logging.getLogger(__name__)
 
 _S = TypeVar("_S", "CTStudy", "DoseStudy")
+
+
+def regular_volume(series: ImageSeries) -> Volume:
+    """The series on its own grid (sheared when tilted), or resliced onto its
+    axis-aligned bounding grid when its slices are unevenly spaced (one affine
+    cannot hold uneven spacing).
+
+    Parameters
+    ----------
+    series : ImageSeries
+
+    Returns
+    -------
+    Volume
+    """
+    if not series.uneven_spacing:
+        return series.to_volume()
+    grid = default_output_grid(series.stack)
+    log.info("uneven slice spacing: resliced onto a regular grid")
+    return Volume(reslice(series.array, series.stack, grid), grid)
 
 
 class CTStudy:
@@ -93,12 +113,7 @@ class CTStudy:
         series = read_series(source)
         if series.modality != "CT":
             raise InvalidInputError(f"the series is {series.modality}, not CT", path=source)
-        if series.uneven_spacing:
-            grid = default_output_grid(series.stack)
-            volume = Volume(reslice(series.array, series.stack, grid), grid)
-        else:
-            volume = series.to_volume()
-        return cls(volume, series.headers[0])
+        return cls(regular_volume(series), series.headers[0])
 
     def prepared(self, attenuation: Attenuation | None = None) -> AttenuationVolume:
         """The volume converted to μ by ``attenuation`` (once per attenuation)."""

@@ -12,12 +12,11 @@ from rtforge.cli._common import add_output_flags, emit_json, floats, progress_ba
 from rtforge.config import load_config
 from rtforge.core.beam import BeamGeometry
 from rtforge.core.drr import Attenuation, DrrMethod
-from rtforge.core.geometry import Volume
-from rtforge.core.reslice import default_output_grid, reslice
 from rtforge.errors import GeometryError, InvalidInputError
 from rtforge.io.rtimage import DrrRequest, DrrRun, plan_requests, write_drrs
 from rtforge.io.rtplan import RTPlan, read_rtplan
-from rtforge.io.series import ImageSeries, read_series
+from rtforge.io.series import read_series
+from rtforge.service import regular_volume
 
 __all__ = ["register", "parse_size", "parse_angles"]
 
@@ -122,15 +121,6 @@ def _usage(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _volume(series: ImageSeries) -> Volume:
-    """The series on its own grid, or resliced when its slices are unevenly spaced."""
-    if not series.uneven_spacing:
-        return series.to_volume()
-    grid = default_output_grid(series.stack)
-    logger.warning("uneven slice spacing: resliced onto a regular grid before the DRR")
-    return Volume(reslice(series.array, series.stack, grid), grid)
-
-
 def _requests(args: argparse.Namespace, rows: int,
               cols: int) -> tuple[list[DrrRequest], RTPlan | None]:
     if args.plan is not None:
@@ -179,7 +169,7 @@ def _drr(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"the series is {series.modality}, not CT", path=args.ct)
     bar = progress_bar(args, len(requests), "DRR", "image")
     try:
-        run = write_drrs(_volume(series), series.headers[0], requests, args.out, plan=plan,
+        run = write_drrs(regular_volume(series), series.headers[0], requests, args.out, plan=plan,
                          method=args.method, device=args.device, attenuation=attenuation,
                          png_dir=args.png, config=config.export,
                          progress=lambda done, total: bar.set(done, total))
