@@ -138,6 +138,8 @@ def reslice_rows(size: Size, work: Path, bandwidth: float) -> list[Row]:
 
 
 def batch_rows(size: Size, work: Path, bandwidth: float) -> list[Row]:
+    import SimpleITK  # noqa: F401 - the reference pipeline needs it: "not installed" otherwise
+
     import compare_pipeline
 
     n, side, slices = size.batch

@@ -65,7 +65,7 @@ def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     proc = subprocess.run(wrapper, capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0])
     return dt, rss
 
