@@ -24,6 +24,7 @@ of the cost.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -345,9 +346,8 @@ def fsync_directory(folder: str | os.PathLike) -> None:
     except OSError:  # pragma: no cover - platforms that cannot open folders
         return
     try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - file systems without directory fsync
-        pass
+        with contextlib.suppress(OSError):  # file systems without directory fsync
+            os.fsync(fd)
     finally:
         os.close(fd)
 

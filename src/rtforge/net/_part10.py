@@ -7,6 +7,7 @@ What :mod:`rtforge.net.receiver` needs to keep an object exactly as it came
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import mmap
@@ -74,10 +75,8 @@ def _write_all(fp: BinaryIO, data: memoryview) -> None:
 
 def unlink_quietly(path: Path) -> None:
     """Delete a file if it is there."""
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass
 
 
 class Arena:
@@ -271,10 +270,8 @@ class IncomingObject:
         self._size = self._written = 0
         if self._fp is not None:
             fp, self._fp = self._fp, None
-            try:
+            with contextlib.suppress(OSError):
                 fp.close()
-            except OSError:
-                pass
         if self._created:
             self._created = False
             unlink_quietly(self.temp)

@@ -31,6 +31,7 @@ keeps using pynetdicom unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -271,17 +272,13 @@ class PduStream:
 
     def send_abort(self, source: int = 0, reason: int = 0) -> None:
         """Send an A-ABORT, ignoring a connection that is already gone."""
-        try:
+        with contextlib.suppress(OSError):
             self.sock.sendall(abort_pdu(source, reason))
-        except OSError:
-            pass
 
     def close(self) -> None:
         """Shut the connection down (both directions) and close the socket."""
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
 
 

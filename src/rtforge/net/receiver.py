@@ -39,6 +39,7 @@ answered), then aborts the associations at their next message boundary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -379,10 +380,8 @@ class StorageSCP:
         self._stopping = True
         stop_w = self._stop_w
         if stop_w >= 0:
-            try:
+            with contextlib.suppress(OSError):
                 os.write(stop_w, b"x")
-            except OSError:
-                pass
 
     def stop(self) -> None:
         """Stop accepting, let messages in flight finish, and wait for every association."""
@@ -699,10 +698,8 @@ class StorageSCP:
 
 def _linger_close(stream: PduStream) -> None:
     """After a reject or release: let the peer read our last PDU and close first (1 s at most)."""
-    try:
+    with contextlib.suppress(OSError):
         stream.sock.shutdown(socket.SHUT_WR)
         stream.sock.settimeout(1.0)
-        while stream.sock.recv(4096):
-            pass
-    except OSError:
-        pass
+        while stream.sock.recv(4096):  # drain until the peer closes
+            continue
