@@ -11,38 +11,30 @@ from typing import Any
 __all__ = ["floats", "ints", "add_output_flags", "emit_json", "progress_bar", "Bar"]
 
 
-def floats(count: int, name: str) -> Callable[[str], tuple[float, ...]]:
-    """argparse type: ``count`` comma-separated numbers."""
+def _numbers(kind: type, noun: str, count: int, name: str) -> Callable[[str], tuple]:
+    """argparse type: ``count`` comma-separated values of ``kind``."""
 
-    def parse(text: str) -> tuple[float, ...]:
+    def parse(text: str) -> tuple:
+        message = f"{name} must be {count} comma-separated {noun}, got {text!r}"
         try:
-            values = tuple(float(v) for v in text.split(","))
+            values = tuple(kind(v) for v in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated numbers, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(message) from None
         if len(values) != count:
-            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated numbers, "
-                                             f"got {text!r}")
+            raise argparse.ArgumentTypeError(message)
         return values
 
     return parse
+
+
+def floats(count: int, name: str) -> Callable[[str], tuple[float, ...]]:
+    """argparse type: ``count`` comma-separated numbers."""
+    return _numbers(float, "numbers", count, name)
 
 
 def ints(count: int, name: str) -> Callable[[str], tuple[int, ...]]:
     """argparse type: ``count`` comma-separated integers."""
-
-    def parse(text: str) -> tuple[int, ...]:
-        try:
-            values = tuple(int(v) for v in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated integers, "
-                                             f"got {text!r}") from None
-        if len(values) != count:
-            raise argparse.ArgumentTypeError(f"{name} must be {count} comma-separated integers, "
-                                             f"got {text!r}")
-        return values
-
-    return parse
+    return _numbers(int, "integers", count, name)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

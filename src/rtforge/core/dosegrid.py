@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from rtforge.core import _dosegrid_kernels as _k
+from rtforge.core._decimal import compact_decimal
 from rtforge.core.geometry import Grid, Volume, bounding_grid
 from rtforge.errors import GeometryError, InvalidInputError
 
@@ -78,16 +79,6 @@ class QuantizedDose(NamedTuple):
     max_error_gy: float
 
 
-def _compact(text: str) -> str:
-    mantissa, _, exponent = text.partition("e")
-    if "." in mantissa:
-        mantissa = mantissa.rstrip("0").rstrip(".")
-    if not exponent:
-        return mantissa
-    exp = int(exponent)
-    return mantissa if exp == 0 else f"{mantissa}e{exp}"
-
-
 def scaling_text(minimum: float) -> str:
     """The DS string of at most 16 characters closest above ``minimum``.
 
@@ -119,7 +110,7 @@ def scaling_text(minimum: float) -> str:
         quantum = Decimal(1).scaleb(exponent - digits + 1)
         for rounding in ("ROUND_HALF_EVEN", "ROUND_CEILING"):
             value = exact.quantize(quantum, rounding=rounding)
-            texts = (_compact(f"{value:f}"), _compact(f"{value:.{digits - 1}e}"))
+            texts = (compact_decimal(f"{value:f}"), compact_decimal(f"{value:.{digits - 1}e}"))
             for text in texts:
                 if len(text) <= DS_MAX_CHARS and float(text) >= minimum \
                         and (best is None or Decimal(text) < best[0]):

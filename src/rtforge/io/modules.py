@@ -35,6 +35,7 @@ from pydicom.multival import MultiValue
 
 import rtforge
 from rtforge.config import ExportConfig
+from rtforge.core._decimal import compact_decimal
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.private import add_export_block
 
@@ -239,26 +240,15 @@ def format_ds(value: float) -> str:
         raise ConformanceError(f"{value!r} cannot be written as a Decimal String (DS)")
     if v == 0.0:
         return "0"
-    text = _compact(repr(v))
+    text = compact_decimal(repr(v))
     if len(text) <= 16:
         return text
-    candidates = [_compact(f"{v:.{p}e}") for p in range(16)]
-    candidates += [_compact(f"{v:.{d}f}") for d in range(17)]
+    candidates = [compact_decimal(f"{v:.{p}e}") for p in range(16)]
+    candidates += [compact_decimal(f"{v:.{d}f}") for d in range(17)]
     fitting = [c for c in candidates if len(c) <= 16 and float(c) != 0.0]
     if not fitting:
         raise ConformanceError(f"{value!r} cannot be written as a Decimal String (DS)")
     return min(fitting, key=lambda c: (abs(float(c) - v), len(c)))
-
-
-def _compact(text: str) -> str:
-    """Drop a redundant ``.0``, trailing fraction zeros and exponent padding."""
-    mantissa, _, exponent = text.partition("e")
-    if "." in mantissa:
-        mantissa = mantissa.rstrip("0").rstrip(".")
-    if not exponent:
-        return mantissa
-    exp = int(exponent)
-    return mantissa if exp == 0 else f"{mantissa}e{exp}"
 
 
 def format_da(when: datetime) -> str:
