@@ -380,6 +380,10 @@ def _check_arrived(records: Sequence[InstanceRecord], arrived: dict[str, Path]
     return good, missing
 
 
+#: Simultaneous associations the temporary restore SCP accepts.
+_RESTORE_ASSOCIATIONS = 4
+
+
 def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Path, *,
                        scp_ae_title: str, scp_port: int, scp_host: str, ae_title: str,
                        progress: Callable[[int, int], None] | None
@@ -393,8 +397,11 @@ def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Pat
             if progress is not None:
                 progress(len(arrived), len(records))
 
+    # The archive may open a new association for each group of transfer syntaxes and
+    # start the next before the last is fully closed: one at a time is not enough.
     scp = StorageSCP(aside, ae_title=scp_ae_title, port=scp_port, host=scp_host,
-                     max_associations=1, network_timeout=node.timeout, on_stored=on_stored)
+                     max_associations=_RESTORE_ASSOCIATIONS, network_timeout=node.timeout,
+                     on_stored=on_stored)
     failure = None
     scp.start()
     try:
