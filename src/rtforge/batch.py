@@ -47,7 +47,7 @@ from rtforge.reconvert import (
     reconvert_series,
 )
 
-__all__ = ["BatchResult", "run_batch", "reconvert_task", "MANIFEST_NAME"]
+__all__ = ["BatchResult", "run_batch", "reconvert_task", "auto_workers", "MANIFEST_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,75 @@ def _run_here(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
         yield info, reconvert_task([str(p) for p in info.paths], str(out_root), options, on_slices)
 
 
-def _run_in_pool(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
-                 on_slices: Callable[[int], None], workers: int) -> Outcomes:
-    # forkserver: workers fork from a server that imported rtforge once (cheaper than
-    # spawn, and unlike fork it never inherits this process' threads).
+def _start_forkserver() -> mp.context.BaseContext:
+    """Start the process that forks the workers, now, while this one discovers.
+
+    forkserver: workers fork from a server that imported rtforge and loaded the
+    kernels once (:mod:`rtforge._worker_preload`; cheaper than spawn, and
+    unlike fork it never inherits this process' threads).  Starting it before
+    discovery overlaps its imports with the header scan.
+    """
+    from multiprocessing import forkserver
+
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["rtforge.reconvert"])
+    ctx.set_forkserver_preload(["rtforge._worker_preload"])
+    forkserver.ensure_running()
+    return ctx
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new work (MemAvailable on Linux), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+#: Resident memory of a worker before it reads a series (Python, NumPy, pydicom, Numba).
+WORKER_BASE_BYTES = 200 * 2**20
+#: A worker's peak, in input volumes (measured 2.1, see bench/compare_pipeline.py).
+WORKER_VOLUMES = 3
+
+
+def auto_workers(todo: Sequence[SeriesInfo], cpus: int | None = None,
+                 available: int | None = None) -> int:
+    """Worker processes for ``--workers auto``.
+
+    One per CPU, no more than there are series, and no more than fit in the
+    available memory (each worker holding ``WORKER_BASE_BYTES`` plus
+    ``WORKER_VOLUMES`` int16 volumes of the largest series).
+
+    Parameters
+    ----------
+    todo : sequence of SeriesInfo
+        The series to reconvert.
+    cpus : int, optional
+        CPUs to use (default ``os.cpu_count()``).
+    available : int, optional
+        Bytes of available memory (default: read from the system; no limit
+        when unknown).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    n = max(1, min(cpus, len(todo)))
+    available = _available_memory() if available is None else available
+    largest = max((info.voxels for info in todo), default=0)
+    if available is not None and largest:
+        n = min(n, max(1, available // (WORKER_BASE_BYTES + WORKER_VOLUMES * 2 * largest)))
+    return int(n)
+
+
+def _run_in_pool(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
+                 on_slices: Callable[[int], None], workers: int,
+                 ctx: mp.context.BaseContext) -> Outcomes:
     q = ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
     try:
@@ -233,7 +296,7 @@ def _drain(q, on_slices: Callable[[int], None]) -> None:
 
 # ----------------------------------------------------------------- the run
 def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOptions | None = None,
-              *, workers: int = 1, scheduler: str | None = None,
+              *, workers: int | str = 1, scheduler: str | None = None,
               modalities: tuple[str, ...] = ("CT",),
               on_series: Callable[[int, int], None] | None = None,
               on_slices: Callable[[int], None] | None = None) -> BatchResult:
@@ -245,8 +308,9 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
         With ``scheduler``, both must be reachable under the same paths from
         every Dask worker (a shared file system).
     options : ReconvertOptions, optional
-    workers : int
-        Worker processes (1 runs in this process); ignored with ``scheduler``.
+    workers : int or "auto"
+        Worker processes (1 runs in this process); ``"auto"`` picks
+        :func:`auto_workers`.  Ignored with ``scheduler``.
     scheduler : str, optional
         Run one Dask task per series instead: ``tcp://HOST:PORT`` of a
         running scheduler or ``local:N`` for a local cluster of N workers
@@ -270,14 +334,17 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     RtforgeError
         If the Dask scheduler cannot be reached or Dask is not installed.
     """
-    if workers < 1:
-        raise InvalidInputError(f"--workers must be at least 1, got {workers}")
+    auto = workers == "auto"
+    if not auto and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise InvalidInputError(f"--workers must be 'auto' or at least 1, got {workers!r}")
     if scheduler is not None:
         from rtforge.distributed import parse_scheduler, run_on_dask
 
         parse_scheduler(scheduler)  # a malformed address fails before anything is touched
     options = options or ReconvertOptions()
     src_root, out_root = Path(src_root), Path(out_root)
+    most = (os.cpu_count() or 1) if auto else int(workers)
+    ctx = _start_forkserver() if scheduler is None and most > 1 else None
     found = discover_series(src_root, modalities=set(modalities), strict=False)
     out_root.mkdir(parents=True, exist_ok=True)
     removed = _remove_partials(out_root)
@@ -309,10 +376,13 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     outcomes: Outcomes
     if scheduler is not None:
         outcomes = run_on_dask(scheduler, todo, out_root, options, progress.slices)
-    elif workers == 1 or len(todo) <= 1:
-        outcomes = _run_here(todo, out_root, options, progress.slices)
     else:
-        outcomes = _run_in_pool(todo, out_root, options, progress.slices, workers)
+        n = auto_workers(todo) if auto else min(most, len(todo))
+        if ctx is None or n <= 1:
+            outcomes = _run_here(todo, out_root, options, progress.slices)
+        else:
+            log.info("%d worker processes", n)
+            outcomes = _run_in_pool(todo, out_root, options, progress.slices, n, ctx)
 
     for info, outcome in outcomes:
         if outcome["ok"]:

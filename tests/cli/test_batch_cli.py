@@ -93,3 +93,25 @@ def test_batch_interrupted_then_rerun_completes(tmp_path) -> None:
     # Re-run to completion.
     assert main(["batch", str(src), str(out), "-q"]) == 0
     _check_complete(out, 4)
+
+
+def test_auto_workers_is_bounded_by_cpus_series_and_memory() -> None:
+    from rtforge.batch import WORKER_BASE_BYTES, WORKER_VOLUMES, auto_workers
+    from rtforge.io.series import SeriesInfo
+
+    def series(n: int, voxels: int) -> list[SeriesInfo]:
+        return [SeriesInfo(f"1.2.{i}", "CT", "1.2", "P", (), "", voxels) for i in range(n)]
+
+    assert auto_workers(series(8, 0), cpus=4) == 4
+    assert auto_workers(series(3, 0), cpus=4) == 3
+    assert auto_workers([], cpus=4) == 1
+    per_worker = WORKER_BASE_BYTES + WORKER_VOLUMES * 2 * 512 * 512 * 200
+    assert auto_workers(series(8, 512 * 512 * 200), cpus=8, available=3 * per_worker + 1) == 3
+    assert auto_workers(series(8, 512 * 512 * 200), cpus=8, available=per_worker // 2) == 1
+
+
+def test_batch_rejects_bad_worker_counts(phantom_root, tmp_path, capsys) -> None:
+    for bad in ("0", "-1", "two"):
+        assert main(["batch", str(phantom_root), str(tmp_path / "out"), "--workers", bad]) == 2
+        assert "--workers" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

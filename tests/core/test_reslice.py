@@ -498,3 +498,45 @@ def test_helpers_name_a_wrong_argument() -> None:
         is_exact_reindex("stack", grid)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="grid"):
         is_exact_reindex(axial_stack((2, 2, 2)), None)  # type: ignore[arg-type]
+
+
+def test_load_kernels_loads_exactly_what_reslice_runs() -> None:
+    # A fresh interpreter: after load_kernels() no reslice call may add a signature
+    # (the batch's forkserver relies on it to hand its workers loaded kernels).
+    import subprocess
+    import sys
+
+    code = """
+import importlib
+import numpy as np
+R = importlib.import_module("rtforge.core.reslice")
+from rtforge.core import _reslice_kernels as K
+from rtforge.core.geometry import SliceStack
+from rtforge.core.phantom import oblique_stack
+names = ("linear_regular", "nearest_regular", "linear_sheared", "linear_stack",
+         "nearest_stack", "reindex")
+R.load_kernels()
+before = [len(getattr(K, n).signatures) for n in names]
+regular = oblique_stack(size=12, spacing=1.5, nslices=6, slice_spacing=2.0)
+shift = np.outer(np.arange(6), 0.4 * regular.column_direction)
+tilted = SliceStack(positions=regular.positions + shift, row_direction=regular.row_direction,
+                    column_direction=regular.column_direction,
+                    pixel_spacing=regular.pixel_spacing, rows=12, columns=12)
+uneven = SliceStack(positions=regular.positions + np.outer([0, 0, 0.7, 0.7, 1.2, 1.2],
+                    np.cross(regular.row_direction, regular.column_direction)),
+                    row_direction=regular.row_direction,
+                    column_direction=regular.column_direction,
+                    pixel_spacing=regular.pixel_spacing, rows=12, columns=12)
+axial = SliceStack(positions=np.array([[0.0, 0.0, 3.0 * z] for z in range(6)]),
+                   row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0),
+                   pixel_spacing=(1.0, 1.0), rows=12, columns=12)
+rng = np.random.default_rng(0)
+for stack in (regular, tilted, uneven, axial):
+    array = rng.integers(-1000, 2000, stack.shape).astype(np.int16)
+    for method in ("linear", "nearest"):
+        R.reslice(array, stack, R.default_output_grid(stack), interpolation=method)
+after = [len(getattr(K, n).signatures) for n in names]
+print(before, after)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1, 1, 1, 1, 1, 1] [1, 1, 1, 1, 1, 1]"

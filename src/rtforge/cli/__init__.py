@@ -7,32 +7,31 @@ success, 1 on failure (one line on stderr, never a traceback), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import re
 import sys
 from collections.abc import Sequence
 
 from rtforge import __version__
-from rtforge.cli import (
-    archive,
-    contours,
-    demo,
-    dose,
-    drr,
-    media,
-    net,
-    plan,
-    printing,
-    reslice,
-    serve,
-    validate,
-)
 from rtforge.errors import RtforgeError
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = (reslice, demo, validate, net, drr, contours, archive, media, plan, printing, dose,
-             serve)
+#: The modules of :mod:`rtforge.cli` that register subcommands, in ``--help`` order.
+_MODULES = ("reslice", "demo", "validate", "net", "drr", "contours", "archive", "media", "plan",
+            "printing", "dose", "serve")
+
+#: Which module registers each command.  A run imports only that module, so
+#: ``rtforge reslice`` does not pay for importing the networking stack, and so on
+#: (``tests/cli/test_main.py`` checks this table against the registrations).
+_COMMAND_MODULE = {
+    "reslice": "reslice", "batch": "reslice", "demo": "demo", "validate": "validate",
+    "echo": "net", "send": "net", "receive": "net", "find": "net", "move": "net",
+    "drr": "drr", "contours": "contours", "store": "archive", "file": "archive",
+    "restore": "archive", "media": "media", "plan": "plan", "deid": "plan", "relink": "plan",
+    "print": "printing", "dvh": "dose", "dose": "dose", "serve": "serve",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,8 +42,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand, or only of ``command``'s module.
+
+    Parameters
+    ----------
+    command : str, optional
+        A command name; when it is known only the module that registers it is
+        imported (start-up time), otherwise every module is.
+    """
     parser = _Parser(prog="rtforge", description=__doc__.splitlines()[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rtforge {__version__}")
@@ -52,9 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log more (-v info, -vv debug) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in _COMMANDS:
-        module.register(sub)
+    names = (_COMMAND_MODULE[command],) if command in _COMMAND_MODULE else _MODULES
+    for name in names:
+        importlib.import_module(f"rtforge.cli.{name}").register(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: its first token that is not an option."""
+    return next((token for token in argv if not token.startswith("-")), None)
 
 
 _NUMERIC_LIST = re.compile(r"^-[0-9.]")
@@ -75,8 +87,8 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtforge`` command; returns the exit status."""
-    parser = build_parser()
     argv = _join_negative_values(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

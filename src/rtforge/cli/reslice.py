@@ -58,13 +58,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("src", type=Path, metavar="SRC_ROOT")
     b.add_argument("out", type=Path, metavar="OUT_ROOT")
-    b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    b.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                   help="worker processes (default auto: one per CPU, at most one per series, "
+                        "as many as fit in memory)")
     b.add_argument("--scheduler", type=_scheduler, metavar="tcp://HOST:PORT|local:N",
                    help="run one Dask task per series on this scheduler, or on a local cluster "
                         "of N workers (needs rtforge[distributed]; paths must be valid on every "
                         "worker); --workers is then ignored")
     _add_options(b)
     b.set_defaults(func=_batch)
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number of at least 1, "
+                                         f"got {text!r}")
+    return n
 
 
 def _scheduler(text: str) -> str:
@@ -132,9 +147,6 @@ def _reslice(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        sys.stderr.write("rtforge batch: error: --workers must be at least 1\n")
-        return 2
     options = _options(args)
     series_bar = progress_bar(args, None, "series", "series")
     slice_bar = progress_bar(args, 0, "slices", "slice")

@@ -58,13 +58,15 @@ import logging
 from enum import Enum
 from typing import NamedTuple
 
+import numba
 import numpy as np
+from numba.core.dispatcher import Dispatcher
 
 from rtforge.core import _reslice_kernels as _k
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import GeometryError, InvalidInputError
 
-__all__ = ["Interpolation", "default_output_grid", "is_exact_reindex", "reslice"]
+__all__ = ["Interpolation", "default_output_grid", "is_exact_reindex", "reslice", "load_kernels"]
 
 logger = logging.getLogger(__name__)
 
@@ -384,25 +386,69 @@ def reslice(array: np.ndarray, stack: SliceStack, grid: Grid, *,
     if result.size == 0:
         return result
 
+    kernel, args = _kernel_call(volume, stack, grid, method, result, k0, pad, fill, lo, hi)
+    kernel(*args)
+    return result
+
+
+def _kernel_call(volume: np.ndarray, stack: SliceStack, grid: Grid, method: Interpolation,
+                 result: np.ndarray, k0: int, pad: int, fill: int, lo: int, hi: int
+                 ) -> tuple[Dispatcher, tuple]:
+    """The kernel that :func:`reslice` runs for this geometry, and its arguments."""
     frame = _stack_frame(stack)
     index_map = _exact_index_map(frame, stack, grid)
     linear = method is Interpolation.LINEAR
     if index_map is not None:
         logger.debug("reslice: exact re-index of %s onto %s", stack, grid)
-        _k.reindex(volume, result, k0, index_map, pad, fill, lo, hi)
-    elif frame.lattice and not frame.shear.any():
+        return _k.reindex, (volume, result, k0, index_map, pad, fill, lo, hi)
+    if frame.lattice and not frame.shear.any():
         logger.debug("reslice: %s, regular lattice, %s onto %s", method.value, stack, grid)
         kernel = _k.linear_regular if linear else _k.nearest_regular
-        kernel(volume, result, k0, _coordinates(frame, stack, grid, frame.slab),
-               pad, fill, lo, hi)
-    elif frame.lattice and linear:
+        return kernel, (volume, result, k0, _coordinates(frame, stack, grid, frame.slab),
+                        pad, fill, lo, hi)
+    if frame.lattice and linear:
         logger.debug("reslice: linear, sheared lattice (tilt), %s onto %s", stack, grid)
-        _k.linear_sheared(volume, result, k0, _coordinates(frame, stack, grid, frame.slab),
-                          float(frame.shear[0]), float(frame.shear[1]), pad, fill, lo, hi)
-    else:
-        logger.debug("reslice: %s, per-slice tables, %s onto %s", method.value, stack, grid)
-        slices, lookup, inv_bin, limits = _stack_tables(frame)
-        per_slice = _k.linear_stack if linear else _k.nearest_stack
-        per_slice(volume, result, k0, _coordinates(frame, stack, grid, 1.0), slices, lookup,
-                  inv_bin, limits, pad, fill, lo, hi)
-    return result
+        return _k.linear_sheared, (
+            volume, result, k0, _coordinates(frame, stack, grid, frame.slab),
+            float(frame.shear[0]), float(frame.shear[1]), pad, fill, lo, hi)
+    logger.debug("reslice: %s, per-slice tables, %s onto %s", method.value, stack, grid)
+    slices, lookup, inv_bin, limits = _stack_tables(frame)
+    per_slice = _k.linear_stack if linear else _k.nearest_stack
+    return per_slice, (volume, result, k0, _coordinates(frame, stack, grid, 1.0), slices, lookup,
+                       inv_bin, limits, pad, fill, lo, hi)
+
+
+def load_kernels() -> None:
+    """Load every reslice kernel from Numba's cache (compiling any that is missing)
+    without running one.
+
+    A process that forks workers calls this first so that each worker starts
+    with the kernels loaded (about 0.3 s each otherwise).  Nothing runs in
+    parallel here, so no thread pool is started before the fork.
+    """
+    from rtforge.core.phantom import oblique_stack
+
+    def examples() -> list[SliceStack]:
+        regular = oblique_stack(size=4, spacing=1.0, nslices=3, slice_spacing=1.0)
+        shift = np.outer(np.arange(3), 0.3 * regular.column_direction)
+        tilted = SliceStack(positions=regular.positions + shift,
+                            row_direction=regular.row_direction,
+                            column_direction=regular.column_direction,
+                            pixel_spacing=regular.pixel_spacing, rows=4, columns=4)
+        uneven = SliceStack(positions=regular.positions * np.array([[1.0], [1.0], [1.5]]),
+                            row_direction=regular.row_direction,
+                            column_direction=regular.column_direction,
+                            pixel_spacing=regular.pixel_spacing, rows=4, columns=4)
+        axial = SliceStack(positions=np.array([[0.0, 0.0, z] for z in range(3)]),
+                           row_direction=(1.0, 0.0, 0.0), column_direction=(0.0, 1.0, 0.0),
+                           pixel_spacing=(1.0, 1.0), rows=4, columns=4)
+        return [regular, tilted, uneven, axial]
+
+    for stack in examples():
+        grid = default_output_grid(stack)
+        volume = np.zeros(stack.shape, dtype=np.int16)
+        result = np.empty(grid.shape, dtype=np.int16)
+        for method in Interpolation:
+            kernel, args = _kernel_call(volume, stack, grid, method, result, 0, _NO_PAD, -1000,
+                                        int(_INT16.min), int(_INT16.max))
+            kernel.compile(tuple(numba.typeof(a) for a in args))

@@ -1,65 +1,59 @@
-"""DICOM translation: series readers, IOD builders and parsers, file sets, UIDs."""
+"""DICOM translation: series readers, IOD builders and parsers, file sets, UIDs.
 
-from rtforge.io.ct import CTSeriesWriter, CTWriteReport, PixelStorage, write_ct_series
-from rtforge.io.deid import deidentify, load_trial
-from rtforge.io.fileset import parse_transfer_syntax, series_dir, write_dataset_file
-from rtforge.io.media import export_media, scan_media
-from rtforge.io.modules import format_ds
-from rtforge.io.references import check_references
-from rtforge.io.registration import build_registration, read_registration
-from rtforge.io.relink import relink
-from rtforge.io.rtdose import build_dose_grid, build_dvh_dose, build_point_dose, read_rtdose
-from rtforge.io.rtimage import build_rt_image, write_drrs
-from rtforge.io.rtplan import build_brachy_rtplan, build_rtplan, read_rtplan, split_rtplan
-from rtforge.io.rtstruct import build_rtstruct, read_rtstruct, write_rtstruct
-from rtforge.io.series import (
-    DiscoveryResult,
-    ImageSeries,
-    SeriesInfo,
-    discover_series,
-    read_series,
-)
-from rtforge.io.uids import derived_uid, new_uid
-from rtforge.io.validate import ValidationResult, dciodvfy_available, validate_file
+Public names are imported on first use (:mod:`rtforge._lazy`).
+"""
 
-__all__ = [
-    "CTSeriesWriter",
-    "CTWriteReport",
-    "PixelStorage",
-    "write_ct_series",
-    "parse_transfer_syntax",
-    "series_dir",
-    "write_dataset_file",
-    "format_ds",
-    "deidentify",
-    "load_trial",
-    "export_media",
-    "scan_media",
-    "check_references",
-    "build_registration",
-    "read_registration",
-    "relink",
-    "build_dose_grid",
-    "build_dvh_dose",
-    "build_point_dose",
-    "read_rtdose",
-    "build_rt_image",
-    "write_drrs",
-    "build_brachy_rtplan",
-    "build_rtplan",
-    "read_rtplan",
-    "split_rtplan",
-    "build_rtstruct",
-    "read_rtstruct",
-    "write_rtstruct",
-    "DiscoveryResult",
-    "ImageSeries",
-    "SeriesInfo",
-    "discover_series",
-    "read_series",
-    "derived_uid",
-    "new_uid",
-    "ValidationResult",
-    "dciodvfy_available",
-    "validate_file",
-]
+from __future__ import annotations
+
+from rtforge._lazy import lazy_exports
+
+#: Where each public name lives.
+_EXPORTS = {
+    "CTSeriesWriter": "ct",
+    "CTWriteReport": "ct",
+    "PixelStorage": "ct",
+    "write_ct_series": "ct",
+    "parse_transfer_syntax": "fileset",
+    "series_dir": "fileset",
+    "write_dataset_file": "fileset",
+    "format_ds": "modules",
+    "deidentify": "deid",
+    "load_trial": "deid",
+    "export_media": "media",
+    "scan_media": "media",
+    "check_references": "references",
+    "build_registration": "registration",
+    "read_registration": "registration",
+    "relink": "relink",
+    "build_dose_grid": "rtdose",
+    "build_dvh_dose": "rtdose",
+    "build_point_dose": "rtdose",
+    "read_rtdose": "rtdose",
+    "build_rt_image": "rtimage",
+    "write_drrs": "rtimage",
+    "build_brachy_rtplan": "rtplan",
+    "build_rtplan": "rtplan",
+    "read_rtplan": "rtplan",
+    "split_rtplan": "rtplan",
+    "build_rtstruct": "rtstruct",
+    "read_rtstruct": "rtstruct",
+    "write_rtstruct": "rtstruct",
+    "DiscoveryResult": "series",
+    "ImageSeries": "series",
+    "SeriesInfo": "series",
+    "discover_series": "series",
+    "read_series": "series",
+    "derived_uid": "uids",
+    "new_uid": "uids",
+    "ValidationResult": "validate",
+    "dciodvfy_available": "validate",
+    "validate_file": "validate",
+}
+
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+# A name that is also its submodule's name must be bound now: importing the
+# submodule later would set the package attribute to the module instead.
+from rtforge.io.relink import relink  # noqa: E402, F401

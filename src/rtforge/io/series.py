@@ -137,6 +137,9 @@ class SeriesInfo:
         The series' image files, sorted by path (not by slice position).
     description : str
         Series Description (0008,103E); empty when absent.
+    voxels : int
+        Rows x Columns x frames summed over the files (what reading the
+        series will hold in memory, in voxels); 0 when unknown.
     """
 
     series_uid: str
@@ -145,6 +148,7 @@ class SeriesInfo:
     patient_id: str
     paths: tuple[Path, ...]
     description: str
+    voxels: int = 0
 
     @property
     def n_instances(self) -> int:
@@ -578,12 +582,19 @@ def discover_series(source: PathLike | Sequence[PathLike], *,
 
 def _series_info(uid: str, members: list[_Scanned]) -> SeriesInfo:
     ds = members[0].ds
+    voxels = 0
+    for m in members:
+        try:
+            voxels += (int(m.ds.get("Rows", 0) or 0) * int(m.ds.get("Columns", 0) or 0)
+                       * max(1, int(m.ds.get("NumberOfFrames", 1) or 1)))
+        except (TypeError, ValueError):  # a malformed value: read_series will name it
+            pass
     return SeriesInfo(
         series_uid=uid, modality=str(ds.get("Modality", "") or ""),
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
         patient_id=str(ds.get("PatientID", "") or ""),
         paths=tuple(sorted((m.path for m in members), key=str)),
-        description=str(ds.get("SeriesDescription", "") or ""))
+        description=str(ds.get("SeriesDescription", "") or ""), voxels=voxels)
 
 
 # ------------------------------------------------------------ one slice

@@ -5,44 +5,47 @@ thread-per-association implementation of the DICOM Upper Layer (pynetdicom's
 PDU classes for negotiation, our own framing for data): pynetdicom's polling
 reactor caps C-STORE at about a tenth of dcmtk's rate.  Query/Retrieve uses
 pynetdicom as it is.
+
+Public names are imported on first use (:mod:`rtforge._lazy`).
 """
 
-from rtforge.config import Node
-from rtforge.net._association import AssociationRejected
-from rtforge.net.archive import file_case, restore_case
-from rtforge.net.catalog import Catalog
-from rtforge.net.echo import EchoResult, echo
-from rtforge.net.nodes import resolve_node
-from rtforge.net.printing import print_images
-from rtforge.net.query import MoveResult, QueryLevel, QueryModel, find, move, return_keys
-from rtforge.net.receiver import DuplicatePolicy, StorageSCP, StoredObject
-from rtforge.net.status import StatusCategory, status_category, status_meaning
-from rtforge.net.store import StoreIssue, StoreReport, encode_for_transfer_syntax, send
+from __future__ import annotations
 
-__all__ = [
-    "Node",
-    "Catalog",
-    "file_case",
-    "restore_case",
-    "print_images",
-    "resolve_node",
-    "AssociationRejected",
-    "EchoResult",
-    "echo",
-    "StoreIssue",
-    "StoreReport",
-    "send",
-    "encode_for_transfer_syntax",
-    "DuplicatePolicy",
-    "StoredObject",
-    "StorageSCP",
-    "QueryModel",
-    "QueryLevel",
-    "return_keys",
-    "find",
-    "MoveResult",
-    "move",
-    "StatusCategory",
-    "status_category",
-    "status_meaning",
-]
+from rtforge._lazy import lazy_exports
+from rtforge.config import Node
+
+#: Where each public name lives (Node is the configuration's).
+_EXPORTS = {
+    "Catalog": "catalog",
+    "file_case": "archive",
+    "restore_case": "archive",
+    "print_images": "printing",
+    "resolve_node": "nodes",
+    "AssociationRejected": "_association",
+    "EchoResult": "echo",
+    "echo": "echo",
+    "StoreIssue": "store",
+    "StoreReport": "store",
+    "send": "store",
+    "encode_for_transfer_syntax": "store",
+    "DuplicatePolicy": "receiver",
+    "StoredObject": "receiver",
+    "StorageSCP": "receiver",
+    "QueryModel": "query",
+    "QueryLevel": "query",
+    "return_keys": "query",
+    "find": "query",
+    "MoveResult": "query",
+    "move": "query",
+    "StatusCategory": "status",
+    "status_category": "status",
+    "status_meaning": "status",
+}
+
+__all__ = ["Node", *_EXPORTS]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+# A name that is also its submodule's name must be bound now: importing the
+# submodule later would set the package attribute to the module instead.
+from rtforge.net.echo import echo  # noqa: E402, F401

@@ -1,0 +1,68 @@
+"""The command table: lazy registration, one module per command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rtforge.cli import _COMMAND_MODULE, _MODULES, build_parser, main
+
+
+def _commands(parser) -> set[str]:
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return set(sub.choices)
+
+
+def test_command_table_matches_registrations() -> None:
+    everything = _commands(build_parser())
+    assert everything == set(_COMMAND_MODULE)
+    assert set(_COMMAND_MODULE.values()) == set(_MODULES)
+    for command, module in _COMMAND_MODULE.items():
+        # A run registers only the module of its command, and that module has the command.
+        only = _commands(build_parser(command))
+        assert command in only
+        assert only == {c for c, m in _COMMAND_MODULE.items() if m == module}
+
+
+def test_unknown_command_lists_every_command(capsys) -> None:
+    assert main(["no-such-command"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and "reslice" in err and "receive" in err
+
+
+def test_reslice_does_not_import_the_network_stack() -> None:
+    code = ("import sys; from rtforge.cli import build_parser; build_parser('reslice'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('rtforge.net', 'pynetdicom'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", ["rtforge.core", "rtforge.io", "rtforge.net"])
+def test_lazy_exports_resolve_to_their_definitions(package) -> None:
+    # In a fresh interpreter: import every submodule first, so that a name that is also
+    # a submodule's name (rtforge.core.reslice) would be shadowed if it were not bound.
+    code = f"""
+import importlib, pkgutil
+pkg = importlib.import_module({package!r})
+for info in pkgutil.iter_modules(pkg.__path__):
+    importlib.import_module(f"{package}.{{info.name}}")
+bad = []
+for name in pkg.__all__:
+    value = getattr(pkg, name)
+    module = importlib.import_module(f"{package}." + pkg._EXPORTS[name]) if name in pkg._EXPORTS \\
+        else None
+    if module is not None and getattr(module, name) is not value:
+        bad.append(name)
+print(bad, sorted(set(pkg.__all__) - set(dir(pkg))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] []"
+
+
+def test_unknown_lazy_name_is_an_attribute_error() -> None:
+    import rtforge.core
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        rtforge.core.no_such_name  # noqa: B018
