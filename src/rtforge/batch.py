@@ -37,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtforge._forkserver import start_forkserver
 from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.io.series import SeriesInfo, discover_series
 from rtforge.reconvert import (
@@ -192,22 +193,6 @@ def _run_here(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
         yield info, reconvert_task([str(p) for p in info.paths], str(out_root), options, on_slices)
 
 
-def _start_forkserver() -> mp.context.BaseContext:
-    """Start the process that forks the workers, now, while this one discovers.
-
-    forkserver: workers fork from a server that imported rtforge and loaded the
-    kernels once (:mod:`rtforge._worker_preload`; cheaper than spawn, and
-    unlike fork it never inherits this process' threads).  Starting it before
-    discovery overlaps its imports with the header scan.
-    """
-    from multiprocessing import forkserver
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["rtforge._worker_preload"])
-    forkserver.ensure_running()
-    return ctx
-
-
 def _available_memory() -> int | None:
     """Bytes of memory available to new work (MemAvailable on Linux), or None."""
     try:
@@ -344,7 +329,7 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     options = options or ReconvertOptions()
     src_root, out_root = Path(src_root), Path(out_root)
     most = (os.cpu_count() or 1) if auto else int(workers)
-    ctx = _start_forkserver() if scheduler is None and most > 1 else None
+    ctx = start_forkserver() if scheduler is None and most > 1 else None
     found = discover_series(src_root, modalities=set(modalities), strict=False)
     out_root.mkdir(parents=True, exist_ok=True)
     removed = _remove_partials(out_root)

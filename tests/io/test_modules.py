@@ -66,6 +66,31 @@ def test_format_ds_is_exact_when_repr_fits_and_never_longer_than_16() -> None:
         assert abs(float(text) - v) <= abs(v) * 1e-8, (v, text)  # >= 9 significant digits
 
 
+def _format_ds_exhaustive(v: float) -> str:
+    """Every exponent and fixed-point form, the closest that fits (then the shortest)."""
+    from rtforge.core._decimal import compact_decimal
+
+    text = compact_decimal(repr(v))
+    if len(text) <= 16:
+        return text
+    candidates = [compact_decimal(f"{v:.{p}e}") for p in range(16)]
+    candidates += [compact_decimal(f"{v:.{d}f}") for d in range(17)]
+    fitting = [c for c in candidates if len(c) <= 16 and float(c) != 0.0]
+    return min(fitting, key=lambda c: (abs(float(c) - v), len(c)))
+
+
+def test_format_ds_equals_the_exhaustive_search() -> None:
+    # format_ds tries only the longest form of each kind that fits; the exhaustive
+    # search over all 33 forms must agree on every magnitude.
+    rng = np.random.default_rng(7)
+    exponents = rng.integers(-300, 300, size=20000).astype(np.float64)
+    values = np.concatenate([rng.uniform(-10, 10, 20000) * 10.0 ** exponents,
+                             rng.uniform(-600, 600, 20000), rng.uniform(-1, 1, 5000) * 1e-4,
+                             np.round(rng.uniform(-600, 600, 5000), 2) + 1e-13])
+    for v in values[np.isfinite(values) & (values != 0)]:
+        assert format_ds(v) == _format_ds_exhaustive(float(v)), v
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_format_ds_rejects_non_finite(value: float) -> None:
     with pytest.raises(ConformanceError, match="Decimal String"):

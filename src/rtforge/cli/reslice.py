@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rtforge.batch import run_batch
 from rtforge.cli._common import add_output_flags, emit_json, floats, ints, progress_bar
 from rtforge.config import load_config
-from rtforge.distributed import parse_scheduler
 from rtforge.errors import InvalidInputError, RtforgeError
-from rtforge.io.series import discover_series
-from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
+
+if TYPE_CHECKING:
+    from rtforge.reconvert import ReconvertOptions, SeriesReport
+
+# The reconversion modules (pydicom, Numba) are imported inside the commands: ``batch``
+# first starts its worker forkserver, whose own imports then overlap with these.
 
 __all__ = ["register", "format_report"]
 
@@ -83,6 +87,8 @@ def _workers(text: str) -> int | str:
 
 
 def _scheduler(text: str) -> str:
+    from rtforge.distributed import parse_scheduler
+
     try:
         parse_scheduler(text)
     except InvalidInputError as exc:
@@ -91,6 +97,8 @@ def _scheduler(text: str) -> str:
 
 
 def _options(args: argparse.Namespace) -> ReconvertOptions:
+    from rtforge.reconvert import ReconvertOptions
+
     config = load_config(args.config)
     return ReconvertOptions(spacing=args.spacing, interpolation=args.interp, clamp=args.clamp,
                             transfer_syntax=args.ts, config=config.export,
@@ -120,6 +128,9 @@ def format_report(rep: SeriesReport) -> str:
 
 
 def _reslice(args: argparse.Namespace) -> int:
+    from rtforge.io.series import discover_series
+    from rtforge.reconvert import reconvert_series
+
     options = _options(args)
     found = discover_series(args.src, modalities={"CT"}, strict=True)
     reports: list[SeriesReport] = []
@@ -147,6 +158,12 @@ def _reslice(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
+    if args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1:
+        from rtforge._forkserver import start_forkserver
+
+        start_forkserver()
+    from rtforge.batch import run_batch
+
     options = _options(args)
     series_bar = progress_bar(args, None, "series", "series")
     slice_bar = progress_bar(args, 0, "slices", "slice")

@@ -243,12 +243,26 @@ def format_ds(value: float) -> str:
     text = compact_decimal(repr(v))
     if len(text) <= 16:
         return text
-    candidates = [compact_decimal(f"{v:.{p}e}") for p in range(16)]
-    candidates += [compact_decimal(f"{v:.{d}f}") for d in range(17)]
-    fitting = [c for c in candidates if len(c) <= 16 and float(c) != 0.0]
+    # Rounding to more digits is never farther from v, so the closest forms are the
+    # longest of each kind that fit; their next shorter neighbours are kept too, for values
+    # a double cannot tell apart and whose shorter spelling then wins.
+    fitting = _longest_forms(v, "e", 15) + _longest_forms(v, "f", 16)
     if not fitting:
         raise ConformanceError(f"{value!r} cannot be written as a Decimal String (DS)")
     return min(fitting, key=lambda c: (abs(float(c) - v), len(c)))
+
+
+def _longest_forms(v: float, kind: str, most: int, keep: int = 3) -> list[str]:
+    """``v`` in ``kind`` format (``e`` or ``f``), compacted, with the ``keep`` largest
+    numbers of digits that fit in 16 characters and do not read as zero."""
+    forms: list[str] = []
+    for digits in range(most, -1, -1):
+        text = compact_decimal(f"{v:.{digits}{kind}}")
+        if len(text) <= 16 and float(text) != 0.0:
+            forms.append(text)
+            if len(forms) == keep:
+                break
+    return forms
 
 
 def format_da(when: datetime) -> str:
