@@ -55,8 +55,9 @@ def _make_sources(root: Path, n: int, size: int, slices: int) -> list[Path]:
     return folders
 
 
-def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (kB) of the largest process of ``cmd``'s tree."""
+def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (kB) of the largest waited-for process of ``cmd``'s tree,
+    and its standard output."""
     wrapper = [sys.executable, "-c",
                "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
@@ -67,7 +68,7 @@ def _run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     if proc.returncode != 0:
         raise RuntimeError(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0])
-    return dt, rss
+    return dt, rss, proc.stdout
 
 
 _SITK_PIPELINE = r'''
@@ -138,7 +139,8 @@ def main() -> None:
     # Warm the JIT cache on a small series so no run below pays compilation.
     _run(rtforge + ["reslice", str(sources[0]), str(work / "warm"), "-q"], env)
     shutil.rmtree(work / "warm")
-    base_rss = _run([sys.executable, "-c", "import rtforge.reconvert"], env)[1]
+    # What a worker holds before it reads a series: Python, rtforge, the kernels loaded.
+    base_rss = _run([sys.executable, "-c", "import rtforge._worker_preload"], env)[1]
 
     script = work / "sitk_pipeline.py"
     script.write_text(_SITK_PIPELINE)
@@ -157,28 +159,31 @@ def main() -> None:
         total, rss_max, slices = 0.0, 0, 0
         for i, src in enumerate(sources):
             dest = work / "out" / name.replace(" ", "_") / str(i)
-            dt, rss = _run(make_cmd(i, src, dest), env)
+            dt, rss, _ = _run(make_cmd(i, src, dest), env)
             total += dt
             rss_max = max(rss_max, rss)
             slices += sum(1 for _ in dest.rglob("*.dcm"))
         return total, slices, rss_max
 
-    def whole(name: str, cmd_tail: list[str]) -> tuple[float, int, int]:
+    def whole(name: str, command: str, cmd_tail: list[str]) -> tuple[float, int, int]:
         dest = work / "out" / name.replace(" ", "_")
-        dt, rss = _run(rtforge + ["batch", str(work / "src"), str(dest)] + cmd_tail, env)
+        dt, rss, _ = _run(rtforge + [command, str(work / "src"), str(dest), "-q"] + cmd_tail, env)
+        if command == "batch" and "1" not in cmd_tail:
+            # The workers fork from a server and are not this process' children; their own
+            # ru_maxrss leaves out the pages they share with it.  Per worker, a series costs
+            # what it costs in the --workers 1 row (the same work in one process).
+            rss = -1
         return dt, sum(1 for _ in dest.rglob("*.dcm")), rss
 
-    pipelines = {}
-    for flags in ([], ["--no-fsync"]):
-        label = " ".join(flags) or "(durable, default)"
-        pipelines[f"rtforge reslice, one process per series {label}"] = (
-            lambda flags=flags, label=label: per_series(
-                f"reslice{len(flags)}",
-                lambda i, src, dest: rtforge + ["reslice", str(src), str(dest), "-q"] + flags))
-        for workers in (1, 2):
-            pipelines[f"rtforge batch --workers {workers} {label}"] = (
-                lambda workers=workers, flags=flags: whole(
-                    f"batch{workers}{len(flags)}", ["--workers", str(workers), "-q"] + flags))
+    pipelines = {
+        "rtforge reslice, one process per series": lambda: per_series(
+            "reslice", lambda i, src, dest: rtforge + ["reslice", str(src), str(dest), "-q"]),
+        f"rtforge reslice, the {args.series} series in one process": lambda: whole(
+            "reslice_all", "reslice", []),
+        "rtforge batch (default --workers auto)": lambda: whole("batch_auto", "batch", []),
+        "rtforge batch --workers 1": lambda: whole("batch1", "batch", ["--workers", "1"]),
+        "rtforge batch --no-fsync": lambda: whole("batch_nofsync", "batch", ["--no-fsync"]),
+    }
     pipelines[SITK] = lambda: per_series(
         "sitk", lambda i, src, dest: [sys.executable, str(script), str(src), str(dest),
                                       str(args.threads)])
@@ -186,7 +191,6 @@ def main() -> None:
         pipelines[PLAST] = lambda: per_series(
             "plast", lambda i, src, dest: [plast, "convert", "--input", str(src),
                                            "--output-dicom", str(dest)] + plast_geometry[i])
-
     samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in pipelines}
     for r in range(args.repeat):
         print(f"round {r + 1}/{args.repeat} ...", flush=True)
@@ -206,7 +210,7 @@ def main() -> None:
     print(f"\n{args.series} series of {args.size}x{args.size}x{args.slices} int16 "
           f"({volume_mb:.0f} MB each), {args.threads} threads, whole processes, warm JIT cache, "
           f"median of {args.repeat} round-robin rounds")
-    print(f"python + rtforge import baseline RSS: {base_rss / 1024:.0f} MB\n")
+    print(f"baseline RSS (python, rtforge imported, kernels loaded): {base_rss / 1024:.0f} MB\n")
     print("| pipeline | seconds | output slices | slices/s | vs SimpleITK pipeline | "
           "vs plastimatch | peak RSS MB | (RSS - baseline) / volume |")
     print("|---|---|---|---|---|---|---|---|")
@@ -215,9 +219,10 @@ def main() -> None:
             print(f"| {name} | not installed | | | | | | |")
             continue
         rate = n / t
-        extra = (rss - base_rss) / 1024 / volume_mb
+        memory = (f"{rss / 1024:.0f} | {(rss - base_rss) / 1024 / volume_mb:.2f}" if rss >= 0
+                  else "parent only | per worker: as --workers 1")
         print(f"| {name} | {t:.2f} | {n} | {rate:.0f} | {rate / sitk_rate:.2f}x | "
-              f"{rate / plast_rate:.2f}x | {rss / 1024:.0f} | {extra:.2f} |")
+              f"{rate / plast_rate:.2f}x | {memory} |")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
