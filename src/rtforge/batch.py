@@ -39,12 +39,13 @@ from pathlib import Path
 
 from rtforge._forkserver import start_forkserver
 from rtforge.errors import InvalidInputError, RtforgeError
-from rtforge.io.series import SeriesInfo, discover_series
+from rtforge.io.series import ImageSeries, SeriesInfo, discover_series
 from rtforge.reconvert import (
     PARTIAL_PREFIX,
     ReconvertOptions,
     final_folder,
     output_series_uid,
+    read_ahead,
     reconvert_series,
 )
 
@@ -123,7 +124,8 @@ def _append_manifest(path: Path, entry: dict) -> None:
 
 # ------------------------------------------------------------ the one step
 def reconvert_task(paths: Sequence[str], out_root: str, options: ReconvertOptions,
-                   on_slices: Callable[[int], None] | None = None) -> dict:
+                   on_slices: Callable[[int], None] | None = None,
+                   read: Callable[[], ImageSeries] | None = None) -> dict:
     """Reconvert one series and report the outcome: the step every executor runs.
 
     The local process pool, the in-process loop and the Dask executor
@@ -141,6 +143,9 @@ def reconvert_task(paths: Sequence[str], out_root: str, options: ReconvertOption
     on_slices : callable, optional
         Called as ``on_slices(n)`` with the number of output slices written
         since the last call.
+    read : callable, optional
+        Returns the series already read (or raises the reading error): see
+        :func:`rtforge.reconvert.read_ahead`.  By default ``paths`` are read here.
 
     Returns
     -------
@@ -157,7 +162,8 @@ def reconvert_task(paths: Sequence[str], out_root: str, options: ReconvertOption
         last[0] = done
 
     try:
-        report = reconvert_series([Path(p) for p in paths], out_root, options, progress=progress)
+        source = read() if read is not None else [Path(p) for p in paths]
+        report = reconvert_series(source, out_root, options, progress=progress)
         return {"ok": True, "report": report.to_dict()}
     except RtforgeError as exc:
         return {"ok": False, "error": str(exc)}
@@ -189,8 +195,9 @@ def _pool_task(paths: list[str], out_root: str, options: ReconvertOptions) -> di
 
 def _run_here(todo: list[SeriesInfo], out_root: Path, options: ReconvertOptions,
               on_slices: Callable[[int], None]) -> Outcomes:
-    for info in todo:
-        yield info, reconvert_task([str(p) for p in info.paths], str(out_root), options, on_slices)
+    for info, read in zip(todo, read_ahead([info.paths for info in todo]), strict=True):
+        yield info, reconvert_task([str(p) for p in info.paths], str(out_root), options, on_slices,
+                                   read)
 
 
 def _available_memory() -> int | None:

@@ -19,7 +19,8 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import derived_uid
 
 __all__ = ["ReconvertOptions", "SeriesReport", "reconvert_series", "source_slices_for",
-           "output_series_uid", "final_folder", "PARTIAL_PREFIX"]
+           "output_series_uid", "final_folder", "read_ahead", "PARTIAL_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,48 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
             f"(-1024..64511 HU) were clamped")
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def read_ahead(sources: Sequence[Sequence[str | Path]]
+               ) -> Iterator[Callable[[], ImageSeries]]:
+    """Read series one ahead of their use, on a background thread.
+
+    Reconverting several series in one process, the next series is read
+    (file I/O and header parsing) while the kernel and the writer work on the
+    current one.  At most two series are in memory: the one handed out and
+    the one being read.
+
+    Parameters
+    ----------
+    sources : sequence of sequences of paths
+        Each series' files.
+
+    Yields
+    ------
+    callable
+        One per source, in order: returns that series' :class:`ImageSeries`
+        (waiting for its read to finish) or raises what
+        :func:`~rtforge.io.series.read_series` raised for it.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtforge-read") as pool:
+        pending = pool.submit(read_series, list(sources[0])) if sources else None
+        for i in range(len(sources)):
+            handle = _Pending(pending)
+            pending = pool.submit(read_series, list(sources[i + 1])) if i + 1 < len(sources) else None
+            yield handle
+
+
+class _Pending:
+    """A series being read; calling it waits for it and lets go of it (memory)."""
+
+    def __init__(self, future: Future) -> None:
+        self._future: Future | None = future
+
+    def __call__(self) -> ImageSeries:
+        future, self._future = self._future, None
+        if future is None:
+            raise RtforgeError("the series was already taken")
+        return future.result()
 
 
 def _compute_and_write(array: np.ndarray, stack: SliceStack, grid: Grid,

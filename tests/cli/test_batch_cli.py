@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from rtforge.batch import MANIFEST_NAME
 from rtforge.cli import main
@@ -52,14 +53,16 @@ def test_batch_two_workers_then_rerun_skips(phantom_root, tmp_path, capsys) -> N
     _check_complete(out, 2)
 
 
-def test_batch_reports_a_bad_series_and_goes_on(phantom_patient, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("workers", ["1", "auto"])  # in this process (reading ahead) and a pool
+def test_batch_reports_a_bad_series_and_goes_on(phantom_patient, tmp_path, capsys,
+                                                workers) -> None:
     src = tmp_path / "src"
     shutil.copytree(phantom_patient[0].folder, src / "good")
     shutil.copytree(phantom_patient[1].folder, src / "bad")
     victim = sorted((src / "bad").glob("*.dcm"))[5]
     victim.write_bytes(victim.read_bytes()[:-3000])  # truncated pixel data
     out = tmp_path / "out"
-    assert main(["batch", str(src), str(out), "--json"]) == 1
+    assert main(["batch", str(src), str(out), "--json", "--workers", workers]) == 1
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert len(report["done"]) == 1 and len(report["failed"]) == 1

@@ -129,17 +129,17 @@ def format_report(rep: SeriesReport) -> str:
 
 def _reslice(args: argparse.Namespace) -> int:
     from rtforge.io.series import discover_series
-    from rtforge.reconvert import reconvert_series
+    from rtforge.reconvert import read_ahead, reconvert_series
 
     options = _options(args)
     found = discover_series(args.src, modalities={"CT"}, strict=True)
     reports: list[SeriesReport] = []
     try:
-        for info in found.series:
+        for read in read_ahead([info.paths for info in found.series]):
             bar = progress_bar(args, None, f"series {len(reports) + 1}/{len(found.series)}",
                                "slice")
             try:
-                rep = reconvert_series(list(info.paths), args.out, options,
+                rep = reconvert_series(read(), args.out, options,
                                        progress=lambda done, total, bar=bar: bar.set(done, total))
             finally:
                 bar.close()
