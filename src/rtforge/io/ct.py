@@ -250,11 +250,11 @@ def _to_stored(hu: np.ndarray, storage: PixelStorage, little_endian: bool
     """Stored pixel words of one slice and the numbers clamped low and high."""
     lo, hi = storage.hu_range
     if hu.dtype == np.int16:
-        low = int(np.count_nonzero(hu < lo))
+        # Nothing below the range is the rule (air is -1000): one pass finds it out.
+        low = 0 if int(hu.min(initial=0)) >= lo else int(np.count_nonzero(hu < lo))
         if storage is PixelStorage.UNSIGNED:
             # uint16 arithmetic wraps: -1024 -> 64512 + 1024 = 0, 32767 -> 33791.
-            words = np.maximum(hu, np.int16(lo)).view(np.uint16)
-            words += np.uint16(1024)
+            words = (np.maximum(hu, np.int16(lo)) if low else hu).view(np.uint16) + np.uint16(1024)
         else:
             words = hu if little_endian else hu.copy()  # never swap the caller's array
         high = 0
