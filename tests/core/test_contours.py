@@ -26,6 +26,7 @@ from rtforge.core.contours import (
     pack_contours,
     polygon_area,
     reduce_contours,
+    reduce_packed,
     shortest_decimals,
     structure_volume,
 )
@@ -632,3 +633,170 @@ def test_hausdorff_from_rdp_spans_is_exact(seed: int) -> None:
     got = K.hausdorff2_spans(x, y, keep, span_dev, 16.0 * K._BOUND_SLACK * extent2)
     assert got == K.hausdorff2_kept(x, y, keep)
     assert math.sqrt(got) == pytest.approx(brute_hausdorff(pts, pts[keep]), abs=1e-9)
+
+
+# ------------------------------------------------------------ building blocks vs references
+@pytest.mark.parametrize("seed", range(6))
+def test_span_max_matches_reference(seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    pts = star(rng, int(rng.integers(5, 90)), noise=0.2)
+    if seed % 2:  # exact ties and coincident span ends
+        pts = np.round(pts, 0)
+        pts[-1] = pts[0]
+    x, y = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+    n = x.size
+    scratch = np.empty(n)
+    for a in range(n - 2):
+        for b in range(a + 2, n + 1):
+            assert K._span_max2(x, y, a, b, n, scratch) == _span_dev2(x, y, n, a, b)
+
+
+def ref_offenders(x, y, idx):
+    """Segments of the closed polygon ``idx`` in contact with another (positions in
+    ``idx``), all pairs tried, with the kernel's predicates; None when degenerate."""
+    comp, where = [], []
+    for t, i in enumerate(idx):
+        if comp and x[i] == x[comp[-1]] and y[i] == y[comp[-1]]:
+            continue
+        comp.append(int(i))
+        where.append(t)
+    while len(comp) > 1 and x[comp[-1]] == x[comp[0]] and y[comp[-1]] == y[comp[0]]:
+        comp.pop()
+    k = len(comp)
+    if k < 3:
+        return None
+    flags = set()
+    for s in range(k):
+        for t in range(s + 1, k):
+            a, b = comp[s], comp[(s + 1) % k]
+            c, d = comp[t], comp[(t + 1) % k]
+            if t == (s + 1) % k:
+                hit = K.folds(x[a], y[a], x[b], y[b], x[d], y[d])
+            elif s == (t + 1) % k:
+                hit = K.folds(x[c], y[c], x[d], y[d], x[b], y[b])
+            else:
+                hit = K.segments_touch(x[a], y[a], x[b], y[b], x[c], y[c], x[d], y[d])
+            if hit:
+                flags.update((where[s], where[t]))
+    return flags
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_offender_sweep_matches_all_pairs_reference(seed: int) -> None:
+    rng = np.random.default_rng(1100 + seed)
+    n = int(rng.integers(3, 40))
+    if seed % 3 == 0:
+        pts = rng.uniform(-10, 10, (n, 2))  # mostly self-intersecting
+    elif seed % 3 == 1:
+        pts = star(rng, n)[:, :2]
+    else:  # a grid: collinear runs, folds, touching vertices and duplicates
+        pts = rng.integers(0, 4, (n, 2)).astype(float)
+    x, y = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+    idx = np.sort(rng.choice(n, size=int(rng.integers(min(3, n), n + 1)), replace=False))
+    flags = np.zeros(idx.size, dtype=np.bool_)
+    found = K._simple_or_offenders(x, y, idx, idx.size, flags, True)
+    expected = ref_offenders(x, y, idx)
+    if expected is None:
+        assert found == 1 and not flags.any()
+    else:
+        assert set(np.flatnonzero(flags).tolist()) == expected
+        assert (found == 0) == (not expected)
+        first = np.zeros(idx.size, dtype=np.bool_)
+        assert (K._simple_or_offenders(x, y, idx, idx.size, first, False) == 0) == (not expected)
+
+
+def test_heap_pops_in_key_order() -> None:
+    rng = np.random.default_rng(12)
+    for n in (1, 2, 5, 17, 64, 300):
+        shift = K._key_shift(n)
+        mask = (1 << shift) - 1
+        hk = (rng.integers(0, 1 << 20, n).astype(np.int64) << shift) | np.arange(n)
+        live = {i: int(hk[i]) for i in range(n)}
+        pos = np.full(n, -1, dtype=np.intp)
+        K._heapify(hk, pos, mask, n)
+        size = n
+        for step in range(n):
+            if step % 3 == 2 and size > 1:  # change a queued key, as the reducers do
+                item = int(hk[size - 1] & mask)
+                live[item] = (int(rng.integers(0, 1 << 20)) << shift) | item
+                K._heap_update(hk, pos, mask, size, np.int64(live[item]))
+            key, size = K._heap_pop(hk, pos, mask, size)
+            assert int(key) == min(live.values())
+            del live[int(key) & mask]
+            assert pos[int(key) & mask] == -1
+            assert all(pos[int(k) & mask] == i for i, k in enumerate(hk[:size]))
+        assert size == 0 and not live
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_index_helpers_against_numpy(seed: int) -> None:
+    rng = np.random.default_rng(1200 + seed)
+    pts = star(rng, int(rng.integers(3, 200)))
+    x, y = np.ascontiguousarray(pts[:, 0]), np.ascontiguousarray(pts[:, 1])
+    keep = rng.random(x.size) < 0.5
+    np.testing.assert_array_equal(K._kept_indices(keep), np.flatnonzero(keep))
+    assert K._area_all(x, y) == pytest.approx(shoelace(pts), rel=1e-12)
+    assert K._area_idx(x, y, np.arange(x.size)) == pytest.approx(shoelace(pts), rel=1e-12)
+
+
+def _mixed_contours(rng: np.random.Generator) -> list[np.ndarray]:
+    """Axial, oblique, duplicated, closed-again and tiny contours."""
+    out = [star(rng, int(n), z=float(k), noise=0.1) for k, n in enumerate(rng.integers(4, 400, 8))]
+    a = math.radians(35)
+    rot = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
+    out.append(star(rng, 250, z=0.0, noise=0.2) @ rot.T + [5.0, 1.0, -3.0])
+    doubled = np.repeat(star(rng, 60), 2, axis=0)
+    out.append(np.vstack([doubled, doubled[:1]]))
+    out.append(star(rng, 3))
+    return out
+
+
+@pytest.mark.parametrize("method", ["vw", "rdp"])
+@pytest.mark.parametrize("mode", ["points", "bytes", "tolerance"])
+def test_list_and_packed_reducers_agree(method: str, mode: str) -> None:
+    rng = np.random.default_rng(1300 + len(mode))
+    contours = _mixed_contours(rng)
+    costs = [rng.integers(6, 52, len(c)) for c in contours]
+    options: dict = {"points": {"max_points": 12}, "bytes": {"max_bytes": 900, "point_bytes": costs},
+                     "tolerance": {"tolerance_mm": 0.5, "max_points": 150}}[mode]
+    result = reduce_contours(contours, method=method, **options)
+    points, offsets = pack_contours(contours)
+    packed = dict(options)
+    if "point_bytes" in packed:
+        packed["point_bytes"] = np.concatenate(costs)
+    keep, report = reduce_packed(points, offsets, method=method, **packed)
+    for name in ("points_before", "points_after", "hausdorff_mm", "area_before_mm2",
+                 "area_after_mm2", "status"):
+        np.testing.assert_array_equal(getattr(result.report, name), getattr(report, name))
+    for c, orig in enumerate(contours):
+        mask = keep[offsets[c]:offsets[c + 1]]
+        np.testing.assert_array_equal(result.kept[c], np.flatnonzero(mask))
+        np.testing.assert_array_equal(result.contours[c], orig[mask])
+        assert result.contours[c].dtype == np.float64 and result.kept[c].dtype == np.intp
+
+
+def test_reducer_takes_any_numeric_layout() -> None:
+    rng = np.random.default_rng(14)
+    base = np.round(star(rng, 300, noise=0.3), 0)
+    expected = reduce_contours([base], max_points=20)
+    readonly = base.copy()
+    readonly.setflags(write=False)
+    variants = [np.asfortranarray(base), base.astype(np.int32), base.astype(">f8"), readonly,
+                np.repeat(base, 2, axis=0)[::2], np.hstack([base, base])[:, :3]]
+    for arr in variants:
+        got = reduce_contours([arr, base], max_points=20)
+        np.testing.assert_array_equal(got.kept[0], expected.kept[0])
+        np.testing.assert_array_equal(got.contours[0], expected.contours[0])
+        assert got.report.hausdorff_mm[0] == expected.report.hausdorff_mm[0]
+    with pytest.raises(InvalidInputError, match="point_bytes of contour 1"):
+        reduce_contours([base, base], max_bytes=900, point_bytes=[np.full(300, 20), np.full(299, 20)])
+
+
+def test_all_kept_contours_are_copies() -> None:
+    pts = star(np.random.default_rng(15), 30)
+    result = reduce_contours([pts, pts], max_points=[30, 10], tolerance_mm=None)
+    assert result.report[0].status is ReductionStatus.UNCHANGED
+    np.testing.assert_array_equal(result.contours[0], pts)
+    np.testing.assert_array_equal(result.kept[0], np.arange(30))
+    assert not np.shares_memory(result.contours[0], pts)
+    assert result.kept[1].size == 10

@@ -3,9 +3,12 @@
 Only arrays and scalars cross this boundary.  Contours are passed many at a
 time in CSR form: ``points`` of shape (N, 3) holds every contour's points one
 after the other and ``offsets`` of shape (C + 1,) says where contour ``c``
-starts and ends (``points[offsets[c]:offsets[c + 1]]``).  Parallel kernels
-give each thread whole contours (or whole mask slices), so no two threads
-ever write one cell.
+starts and ends (``points[offsets[c]:offsets[c + 1]]``); or, for
+:func:`reduce_list`, where they already are: one address and one size per
+contour (the caller guarantees C-contiguous float64 arrays, kept alive for
+the call), so that nothing is copied before the reduction.  Parallel
+kernels give each thread whole contours (or whole mask slices), so no two
+threads ever write one cell.
 
 Geometry inside the reducer is 2-D: each contour is projected on an
 orthonormal frame ``(u, v)`` of its plane (for an axial contour exactly
@@ -17,7 +20,10 @@ cannot rule out is a touch).  The priority queues (Visvalingam-Whyatt
 removals, Douglas-Peucker insertions) are 4-ary heaps of int64 keys: a
 non-negative float's IEEE bits, which order as the floats do, with the low
 bits replaced by the point's index, so one integer comparison ranks two
-entries and ties go to the lower index.  ``fastmath`` is not used anywhere.
+entries and ties go to the lower index.  ``fastmath`` is not used anywhere;
+the hot loops that should vectorise are written for it instead (a
+branch-free distance, maxima of non-negative floats taken over their bits
+as integers).
 
 References
 ----------
@@ -33,7 +39,8 @@ robust geometric predicates", Discrete & Computational Geometry 18, 1997.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import carray, njit, prange, types
+from numba.extending import intrinsic
 
 # Per-contour status codes of the reducer (mirrored by contours.ReductionStatus).
 UNCHANGED = 0  # within every budget and no tolerance asked: all points kept
@@ -52,6 +59,9 @@ AXIS_TOLERANCE = 1e-12
 #: Relative slack of the Hausdorff pruning bound (see ``hausdorff2_kept``):
 #: about 450 units of float64 rounding.
 _BOUND_SLACK = 1e-13
+
+#: Powers of ten, exact in float64 (to 10**22): digit counts by comparison.
+_POW10 = np.array([10.0**p for p in range(23)])
 
 # Shewchuk's ccwerrboundA, (3 + 16 eps) eps with eps = 2**-53.
 _CCW_ERRBOUND = (3.0 + 16.0 * 2.0**-53) * 2.0**-53
@@ -154,35 +164,58 @@ def _simple_or_offenders(x, y, idx, m, flags, all_pairs):
         k -= 1
     if k < 3:
         return 1
+    found = 0
+    # Adjacent segments meet at their shared point; they touch elsewhere only
+    # when the second turns straight back along the first.
+    for s in range(k):
+        a = comp[s - 1] if s > 0 else comp[k - 1]
+        b = comp[s]
+        d = comp[s + 1] if s + 1 < k else comp[0]
+        if folds(x[a], y[a], x[b], y[b], x[d], y[d]):
+            found += 1
+            if not all_pairs:
+                return found
+            flags[where[s - 1] if s > 0 else where[k - 1]] = True
+            flags[where[s]] = True
+    # Other pairs: a sweep along x over the segments' bounding boxes, kept in
+    # sweep order so that the inner loop reads memory in sequence.
     xmin = np.empty(k)
     for s in range(k):
         a = comp[s]
-        b = comp[(s + 1) % k]
+        b = comp[s + 1] if s + 1 < k else comp[0]
         xmin[s] = min(x[a], x[b])
     order = np.argsort(xmin, kind="mergesort")
-    found = 0
+    x0 = np.empty(k)
+    x1 = np.empty(k)
+    y0 = np.empty(k)
+    y1 = np.empty(k)
+    for o in range(k):
+        s = order[o]
+        a = comp[s]
+        b = comp[s + 1] if s + 1 < k else comp[0]
+        x0[o] = xmin[s]
+        x1[o] = max(x[a], x[b])
+        y0[o] = min(y[a], y[b])
+        y1[o] = max(y[a], y[b])
     for oi in range(k):
         s = order[oi]
-        a = comp[s]
-        b = comp[(s + 1) % k]
-        sxmax = max(x[a], x[b])
-        symin = min(y[a], y[b])
-        symax = max(y[a], y[b])
+        sxmax = x1[oi]
+        symin = y0[oi]
+        symax = y1[oi]
         for oj in range(oi + 1, k):
-            t = order[oj]
-            if xmin[t] > sxmax:
+            if x0[oj] > sxmax:
                 break
-            c = comp[t]
-            d = comp[(t + 1) % k]
-            if max(y[c], y[d]) < symin or min(y[c], y[d]) > symax:
+            t = order[oj]
+            dt = t - s
+            # apart in y, or adjacent (checked above): one well-predicted branch
+            if (y1[oj] < symin) | (y0[oj] > symax) | (dt == 1) | (dt == -1) | (dt == k - 1) \
+                    | (dt == 1 - k):
                 continue
-            if t == (s + 1) % k:
-                hit = folds(x[a], y[a], x[b], y[b], x[d], y[d])
-            elif s == (t + 1) % k:
-                hit = folds(x[c], y[c], x[d], y[d], x[b], y[b])
-            else:
-                hit = segments_touch(x[a], y[a], x[b], y[b], x[c], y[c], x[d], y[d])
-            if hit:
+            a = comp[s]
+            b = comp[s + 1] if s + 1 < k else comp[0]
+            c = comp[t]
+            d = comp[t + 1] if t + 1 < k else comp[0]
+            if segments_touch(x[a], y[a], x[b], y[b], x[c], y[c], x[d], y[d]):
                 found += 1
                 if not all_pairs:
                     return found
@@ -287,13 +320,46 @@ def _heap_push(hk, pos, mask, size, key):
 
 @njit(cache=True, inline="always")
 def _heap_pop(hk, pos, mask, size):
-    """Remove the smallest key; returns (key, new size)."""
+    """Remove the smallest key; returns (key, new size).
+
+    Floyd's variant: the hole left at the root moves down to a leaf along
+    the smaller children, without comparing with the key that fills it
+    (the last one, which belongs near the leaves), and that key then sifts
+    up from there: fewer unpredictable branches than a plain sift-down.
+    """
     key = hk[0]
     pos[key & mask] = -1
     size -= 1
     if size > 0:
-        hk[0] = hk[size]
-        _sift_down(hk, pos, mask, 0, size)
+        last = hk[size]
+        i = 0
+        while True:
+            c = 4 * i + 1
+            if c + 3 < size:
+                k0 = hk[c]
+                k1 = hk[c + 1]
+                k2 = hk[c + 2]
+                k3 = hk[c + 3]
+                m01 = c if k0 < k1 else c + 1
+                k01 = k0 if k0 < k1 else k1
+                m23 = c + 2 if k2 < k3 else c + 3
+                k23 = k2 if k2 < k3 else k3
+                m = m01 if k01 < k23 else m23
+                mk = k01 if k01 < k23 else k23
+            elif c < size:
+                m = c
+                mk = hk[c]
+                for d in range(c + 1, size):
+                    if hk[d] < mk:
+                        mk = hk[d]
+                        m = d
+            else:
+                break
+            hk[i] = mk
+            pos[mk & mask] = i
+            i = m
+        hk[i] = last
+        _sift_up(hk, pos, mask, i)
     return key, size
 
 
@@ -382,31 +448,67 @@ def _span_dev2(x, y, n, a, b, limit2):
     return best / scale, arg
 
 
+@njit(cache=True, inline="always")
+def _scaled_dist2_select(px, py, ax, ay, dx, dy, ll):
+    """:func:`_scaled_dist2` computed without branches (every case, then a
+    select), so that loops over it vectorise; the same value bit for bit."""
+    wx = px - ax
+    wy = py - ay
+    dot = wx * dx + wy * dy
+    cross = wx * dy - wy * dx
+    ex = wx - dx
+    ey = wy - dy
+    d = cross * cross
+    if dot <= 0.0:
+        d = (wx * wx + wy * wy) * ll
+    if dot >= ll:
+        d = (ex * ex + ey * ey) * ll
+    return d
+
+
 @njit(cache=True)
-def _span_max2(x, y, a, b, n):
+def _span_max2(x, y, a, b, n, scratch):
     """:func:`_span_dev2` of a span that does not wrap (``a < b <= n``), with
-    no early stop: the same (dev2, index of the first maximum or -1)."""
+    no early stop: the same (dev2, index of the first maximum or -1).
+
+    ``scratch`` (float64, at least ``b - a`` long) receives the scaled
+    distances; they are non-negative, so their IEEE bits order as they do
+    and the maximum is taken over the bits as integers (a reduction that
+    vectorises without reordering any float arithmetic).
+    """
     bb = b % n
     ax = x[a]
     ay = y[a]
     dx = x[bb] - ax
     dy = y[bb] - ay
     ll = dx * dx + dy * dy
-    best = -1.0
-    arg = -1
+    k = b - a - 1
+    if k <= 0:
+        return -1.0, -1
+    bits = scratch.view(np.int64)
+    top = np.int64(-1)
     if ll > 0.0:
-        for i in range(a + 1, b):
-            d = _scaled_dist2(x[i], y[i], ax, ay, dx, dy, ll)
-            if d > best:
-                best = d
-                arg = i
-        return best / ll, arg
-    for i in range(a + 1, b):
-        d = (x[i] - ax) ** 2 + (y[i] - ay) ** 2
-        if d > best:
-            best = d
-            arg = i
-    return best, arg
+        xs = x[a + 1:b]
+        ys = y[a + 1:b]
+        for i in range(k):
+            scratch[i] = _scaled_dist2_select(xs[i], ys[i], ax, ay, dx, dy, ll)
+            v = bits[i]
+            top = v if v > top else top
+    else:
+        for i in range(k):
+            scratch[i] = (x[a + 1 + i] - ax) ** 2 + (y[a + 1 + i] - ay) ** 2
+            v = bits[i]
+            top = v if v > top else top
+    arg = 0
+    while arg + 8 <= k and not (
+            (bits[arg] == top) | (bits[arg + 1] == top) | (bits[arg + 2] == top)
+            | (bits[arg + 3] == top) | (bits[arg + 4] == top) | (bits[arg + 5] == top)
+            | (bits[arg + 6] == top) | (bits[arg + 7] == top)):
+        arg += 8
+    while bits[arg] != top:
+        arg += 1
+    best = scratch[arg]
+    return (best / ll if ll > 0.0 else best), a + 1 + arg
 
 
 # ------------------------------------------------- Visvalingam-Whyatt
@@ -516,17 +618,21 @@ def _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev):
     for i in range(n):
         keep[i] = False
         span_dev[i] = -1.0
-    far = -1
-    best = 0.0
+    # The point farthest from point 0 (the first of equals), through the
+    # non-negative distances' bits as in :func:`_span_max2`.
+    dist = np.empty(n)
+    bits = dist.view(np.int64)
     for i in range(1, n):
-        dx = x[i] - x[0]
-        dy = y[i] - y[0]
-        d = dx * dx + dy * dy
-        if d > best:
-            best = d
-            far = i
-    if far < 0:
-        return 1
+        dist[i] = (x[i] - x[0]) ** 2 + (y[i] - y[0]) ** 2
+    top = np.int64(0)
+    for i in range(1, n):
+        v = bits[i]
+        top = v if v > top else top
+    if top == 0:
+        return 1  # every point coincides with point 0
+    far = 1
+    while bits[far] != top:
+        far += 1
     keep[0] = True
     keep[far] = True
     count = 2
@@ -541,11 +647,11 @@ def _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev):
     span_end = np.empty(n, np.intp)
     span_arg = np.empty(n, np.intp)
     hk = np.empty(n, np.int64)
-    pos = np.full(n, -1, np.intp)
+    pos = np.empty(n, np.intp)  # written by the heap, never read: no key is updated
     size = 0
     for a, b in ((0, far), (far, n)):
         if b - a >= 2:
-            dev, arg = _span_max2(x, y, a, b, n)
+            dev, arg = _span_max2(x, y, a, b, n, dist)
             span_end[a] = b
             span_arg[a] = arg
             span_dev[a] = dev
@@ -569,7 +675,7 @@ def _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev):
         nbytes += cost[p]
         for s, e in ((a, p), (p, b)):
             if e - s >= 2:
-                d, arg = _span_max2(x, y, s, e, n)
+                d, arg = _span_max2(x, y, s, e, n, dist)
                 span_end[s] = e
                 span_arg[s] = arg
                 span_dev[s] = d
@@ -581,17 +687,17 @@ def _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev):
 # ------------------------------------------------- repair and constrained trim
 @njit(cache=True)
 def _kept_indices(keep):
+    """Increasing indices of the True entries of ``keep`` (branch-free scans)."""
+    n = keep.shape[0]
     m = 0
-    for i in range(keep.shape[0]):
-        if keep[i]:
-            m += 1
-    idx = np.empty(m, np.intp)
-    m = 0
-    for i in range(keep.shape[0]):
-        if keep[i]:
-            idx[m] = i
-            m += 1
-    return idx
+    for i in range(n):
+        m += keep[i]
+    idx = np.empty(m + 1, np.intp)
+    j = 0
+    for i in range(n):
+        idx[j] = i
+        j += keep[i]
+    return idx[:m]
 
 
 @njit(cache=True)
@@ -732,8 +838,13 @@ def hausdorff2_kept(x, y, keep):
     |b - a|^2)``, far above the rounding of either computation, so it is
     never below :func:`seg_dist2` and the result is the exact maximum.
     """
+    return _hausdorff2_idx(x, y, _kept_indices(keep))
+
+
+@njit(cache=True)
+def _hausdorff2_idx(x, y, idx):
+    """:func:`hausdorff2_kept` with the kept points as increasing indices."""
     n = x.shape[0]
-    idx = _kept_indices(keep)
     m = idx.shape[0]
     if m == n:
         return 0.0
@@ -799,20 +910,41 @@ def hausdorff2_spans(x, y, keep, span_dev, slack):
     the span deviations of :func:`_rdp_spans`.
 
     ``slack`` bounds how far a span deviation may lie below the
-    :func:`seg_dist2` of its points (rounding).  The span of largest
-    deviation is measured first; every other span is measured only when
-    its deviation plus ``slack`` exceeds the running maximum.
+    :func:`seg_dist2` of its points (rounding).  The point farthest from its
+    segment in the span of largest deviation is measured first; every span
+    is then measured only when its deviation plus ``slack`` exceeds the
+    running maximum (and in it, only the points farther than that from
+    their segment).
     """
-    idx = _kept_indices(keep)
+    return _hausdorff2_spans_idx(x, y, _kept_indices(keep), span_dev, slack)
+
+
+@njit(cache=True)
+def _hausdorff2_spans_idx(x, y, idx, span_dev, slack):
+    """:func:`hausdorff2_spans` with the kept points as increasing indices."""
+    n = x.shape[0]
     m = idx.shape[0]
     top = 0
     for s in range(1, m):
         if span_dev[idx[s]] > span_dev[idx[top]]:
             top = s
-    h = _span_hausdorff2(x, y, idx, top, 0.0)
+    a = idx[top]
+    b = idx[top + 1] if top + 1 < m else idx[0] + n
+    bb = b % n
+    best = -1.0
+    seed = -1
+    for i in range(a + 1, b):
+        j = i if i < n else i - n
+        d = seg_dist2(x[j], y[j], x[a], y[a], x[bb], y[bb])
+        if d > best:
+            best = d
+            seed = j
+    h = 0.0
+    if seed >= 0:
+        h = _dist2_to_polygon(x[seed], y[seed], x, y, idx)
     for s in range(m):
         dev = span_dev[idx[s]]
-        if s != top and dev >= 0.0 and dev + slack > h:
+        if dev >= 0.0 and dev + slack > h:
             h = _span_hausdorff2(x, y, idx, s, h)
     return h
 
@@ -832,20 +964,50 @@ def hausdorff2_brute(x, y, rx, ry):
 @njit(cache=True)
 def area_kept(x, y, keep):
     """Absolute shoelace area of the closed polygon of the kept points."""
-    n = x.shape[0]
-    first = -1
-    prev = -1
+    return _area_idx(x, y, _kept_indices(keep))
+
+
+@njit(cache=True)
+def _area_idx(x, y, idx):
+    """:func:`area_kept` with the kept points as increasing indices (a fan of
+    triangles from the first)."""
+    m = idx.shape[0]
+    if m < 3:
+        return 0.0
+    x0 = x[idx[0]]
+    y0 = y[idx[0]]
     total = 0.0
-    for i in range(n):
-        if not keep[i]:
-            continue
-        if first < 0:
-            first = i
-        elif prev >= 0:
-            total += ((x[prev] - x[first]) * (y[i] - y[first])
-                      - (x[i] - x[first]) * (y[prev] - y[first]))
-        prev = i
+    for t in range(1, m - 1):
+        p = idx[t]
+        i = idx[t + 1]
+        total += (x[p] - x0) * (y[i] - y0) - (x[i] - x0) * (y[p] - y0)
     return abs(total) / 2.0
+
+
+@njit(cache=True)
+def _area_all(x, y):
+    """:func:`area_kept` with every point kept, in four interleaved partial sums
+    (the same fan, summed in another order)."""
+    m = x.shape[0]
+    if m < 3:
+        return 0.0
+    x0 = x[0]
+    y0 = y[0]
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    t3 = 0.0
+    p = 1
+    while p + 4 < m:
+        t0 += (x[p] - x0) * (y[p + 1] - y0) - (x[p + 1] - x0) * (y[p] - y0)
+        t1 += (x[p + 1] - x0) * (y[p + 2] - y0) - (x[p + 2] - x0) * (y[p + 1] - y0)
+        t2 += (x[p + 2] - x0) * (y[p + 3] - y0) - (x[p + 3] - x0) * (y[p + 2] - y0)
+        t3 += (x[p + 3] - x0) * (y[p + 4] - y0) - (x[p + 4] - x0) * (y[p + 3] - y0)
+        p += 4
+    while p + 1 < m:
+        t0 += (x[p] - x0) * (y[p + 1] - y0) - (x[p + 1] - x0) * (y[p] - y0)
+        p += 1
+    return abs((t0 + t1) + (t2 + t3)) / 2.0
 
 
 @njit(cache=True)
@@ -865,26 +1027,36 @@ def point_in_polygon(px, py, x, y):
 
 # ------------------------------------------------------------ the reducer
 @njit(cache=True)
-def _reduce_one(x, y, cost, max_points, max_bytes, tol2, method, keep, span_dev):
-    """Reduce one deduplicated closed polygon; returns a status code.
-    ``span_dev`` (out) as :func:`_rdp_spans` fills it (Douglas-Peucker only)."""
+def _reduce_one(x, y, cost, max_points, max_bytes, tol2, method, slack):
+    """Reduce one deduplicated closed polygon.
+
+    Returns ``(status, idx, h2)``: the status code, the kept positions
+    (increasing; all of them when degenerate) and the squared Hausdorff
+    distance of the result (:func:`hausdorff2_kept`; from the span
+    deviations with ``slack`` as :func:`hausdorff2_spans` takes it when a
+    Douglas-Peucker result needed no repair).
+    """
+    m = x.shape[0]
+    keep = np.empty(m, np.bool_)
+    span_dev = np.empty(m if method == METHOD_RDP else 0)
     if method == METHOD_RDP:
         count = _rdp_spans(x, y, cost, max_points, max_bytes, tol2, keep, span_dev)
     else:
         count = _vw(x, y, cost, max_points, max_bytes, tol2, keep)
     if count < 3:
-        keep[:] = True
-        return DEGENERATE
+        return DEGENERATE, np.arange(m), 0.0
     idx = _kept_indices(keep)
     flags = np.zeros(1, np.bool_)
     if _simple_or_offenders(x, y, idx, idx.shape[0], flags, False) == 0:
-        return REDUCED
+        if method == METHOD_RDP:
+            return REDUCED, idx, _hausdorff2_spans_idx(x, y, idx, span_dev, slack)
+        return REDUCED, idx, _hausdorff2_idx(x, y, idx)
     if not is_simple_polygon(x, y):
-        return INPUT_NOT_SIMPLE
+        return INPUT_NOT_SIMPLE, idx, _hausdorff2_idx(x, y, idx)
     _repair(x, y, keep)
-    if _trim(x, y, cost, keep, max_points, max_bytes) < 0:
-        return STUCK
-    return REPAIRED
+    status = REPAIRED if _trim(x, y, cost, keep, max_points, max_bytes) >= 0 else STUCK
+    idx = _kept_indices(keep)
+    return status, idx, _hausdorff2_idx(x, y, idx)
 
 
 @njit(cache=True)
@@ -933,9 +1105,128 @@ def frames_of(normal, frames):
 
 
 @njit(cache=True)
-def _same(points, i, j):
-    return points[i, 0] == points[j, 0] and points[i, 1] == points[j, 1] \
-        and points[i, 2] == points[j, 2]
+def _reduce_contour(pts, costs, max_points, max_bytes, tol2, method, c, normal, extent2, finite,
+                    spread, hausdorff, area_before, area_after, status):
+    """Reduce the closed planar contour ``pts`` (float64 (n, 3)) and fill row
+    ``c`` of the outputs (see :func:`reduce_many`).
+
+    Returns ``(whole, idx)``: ``whole`` when every point is kept (the
+    contour is within its budgets, degenerate or not finite), else the kept
+    points' indices in ``pts``, increasing.
+    """
+    n = pts.shape[0]
+    has_costs = costs.shape[0] > 0
+    # One pass: finiteness, Newell normal, extent, encoded size, consecutive
+    # duplicates dropped, and the projection on the axial frame (x, y), kept
+    # when that is the plane's frame (otherwise a second pass projects again).
+    x = np.empty(n)
+    y = np.empty(n)
+    cost = np.empty(n if has_costs else 0, np.int64)
+    orig = np.empty(n, np.intp)
+    ox = pts[0, 0]
+    oy = pts[0, 1]
+    oz = pts[0, 2]
+    nx = 0.0
+    ny = 0.0
+    nz = 0.0
+    far = 0.0
+    poison = 0.0  # NaN once any coordinate is NaN or infinite
+    total = 0
+    px = 0.0
+    py = 0.0
+    pz = 0.0
+    lo = np.inf
+    hi = -np.inf
+    lx = np.nan
+    ly = np.nan
+    lz = np.nan
+    m = 0
+    for i in range(n):
+        j = i + 1 if i + 1 < n else 0
+        qx = pts[j, 0] - ox
+        qy = pts[j, 1] - oy
+        qz = pts[j, 2] - oz
+        poison += 0.0 * (qx + qy + qz)
+        nx += (py - qy) * (pz + qz)
+        ny += (pz - qz) * (px + qx)
+        nz += (px - qx) * (py + qy)
+        far = max(far, px * px + py * py + pz * pz)
+        px = qx
+        py = qy
+        pz = qz
+        rx = pts[i, 0]
+        ry = pts[i, 1]
+        rz = pts[i, 2]
+        lo = min(lo, rz)
+        hi = max(hi, rz)
+        if has_costs:
+            total += costs[i]
+        if rx == lx and ry == ly and rz == lz:
+            continue
+        lx = rx
+        ly = ry
+        lz = rz
+        x[m] = rx
+        y[m] = ry
+        if has_costs:
+            cost[m] = costs[i]
+        orig[m] = i
+        m += 1
+    finite[c] = poison == 0.0
+    normal[c, 0] = nx
+    normal[c, 1] = ny
+    normal[c, 2] = nz
+    extent2[c] = far
+    hausdorff[c] = 0.0
+    no_idx = np.empty(0, np.intp)
+    if not finite[c]:
+        status[c] = DEGENERATE
+        spread[c] = 0.0
+        area_before[c] = 0.0
+        area_after[c] = 0.0
+        return True, no_idx
+    f = np.empty((3, 3))
+    frame_of(nx, ny, nz, f)
+    if not (f[0, 0] == 1.0 and f[0, 1] == 0.0 and f[0, 2] == 0.0
+            and f[1, 0] == 0.0 and f[1, 1] == 1.0 and f[1, 2] == 0.0):
+        # Not an axial plane: project the kept points on the plane's frame.
+        lo = np.inf
+        hi = -np.inf
+        for i in range(n):
+            h = pts[i, 0] * f[2, 0] + pts[i, 1] * f[2, 1] + pts[i, 2] * f[2, 2]
+            lo = min(lo, h)
+            hi = max(hi, h)
+        for t in range(m):
+            i = orig[t]
+            x[t] = pts[i, 0] * f[0, 0] + pts[i, 1] * f[0, 1] + pts[i, 2] * f[0, 2]
+            y[t] = pts[i, 0] * f[1, 0] + pts[i, 1] * f[1, 1] + pts[i, 2] * f[1, 2]
+    while m > 1 and pts[orig[m - 1], 0] == ox and pts[orig[m - 1], 1] == oy \
+            and pts[orig[m - 1], 2] == oz:
+        m -= 1  # the first point repeated at the end
+    if m < n:
+        x = x[:m].copy()
+        y = y[:m].copy()
+        orig = orig[:m].copy()
+        if has_costs:
+            cost = cost[:m].copy()
+    if not has_costs:
+        cost = np.zeros(m, np.int64)
+    spread[c] = hi - lo
+    area_before[c] = _area_all(x, y)
+    area_after[c] = area_before[c]
+    if (n <= max_points and total - 1 <= max_bytes and tol2 < 0.0) or m < 3:
+        status[c] = UNCHANGED if m >= 3 else DEGENERATE
+        return True, no_idx
+    # In-plane distances are at most the 3-D extent: |p - a|^2 + |b - a|^2
+    # <= 8 * extent2, doubled for the projection's rounding.
+    code, idx, h2 = _reduce_one(x, y, cost, max_points, max_bytes, tol2, method,
+                                16.0 * _BOUND_SLACK * far)
+    status[c] = code
+    hausdorff[c] = np.sqrt(h2)
+    area_after[c] = _area_idx(x, y, idx)
+    for t in range(idx.shape[0]):
+        idx[t] = orig[idx[t]]
+    return False, idx
 
 
 @njit(cache=True, parallel=True)
@@ -978,109 +1269,77 @@ def reduce_many(points, offsets, costs, max_points, max_bytes, tol2, method,
     for c in prange(offsets.shape[0] - 1):
         s = offsets[c]
         e = offsets[c + 1]
-        n = e - s
-        # Pass 1: finiteness, Newell normal, extent, encoded size.
-        ox = points[s, 0]
-        oy = points[s, 1]
-        oz = points[s, 2]
-        nx = 0.0
-        ny = 0.0
-        nz = 0.0
-        far = 0.0
-        poison = 0.0  # NaN once any coordinate is NaN or infinite
-        total = 0
-        px = points[s, 0] - ox
-        py = points[s, 1] - oy
-        pz = points[s, 2] - oz
-        for i in range(s, e):
-            j = i + 1 if i + 1 < e else s
-            qx = points[j, 0] - ox
-            qy = points[j, 1] - oy
-            qz = points[j, 2] - oz
-            poison += 0.0 * (qx + qy + qz)
-            nx += (py - qy) * (pz + qz)
-            ny += (pz - qz) * (px + qx)
-            nz += (px - qx) * (py + qy)
-            far = max(far, px * px + py * py + pz * pz)
-            if has_costs:
-                total += costs[i]
-            px = qx
-            py = qy
-            pz = qz
-        finite[c] = poison == 0.0
-        normal[c, 0] = nx
-        normal[c, 1] = ny
-        normal[c, 2] = nz
-        extent2[c] = far
-        hausdorff[c] = 0.0
-        kept[c] = n
-        if not finite[c]:
-            for i in range(s, e):
-                keep[i] = True
-            status[c] = DEGENERATE
-            spread[c] = 0.0
-            area_before[c] = 0.0
-            area_after[c] = 0.0
-            continue
-        f = np.empty((3, 3))
-        frame_of(nx, ny, nz, f)
-        # Pass 2: project on the plane, drop consecutive duplicates, measure flatness.
-        x = np.empty(n)
-        y = np.empty(n)
-        cost = np.zeros(n, np.int64)
-        orig = np.empty(n, np.intp)
-        lo = np.inf
-        hi = -np.inf
-        m = 0
-        for i in range(s, e):
-            px = points[i, 0]
-            py = points[i, 1]
-            pz = points[i, 2]
-            h = px * f[2, 0] + py * f[2, 1] + pz * f[2, 2]
-            lo = min(lo, h)
-            hi = max(hi, h)
-            if i > s and _same(points, i, i - 1):
-                continue
-            x[m] = px * f[0, 0] + py * f[0, 1] + pz * f[0, 2]
-            y[m] = px * f[1, 0] + py * f[1, 1] + pz * f[1, 2]
-            if has_costs:
-                cost[m] = costs[i]
-            orig[m] = i - s
-            m += 1
-        while m > 1 and _same(points, s + orig[m - 1], s):
-            m -= 1  # the first point repeated at the end
-        if m < n:
-            x = x[:m].copy()
-            y = y[:m].copy()
-            cost = cost[:m].copy()
-            orig = orig[:m].copy()
-        spread[c] = hi - lo
-        kk = np.ones(m, np.bool_)
-        area_before[c] = area_kept(x, y, kk)
-        area_after[c] = area_before[c]
-        if (n <= max_points[c] and total - 1 <= max_bytes and tol2 < 0.0) or m < 3:
-            for i in range(s, e):
-                keep[i] = True
-            status[c] = UNCHANGED if m >= 3 else DEGENERATE
-            continue
-        span_dev = np.empty(m if method == METHOD_RDP else 0)
-        status[c] = _reduce_one(x, y, cost, max_points[c], max_bytes, tol2, method, kk,
-                                span_dev)
-        for i in range(s, e):
-            keep[i] = False
-        kept[c] = 0
-        for j in range(m):
-            if kk[j]:
-                keep[s + orig[j]] = True
-                kept[c] += 1
-        if method == METHOD_RDP and status[c] == REDUCED:
-            # In-plane distances are at most the 3-D extent: |p - a|^2 + |b - a|^2
-            # <= 8 * extent2, doubled for the projection's rounding.
-            hausdorff[c] = np.sqrt(hausdorff2_spans(x, y, kk, span_dev,
-                                                    16.0 * _BOUND_SLACK * far))
+        whole, idx = _reduce_contour(points[s:e], costs[s:e] if has_costs else costs[:0],
+                                     max_points[c], max_bytes, tol2, method, c, normal, extent2,
+                                     finite, spread, hausdorff, area_before, area_after, status)
+        if whole:
+            keep[s:e] = True
+            kept[c] = e - s
         else:
-            hausdorff[c] = np.sqrt(hausdorff2_kept(x, y, kk))
-        area_after[c] = area_kept(x, y, kk)
+            keep[s:e] = False
+            for t in range(idx.shape[0]):
+                keep[s + idx[t]] = True
+            kept[c] = idx.shape[0]
+
+
+@intrinsic
+def _float64_pointer(typingctx, address):
+    """The integer ``address`` as a pointer to float64 (for :func:`numba.carray`)."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return types.CPointer(types.float64)(address), codegen
+
+
+@njit(cache=True, parallel=True)
+def reduce_list(addresses, sizes, costs, cost_offsets, max_points, max_bytes, tol2, method,
+                out_offsets, out_index, out_points, kept, normal, extent2, finite, spread,
+                hausdorff, area_before, area_after, status):
+    """:func:`reduce_many` of contours that stay where they are in memory,
+    writing the kept points rather than a mask.
+
+    Parameters
+    ----------
+    addresses : intp (C,)
+        Address of each contour's float64 (n_c, 3) C-contiguous points; the
+        caller keeps the arrays alive during the call.
+    sizes : intp (C,)
+        n_c.
+    costs : int64 (sum n_c,) or (0,)
+        As :func:`reduce_many`, CSR order by ``cost_offsets`` (C + 1,).
+    out_offsets : intp (C + 1,)
+        Room for contour c's kept points: ``out_offsets[c]`` to ``out_offsets[c + 1]``.
+    out_index : intp (out_offsets[-1],), out
+        Indices of the kept points in their contour, increasing.
+    out_points : float64 (out_offsets[-1], 3), out
+        The kept points.
+    kept : int64 (C,), out
+        Points kept per contour; where that exceeds the room, nothing is written.
+
+    Other parameters are those of :func:`reduce_many`.
+    """
+    has_costs = costs.shape[0] > 0
+    for c in prange(sizes.shape[0]):
+        n = sizes[c]
+        pts = carray(_float64_pointer(addresses[c]), (n, 3))
+        cst = costs[cost_offsets[c]:cost_offsets[c + 1]] if has_costs else costs[:0]
+        whole, idx = _reduce_contour(pts, cst, max_points[c], max_bytes, tol2, method, c, normal,
+                                     extent2, finite, spread, hausdorff, area_before, area_after,
+                                     status)
+        count = n if whole else idx.shape[0]
+        kept[c] = count
+        o = out_offsets[c]
+        if count > out_offsets[c + 1] - o:
+            continue
+        for t in range(count):
+            i = t if whole else idx[t]
+            out_index[o + t] = i
+            out_points[o + t, 0] = pts[i, 0]
+            out_points[o + t, 1] = pts[i, 1]
+            out_points[o + t, 2] = pts[i, 2]
 
 
 @njit(cache=True, parallel=True)
@@ -1146,17 +1405,6 @@ def contour_planes(points, offsets, normal, centroid, deviation):
 
 
 # ------------------------------------------------------ decimal notation
-@njit(cache=True, inline="always")
-def _digits(k):
-    """Number of decimal digits of the non-negative integer k (1 for 0)."""
-    d = 1
-    p = 10
-    while k >= p and d < 19:
-        d += 1
-        p *= 10
-    return d
-
-
 @njit(cache=True, parallel=True)
 def shortest_decimals(values, tolerance, max_decimals, quantized, nchars):
     """For each value v, the decimal with the fewest fraction digits d (0 to
@@ -1170,27 +1418,26 @@ def shortest_decimals(values, tolerance, max_decimals, quantized, nchars):
     scale = np.empty(max_decimals + 1)
     for d in range(max_decimals + 1):
         scale[d] = 10.0**d
+    # Written without branches (every d tried, the fewest digits kept; digits
+    # counted by comparisons with exact powers of ten) so that it vectorises.
     for i in prange(values.shape[0]):
         v = values[i]
         chosen = max_decimals
         k = np.rint(v * scale[max_decimals])
-        for d in range(max_decimals):
+        for d in range(max_decimals - 1, -1, -1):
             sv = v * scale[d]
             kd = np.rint(sv)
-            if abs(kd - sv) <= tolerance * scale[d]:
-                chosen = d
-                k = kd
-                break
-        if k == 0.0:
-            quantized[i] = 0.0
-            nchars[i] = 1
-            continue
-        quantized[i] = k / scale[chosen]
-        digits = _digits(np.int64(abs(k)))
+            ok = abs(kd - sv) <= tolerance * scale[d]
+            chosen = d if ok else chosen
+            k = kd if ok else k
+        ak = abs(k)
+        digits = 1
+        for p in range(1, 19):
+            digits += ak >= _POW10[p]
         length = digits if chosen == 0 else max(digits, chosen + 1) + 1
-        if k < 0.0:
-            length += 1
-        nchars[i] = length
+        length += k < 0.0
+        quantized[i] = 0.0 if k == 0.0 else k / scale[chosen]
+        nchars[i] = 1 if k == 0.0 else length
 
 
 # --------------------------------------------------------- rasterising

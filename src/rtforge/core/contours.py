@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -410,8 +411,8 @@ class ReductionResult:
 
 
 # ------------------------------------------------------------------ helpers
-#: Points packed at a time by :func:`reduce_contours` (24 MB of float64 coordinates): the
-#: buffer is reused from chunk to chunk, and big inputs are not copied whole.
+#: Kept points :func:`reduce_contours` makes room for at a time (a contour's room is its
+#: budget, or all its points when it has none): 32 MB of coordinates and indices.
 CHUNK_POINTS = 1 << 20
 
 
@@ -576,10 +577,7 @@ def reduce_packed(points: np.ndarray, offsets: np.ndarray, *,
     InvalidInputError, GeometryError
         As :func:`reduce_contours`.
     """
-    try:
-        method = ReductionMethod(method)
-    except ValueError:
-        raise InvalidInputError(f"method must be 'vw' or 'rdp', got {method!r}") from None
+    method = _method(method)
     if points.ndim != 2 or points.shape[1] != 3 or points.dtype != np.float64:
         raise InvalidInputError(f"points must be float64 (N, 3), got {points.dtype} {points.shape}")
     if offsets.ndim != 1 or offsets.shape[0] < 1 or offsets[0] != 0 \
@@ -592,58 +590,87 @@ def reduce_packed(points: np.ndarray, offsets: np.ndarray, *,
         raise GeometryError(f"contour {index_base + bad} has {int(sizes[bad])} point(s); a closed contour "
                             "needs at least 3")
     budget = _budget_array(max_points, count)
-    if tolerance_mm is not None and not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise InvalidInputError(f"tolerance_mm must be a non-negative number, got {tolerance_mm!r}")
+    _check_tolerance(tolerance_mm)
     costs, byte_limit = _byte_budget(max_bytes, point_bytes, points.shape[0])
     keep = np.empty(points.shape[0], dtype=np.bool_)
-    kept = np.zeros(count, dtype=np.int64)
-    normal = np.zeros((count, 3))
-    extent2 = np.zeros(count)
-    finite = np.ones(count, dtype=np.bool_)
-    spread = np.zeros(count)
-    hausdorff = np.zeros(count)
-    area_before = np.zeros(count)
-    area_after = np.zeros(count)
-    status = np.zeros(count, dtype=np.int8)
+    out = _Outputs(count)
     tol2 = -1.0 if tolerance_mm is None else float(tolerance_mm) ** 2
     code = _k.METHOD_RDP if method is ReductionMethod.RDP else _k.METHOD_VW
     if count:
-        _k.reduce_many(points, offsets, costs, budget, byte_limit, tol2, code, keep, kept, normal,
-                       extent2, finite, spread, hausdorff, area_before, area_after, status)
-    if not np.all(finite):
-        bad = int(np.flatnonzero(~finite)[0])
-        row = points[offsets[bad]:offsets[bad + 1]]
-        point = int(np.flatnonzero(~np.all(np.isfinite(row), axis=1))[0])
-        raise GeometryError(f"contour {index_base + bad} point {point} is not finite: {row[point].tolist()}")
-    totals = np.add.reduceat(costs, offsets[:-1]) if count and costs.size else np.zeros(count)
-    needs = (sizes > budget) | (totals - 1 > byte_limit) | (tolerance_mm is not None)
-    flat = needs & (np.linalg.norm(normal, axis=1) <= _DEGENERATE_AREA * extent2)
-    if np.any(flat):
-        bad = int(np.flatnonzero(flat)[0])
-        raise GeometryError(f"contour {index_base + bad} ({int(sizes[bad])} points) cannot be reduced: all "
-                            "its points lie on one line (it encloses no area)")
-    bent = needs & (spread > 2 * PLANARITY_TOLERANCE_MM)
-    if np.any(bent):
-        bad = int(np.flatnonzero(bent)[0])
-        raise GeometryError(f"contour {index_base + bad} is not planar: its points spread "
-                            f"{spread[bad]:.3g} mm across its plane (at most "
-                            f"{2 * PLANARITY_TOLERANCE_MM} mm); only CLOSED_PLANAR contours can "
-                            "be reduced")
-    failed = needs & (status == ReductionStatus.STUCK)
-    if np.any(failed):
-        bad = int(np.flatnonzero(failed)[0])
-        raise GeometryError(f"contour {index_base + bad} ({int(sizes[bad])} points) cannot be reduced: no "
-                            "reduction within the budget keeps it free of self-intersection; "
-                            "check the contour or allow more points")
-    crossing = np.flatnonzero(status == ReductionStatus.INPUT_NOT_SIMPLE)
-    if crossing.size:
-        logger.warning("%d contour(s) self-intersect before reduction (first: contour %d); "
-                       "reduced without the no-intersection guarantee", crossing.size,
-                       index_base + int(crossing[0]))
-    report = ReductionReport(points_before=sizes.astype(np.int64), points_after=kept,
-                             hausdorff_mm=hausdorff, area_before_mm2=area_before,
-                             area_after_mm2=area_after, status=status)
+        _k.reduce_many(points, offsets, costs, budget, byte_limit, tol2, code, keep, out.kept,
+                       out.normal, out.extent2, out.finite, out.spread, out.hausdorff,
+                       out.area_before, out.area_after, out.status)
+    report = out.checked(sizes, budget, np.add.reduceat(costs, offsets[:-1])
+                         if count and costs.size else None, byte_limit, tolerance_mm is not None,
+                         index_base, lambda c: points[offsets[c]:offsets[c + 1]])
     return keep, report
+
+
+def _check_tolerance(tolerance_mm: float | None) -> None:
+    if tolerance_mm is not None and not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise InvalidInputError(f"tolerance_mm must be a non-negative number, got {tolerance_mm!r}")
+
+
+class _Outputs:
+    """The per-contour outputs of the reduction kernels, and their checks."""
+
+    def __init__(self, count: int) -> None:
+        self.kept = np.zeros(count, dtype=np.int64)
+        self.normal = np.zeros((count, 3))
+        self.extent2 = np.zeros(count)
+        self.finite = np.ones(count, dtype=np.bool_)
+        self.spread = np.zeros(count)
+        self.hausdorff = np.zeros(count)
+        self.area_before = np.zeros(count)
+        self.area_after = np.zeros(count)
+        self.status = np.zeros(count, dtype=np.int8)
+
+    def checked(self, sizes: np.ndarray, budget: np.ndarray, totals: np.ndarray | None,
+                byte_limit: int, tolerance: bool, index_base: int,
+                contour: Callable[[int], np.ndarray]) -> ReductionReport:
+        """The report, once every contour is known to be reduced as promised.
+
+        Raises
+        ------
+        GeometryError
+            For the first contour (in this order of checks) that is not
+            finite, lies on one line, is not planar, or could not be reduced.
+        """
+        if not np.all(self.finite):
+            bad = int(np.flatnonzero(~self.finite)[0])
+            row = contour(bad)
+            point = int(np.flatnonzero(~np.all(np.isfinite(row), axis=1))[0])
+            raise GeometryError(f"contour {index_base + bad} point {point} is not finite: "
+                                f"{row[point].tolist()}")
+        needs = (sizes > budget) | tolerance
+        if totals is not None:
+            needs |= totals - 1 > byte_limit
+        flat = needs & (np.linalg.norm(self.normal, axis=1) <= _DEGENERATE_AREA * self.extent2)
+        if np.any(flat):
+            bad = int(np.flatnonzero(flat)[0])
+            raise GeometryError(f"contour {index_base + bad} ({int(sizes[bad])} points) cannot be "
+                                "reduced: all its points lie on one line (it encloses no area)")
+        bent = needs & (self.spread > 2 * PLANARITY_TOLERANCE_MM)
+        if np.any(bent):
+            bad = int(np.flatnonzero(bent)[0])
+            raise GeometryError(f"contour {index_base + bad} is not planar: its points spread "
+                                f"{self.spread[bad]:.3g} mm across its plane (at most "
+                                f"{2 * PLANARITY_TOLERANCE_MM} mm); only CLOSED_PLANAR contours "
+                                "can be reduced")
+        failed = needs & (self.status == ReductionStatus.STUCK)
+        if np.any(failed):
+            bad = int(np.flatnonzero(failed)[0])
+            raise GeometryError(f"contour {index_base + bad} ({int(sizes[bad])} points) cannot be "
+                                "reduced: no reduction within the budget keeps it free of "
+                                "self-intersection; check the contour or allow more points")
+        crossing = np.flatnonzero(self.status == ReductionStatus.INPUT_NOT_SIMPLE)
+        if crossing.size:
+            logger.warning("%d contour(s) self-intersect before reduction (first: contour %d); "
+                           "reduced without the no-intersection guarantee", crossing.size,
+                           index_base + int(crossing[0]))
+        return ReductionReport(points_before=sizes.astype(np.int64), points_after=self.kept,
+                               hausdorff_mm=self.hausdorff, area_before_mm2=self.area_before,
+                               area_after_mm2=self.area_after, status=self.status)
 
 
 def _byte_budget(max_bytes: int | None, point_bytes: np.ndarray | None,
@@ -723,40 +750,98 @@ def reduce_contours(contours: Sequence[ArrayLike], *,
     point's index, so quantities equal to about 1 part in ``2**(52 -
     log2 N)`` are taken in index order.  Consecutive duplicate points are
     dropped first.  Contours are processed in parallel (Numba threads, one
-    contour each), :data:`CHUNK_POINTS` points at a time.
+    contour each, handed out a few at a time), read where they are (a
+    C-contiguous float64 array is not copied; any other is converted first),
+    with room for :data:`CHUNK_POINTS` kept points at a time.
     """
     if point_bytes is not None and len(point_bytes) != len(contours):
         raise InvalidInputError(f"point_bytes has {len(point_bytes)} entries for "
                                 f"{len(contours)} contours")
+    method = _method(method)
     count = len(contours)
-    budgets = _budget_array(max_points, count) if max_points is not None else None
+    budgets = _budget_array(max_points, count)
+    _check_tolerance(tolerance_mm)
     arrays = []
     for i, c in enumerate(contours):
         arr = np.asarray(c)
         if arr.ndim != 2 or arr.shape[1] != 3 or arr.dtype.kind not in "fiu":
             raise GeometryError(f"contour {i} must be numbers of shape (N, 3) (x, y, z in mm), "
                                 f"got {arr.dtype} {arr.shape}")
+        if arr.dtype != np.float64 or not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr, dtype=np.float64)
         arrays.append(arr)
-    sizes = [a.shape[0] for a in arrays]
-    buffer = np.empty((min(sum(sizes), CHUNK_POINTS) if sizes else 0, 3))
+    sizes = np.fromiter((a.shape[0] for a in arrays), dtype=np.intp, count=count)
+    if count and int(sizes.min()) < 3:
+        bad = int(np.argmin(sizes))
+        raise GeometryError(f"contour {bad} has {int(sizes[bad])} point(s); a closed contour "
+                            "needs at least 3")
+    offsets = np.zeros(count + 1, dtype=np.intp)
+    np.cumsum(sizes, out=offsets[1:])
+    flat_bytes = None
+    if point_bytes is not None:
+        per_contour = [np.asarray(b, dtype=np.int64).ravel() for b in point_bytes]
+        for i, b in enumerate(per_contour):
+            if b.shape[0] != sizes[i]:
+                raise InvalidInputError(f"point_bytes of contour {i} has {b.shape[0]} values for "
+                                        f"{int(sizes[i])} points")
+        flat_bytes = np.concatenate(per_contour) if per_contour else np.zeros(0, np.int64)
+    costs, byte_limit = _byte_budget(max_bytes, flat_bytes, int(offsets[-1]))
+    totals = np.add.reduceat(costs, offsets[:-1]) if count and costs.size else None
+    tol2 = -1.0 if tolerance_mm is None else float(tolerance_mm) ** 2
+    code = _k.METHOD_RDP if method is ReductionMethod.RDP else _k.METHOD_VW
+    # Room for each contour's kept points: a reduced contour keeps at most its budget.
+    room = np.minimum(sizes, budgets)
     reduced: list[np.ndarray] = []
     kept: list[np.ndarray] = []
     reports = []
-    for lo, hi in _chunks(sizes, CHUNK_POINTS):
-        points, offsets = pack_contours(arrays[lo:hi], check_finite=False, buffer=buffer)
-        costs = None if point_bytes is None else np.concatenate(
-            [np.asarray(b, dtype=np.int64).ravel() for b in point_bytes[lo:hi]])
-        keep, report = reduce_packed(points, offsets,
-                                     max_points=None if budgets is None else budgets[lo:hi],
-                                     max_bytes=max_bytes, point_bytes=costs,
-                                     tolerance_mm=tolerance_mm, method=method, index_base=lo)
-        packed, kept_offsets = gather_kept(points, offsets, keep, report.points_after)
+    for lo, hi in _chunks(room, CHUNK_POINTS):
+        out = _Outputs(hi - lo)
+        out_offsets = np.zeros(hi - lo + 1, dtype=np.intp)
+        np.cumsum(room[lo:hi], out=out_offsets[1:])
+        out_index = np.empty(int(out_offsets[-1]), dtype=np.intp)
+        out_points = np.empty((int(out_offsets[-1]), 3))
+        addresses = np.fromiter((a.__array_interface__["data"][0] for a in arrays[lo:hi]),
+                                dtype=np.intp, count=hi - lo)
+        cost_offsets = offsets[lo:hi + 1] - offsets[lo]
+        chunk_costs = costs[offsets[lo]:offsets[hi]] if costs.size else costs
+        with numba.parallel_chunksize(_parallel_chunk(hi - lo)):
+            _k.reduce_list(addresses, sizes[lo:hi], chunk_costs, cost_offsets, budgets[lo:hi],
+                           byte_limit, tol2, code, out_offsets, out_index, out_points, out.kept,
+                           out.normal, out.extent2, out.finite, out.spread, out.hausdorff,
+                           out.area_before, out.area_after, out.status)
+        reports.append(out.checked(sizes[lo:hi], budgets[lo:hi],
+                                   None if totals is None else totals[lo:hi], byte_limit,
+                                   tolerance_mm is not None, lo, arrays[lo:hi].__getitem__))
+        fits = out.kept <= room[lo:hi]
+        starts = out_offsets[:-1]
+        if int(out.kept.sum()) < int(out_offsets[-1]) // 2:  # mostly empty room: compact it
+            counts = np.where(fits, out.kept, 0)
+            starts = np.zeros(hi - lo + 1, dtype=np.intp)
+            np.cumsum(counts, out=starts[1:])
+            rows = np.repeat(out_offsets[:-1] - starts[:-1], counts) + np.arange(int(starts[-1]))
+            out_points, out_index = out_points[rows], out_index[rows]
         for c in range(hi - lo):
-            reduced.append(packed[kept_offsets[c]:kept_offsets[c + 1]])
-            kept.append(np.flatnonzero(keep[offsets[c]:offsets[c + 1]]))
-        reports.append(report)
-    report = ReductionReport.concatenate(reports)
-    return ReductionResult(contours=reduced, kept=kept, report=report)
+            o, k = int(starts[c]), int(out.kept[c])
+            if fits[c]:
+                reduced.append(out_points[o:o + k])
+                kept.append(out_index[o:o + k])
+            else:  # kept whole beyond its room (degenerate, let through above): a copy
+                reduced.append(arrays[lo + c].copy())
+                kept.append(np.arange(k, dtype=np.intp))
+    return ReductionResult(contours=reduced, kept=kept, report=ReductionReport.concatenate(reports))
+
+
+def _method(method: str | ReductionMethod) -> ReductionMethod:
+    try:
+        return ReductionMethod(method)
+    except ValueError:
+        raise InvalidInputError(f"method must be 'vw' or 'rdp', got {method!r}") from None
+
+
+def _parallel_chunk(count: int) -> int:
+    """Contours handed to a thread at a time: about eight rounds per thread, so
+    that a thread slowed by other work on the machine takes fewer."""
+    return max(1, count // (8 * numba.get_num_threads()))
 
 
 # ------------------------------------------------------------------ decimals
