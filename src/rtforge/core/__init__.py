@@ -8,7 +8,28 @@ Public names are imported on first use (:mod:`rtforge._lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rtforge._lazy import lazy_exports
+
+if TYPE_CHECKING:  # type checkers and IDEs see the names directly
+    from rtforge.core.beam import BeamGeometry, PatientPosition  # noqa: F401
+    from rtforge.core.contours import (  # noqa: F401
+        Contour,
+        ContourGeometricType,
+        ReductionMethod,
+        RTROIInterpretedType,
+        Structure,
+        hausdorff_distance,
+        polygon_area,
+        reduce_contours,
+    )
+    from rtforge.core.dosegrid import dequantize_dose, quantize_dose, resample_dose, sum_doses  # noqa: F401
+    from rtforge.core.drr import Attenuation, compute_drr, prepare_volume, quantize  # noqa: F401
+    from rtforge.core.dvh import DVH, EndCap, compute_dvh, compute_dvhs  # noqa: F401
+    from rtforge.core.geometry import Grid, SliceStack, Volume, bounding_grid  # noqa: F401
+    from rtforge.core.masks import contours_to_mask, mask_to_contours  # noqa: F401
+    from rtforge.core.reslice import Interpolation, default_output_grid, is_exact_reindex, reslice  # noqa: F401
 
 #: Where each public name lives.
 _EXPORTS = {

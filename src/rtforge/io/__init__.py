@@ -5,7 +5,32 @@ Public names are imported on first use (:mod:`rtforge._lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rtforge._lazy import lazy_exports
+
+if TYPE_CHECKING:  # type checkers and IDEs see the names directly
+    from rtforge.io.ct import CTSeriesWriter, CTWriteReport, PixelStorage, write_ct_series  # noqa: F401
+    from rtforge.io.deid import deidentify, load_trial  # noqa: F401
+    from rtforge.io.fileset import parse_transfer_syntax, series_dir, write_dataset_file  # noqa: F401
+    from rtforge.io.media import export_media, scan_media  # noqa: F401
+    from rtforge.io.modules import format_ds  # noqa: F401
+    from rtforge.io.references import check_references  # noqa: F401
+    from rtforge.io.registration import build_registration, read_registration  # noqa: F401
+    from rtforge.io.relink import relink  # noqa: F401
+    from rtforge.io.rtdose import build_dose_grid, build_dvh_dose, build_point_dose, read_rtdose  # noqa: F401
+    from rtforge.io.rtimage import build_rt_image, write_drrs  # noqa: F401
+    from rtforge.io.rtplan import build_brachy_rtplan, build_rtplan, read_rtplan, split_rtplan  # noqa: F401
+    from rtforge.io.rtstruct import build_rtstruct, read_rtstruct, write_rtstruct  # noqa: F401
+    from rtforge.io.series import (  # noqa: F401
+        DiscoveryResult,
+        ImageSeries,
+        SeriesInfo,
+        discover_series,
+        read_series,
+    )
+    from rtforge.io.uids import derived_uid, new_uid  # noqa: F401
+    from rtforge.io.validate import ValidationResult, dciodvfy_available, validate_file  # noqa: F401
 
 #: Where each public name lives.
 _EXPORTS = {

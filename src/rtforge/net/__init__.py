@@ -11,8 +11,27 @@ Public names are imported on first use (:mod:`rtforge._lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rtforge._lazy import lazy_exports
 from rtforge.config import Node
+
+if TYPE_CHECKING:  # type checkers and IDEs see the names directly
+    from rtforge.net._association import AssociationRejected  # noqa: F401
+    from rtforge.net.archive import file_case, restore_case  # noqa: F401
+    from rtforge.net.catalog import Catalog  # noqa: F401
+    from rtforge.net.echo import EchoResult, echo  # noqa: F401
+    from rtforge.net.nodes import resolve_node  # noqa: F401
+    from rtforge.net.printing import print_images  # noqa: F401
+    from rtforge.net.query import MoveResult, QueryLevel, QueryModel, find, move, return_keys  # noqa: F401
+    from rtforge.net.receiver import (  # noqa: F401
+        DuplicatePolicy,
+        StorageSCP,
+        StoredObject,
+        SyncPolicy,
+    )
+    from rtforge.net.status import StatusCategory, status_category, status_meaning  # noqa: F401
+    from rtforge.net.store import StoreIssue, StoreReport, encode_for_transfer_syntax, send  # noqa: F401
 
 #: Where each public name lives (Node is the configuration's).
 _EXPORTS = {
@@ -30,6 +49,7 @@ _EXPORTS = {
     "encode_for_transfer_syntax": "store",
     "DuplicatePolicy": "receiver",
     "StoredObject": "receiver",
+    "SyncPolicy": "receiver",
     "StorageSCP": "receiver",
     "QueryModel": "query",
     "QueryLevel": "query",
