@@ -220,10 +220,13 @@ def dvh_rows(size: Size, work: Path, bandwidth: float, dicompyler_python: str | 
     accuracy = (f"analytic: max |volume error| {max(abs(e[0]) for e in errors):.2f} %, "
                 f"max dD {max(e[2] for e in errors):.3f} Gy")
     task = f"DVH, {len(compare_dvh.ORGAN_VOLUMES) + 1} ROIs on a 200x200x150 dose"
-    times = compare_dvh.run_dicompyler(dicompyler_python, struct, dose, False)
+    # dicompyler-core needs pydicom<3: compare_dvh keeps it in its own virtual environment
+    python = compare_dvh.resolve_dicompyler(dicompyler_python or "auto")
+    times = compare_dvh.run_dicompyler(python, struct, dose, False)
     if times is None:
         return [Row(task, "dicompyler-core", compute, accuracy=accuracy,
-                    note="not run: needs --dicompyler-python (pydicom<3)")]
+                    note="not run: no Python with dicompyler-core and pydicom<3 "
+                         "(--dicompyler-python, or PyPI for compare_dvh's own environment)")]
     return [Row(task, "dicompyler-core", compute, sum(times.values()), accuracy=accuracy)]
 
 

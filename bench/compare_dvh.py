@@ -7,18 +7,28 @@ organ-sized ellipsoids (1 to 1,800 cm3, contoured on the same planes) in a
 low bath.  The structure set and the dose (32-bit) are written as DICOM
 files, then every tool computes the eleven DVHs from those files:
 
-- rtforge: :func:`rtforge.core.dvh.compute_dvhs` on ``--threads`` Numba
-  threads, timed for compute alone and including reading the two files
-  (JIT compilation is warmed up first, outside the timing);
+- rtforge: reading both files (:mod:`rtforge.io`), then the eleven DVHs in
+  one :func:`rtforge.core.dvh.compute_dvhs` call ("all DVHs", what the
+  targets are about) and each ROI alone in its own ``compute_dvh`` call (the
+  per-ROI seconds), on ``--threads`` Numba threads (JIT compilation is warmed
+  up first, outside the timing);
 - dicompyler-core (``dvhcalc.get_dvh``, default settings and
   ``use_structure_extents=True``): its last release does not import with
-  pydicom 3, so it runs in its own virtual environment (``--dicompyler-python``,
-  a Python with ``pydicom<3`` and ``dicompyler-core``) as a subprocess that
-  times itself per ROI;
-- ``plastimatch dvh`` on the folder holding both files (one process, its
-  wall time, which includes reading and rasterising).
+  pydicom 3, so it runs as a subprocess in its own virtual environment,
+  which this script creates on first use (``--cache-dir``, default
+  ``~/.cache/rtforge-bench``: ``pip install dicompyler-core "pydicom<3"``;
+  PyPI must be reachable then) unless ``--dicompyler-python`` names a
+  Python that has both.  The subprocess reads both files once (timed
+  apart) and times ``get_dvh`` per ROI on the datasets;
+- ``plastimatch dvh`` when it is on the PATH: one process per single-ROI
+  structure set (its wall time per ROI, which includes reading the dose,
+  rasterising and the DVH) and one process for all ROIs.
 
-Prints seconds per ROI and in total for each tool and the ratios.
+Prints seconds per ROI, for the eleven DVHs, for reading and in total for
+each tool (rtforge: medians of ``--repeat`` runs interleaved with the other
+tools' ``--tool-repeat`` runs; the machine's load average is printed, as
+other work skews timings), the ratios, and whether issue 4's targets
+(0.25 s for the DVHs, 1 s with reading) are met.
 
 ``--accuracy`` then writes analytic cases (a sphere of r = 20 mm in a z
 gradient and of r = 5 mm in an x gradient, a cylinder along z in a z
@@ -26,37 +36,42 @@ gradient, a ring with a hole in an x gradient; 1 and 2.5 mm contour and dose
 spacings, dose planes offset from contour planes; circles as 512-gons) and
 prints, for each tool, the volume error, the largest cumulative-DVH error
 (percent of the ROI volume) and the largest error of D99, D95, D50, D5 and
-D1 (from each tool's curve, interpolated linearly; plastimatch reports
-fractions of a volume it does not print, so its curve is scaled by the true
-volume and its volume error is not measured) against the exact DVH of
-the contoured solid, computed here in closed form (half-plane clipping of
-each plane's polygons times slab thickness, or areas times the clipped slab
-length).
+D1 (from each tool's curve, interpolated linearly; plastimatch's curve is
+its voxel counts times the voxel volume of its structure image, read from
+its log) against the exact DVH of the contoured solid, computed here in
+closed form (half-plane clipping of each plane's polygons times slab
+thickness, or areas times the clipped slab length).
 
 Usage::
 
-    python bench/compare_dvh.py [--threads 2] [--dicompyler-python /tmp/dcvenv/bin/python]
-                                [--keep DIR] [--accuracy]
+    python bench/compare_dvh.py [--threads 2] [--repeat 7] [--accuracy]
+                                [--dicompyler-python auto|none|/path/to/python]
+                                [--cache-dir DIR] [--no-plastimatch] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import os
 import shutil
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 import numpy as np
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from scipy.special import erf
 
 from rtforge.core.contours import Contour, Structure
-from rtforge.core.dvh import compute_dvhs
+from rtforge.core.dvh import compute_dvh, compute_dvhs
 from rtforge.core.geometry import Grid, Volume
 from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
 from rtforge.io.rtstruct import build_rtstruct, read_rtstruct, write_rtstruct
@@ -64,30 +79,41 @@ from rtforge.io.uids import new_uid
 
 #: Organ volumes (cm3) of the ten ellipsoids.
 ORGAN_VOLUMES = (1, 5, 15, 40, 100, 200, 400, 700, 1200, 1800)
+#: Where the dicompyler-core virtual environment lives (``--cache-dir``).
+DEFAULT_CACHE = Path(os.environ.get("RTFORGE_BENCH_CACHE", Path.home() / ".cache" / "rtforge-bench"))
+#: Issue 4's targets for the eleven DVHs of the realistic case (seconds, 2 cores).
+TARGET_COMPUTE_S = 0.25
+TARGET_TOTAL_S = 1.0
 
 _DICOMPYLER_CURVES = r"""
 import json, sys
-from dicompylercore import dicomparser, dvhcalc
-rtss, rtdose = sys.argv[1], sys.argv[2]
-rois = dicomparser.DicomParser(rtss).GetStructures()
-out = {}
-for number in sorted(rois):
-    dvh = dvhcalc.get_dvh(rtss, rtdose, number).cumulative
-    out[rois[number]["name"]] = [list(map(float, dvh.bins)), list(map(float, dvh.counts))]
-print(json.dumps(out))
-"""
-
-_DICOMPYLER = r"""
-import json, sys, time
 from dicompylercore import dicomparser, dvhcalc
 rtss, rtdose, extents = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 rois = dicomparser.DicomParser(rtss).GetStructures()
 out = {}
 for number in sorted(rois):
-    t = time.perf_counter()
     dvh = dvhcalc.get_dvh(rtss, rtdose, number, use_structure_extents=extents)
-    out[rois[number]["name"]] = [time.perf_counter() - t, float(dvh.volume)]
+    out[rois[number]["name"]] = [list(map(float, dvh.bins)), list(map(float, dvh.counts))]
 print(json.dumps(out))
+"""
+
+# Both files are read once (timed apart); get_dvh then gets the datasets, as a service would.
+_DICOMPYLER = r"""
+import json, sys, time
+import pydicom
+from dicompylercore import dicomparser, dvhcalc
+rtss, rtdose, extents = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+start = time.perf_counter()
+ss, dose = pydicom.dcmread(rtss), pydicom.dcmread(rtdose)
+dose.pixel_array
+read = time.perf_counter() - start
+rois = dicomparser.DicomParser(ss).GetStructures()
+out = {}
+for number in sorted(rois):
+    t = time.perf_counter()
+    dvh = dvhcalc.get_dvh(ss, dose, number, use_structure_extents=extents)
+    out[rois[number]["name"]] = [time.perf_counter() - t, float(dvh.volume)]
+print(json.dumps({"read": read, "rois": out}))
 """
 
 
@@ -136,50 +162,143 @@ def make_case(root: Path) -> tuple[Path, Path]:
     return struct, write_rtdose(dose_ds, root / "rtdose.dcm")
 
 
-def run_rtforge(struct: Path, dose_path: Path) -> tuple[dict[str, float], float, float]:
-    """Per-ROI compute seconds, total compute seconds, total seconds with reading."""
+class Timing(NamedTuple):
+    """One tool's seconds: reading both files, each ROI's DVH alone, and all together."""
+
+    read: float
+    per_roi: dict[str, float]
+    together: float | None = None  # all DVHs in one call, where the tool has one
+    cpu: float | None = None  # CPU seconds of that call, all threads (robust to other load)
+
+    @property
+    def compute(self) -> float:
+        return self.together if self.together is not None else sum(self.per_roi.values())
+
+    @property
+    def total(self) -> float:
+        return self.read + self.compute
+
+
+def time_rtforge(struct: Path, dose_path: Path) -> Timing:
+    """rtforge: reading both files (:mod:`rtforge.io`), all DVHs in one :func:`compute_dvhs`
+    call, then each ROI alone (one :func:`compute_dvh` call each, for the per-ROI seconds)."""
     start = time.perf_counter()
     ss = read_rtstruct(struct)
     dose = read_rtdose(dose_path)
     read = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    compute_dvhs(dose.volume, ss.structures)
+    together, cpu = time.perf_counter() - start, time.process_time() - cpu
     per_roi = {}
-    names = [s.name for s in ss.structures]
-    last = [time.perf_counter()]
-
-    def tick(done: int, total: int) -> None:
-        now = time.perf_counter()
-        per_roi[names[done - 1]] = now - last[0]
-        last[0] = now
-
-    start = time.perf_counter()
-    compute_dvhs(dose.volume, ss.structures, progress=tick)
-    compute = time.perf_counter() - start
-    return per_roi, compute, compute + read
+    for structure in ss.structures:
+        start = time.perf_counter()
+        compute_dvh(dose.volume, structure)
+        per_roi[structure.name] = time.perf_counter() - start
+    return Timing(read, per_roi, together, cpu)
 
 
-def run_plastimatch(struct: Path, dose: Path, work: Path) -> float | None:
-    """Wall seconds of ``plastimatch dvh`` on a folder holding both files."""
+def run_rtforge(struct: Path, dose_path: Path) -> tuple[dict[str, float], float, float]:
+    """Per-ROI compute seconds, total compute seconds (one call), total seconds with reading."""
+    timing = time_rtforge(struct, dose_path)
+    return timing.per_roi, timing.compute, timing.total
+
+
+def single_roi_folders(struct: Path, dose: Path, work: Path) -> dict[str, Path]:
+    """One folder per ROI holding the dose and a structure set with that ROI alone."""
+    ds = dcmread(struct)
+    folders = {}
+    for roi in ds.StructureSetROISequence:
+        number = roi.ROINumber
+        one = copy.deepcopy(ds)
+        one.StructureSetROISequence = [r for r in one.StructureSetROISequence
+                                       if r.ROINumber == number]
+        one.ROIContourSequence = [r for r in one.ROIContourSequence
+                                  if r.ReferencedROINumber == number]
+        one.RTROIObservationsSequence = [r for r in one.RTROIObservationsSequence
+                                         if r.ReferencedROINumber == number]
+        folder = work / "plastimatch_roi" / str(roi.ROIName)
+        folder.mkdir(parents=True, exist_ok=True)
+        one.save_as(folder / "rtss.dcm")
+        shutil.copy(dose, folder / "rtdose.dcm")
+        folders[str(roi.ROIName)] = folder
+    return folders
+
+
+def _plastimatch(folder: Path, csv: Path, bins: int, normalization: str = "pct"
+                 ) -> tuple[float, str] | None:
+    """Wall seconds and log of ``plastimatch dvh`` on a folder holding both files."""
     exe = shutil.which("plastimatch")
     if exe is None:
         return None
+    start = time.perf_counter()
+    proc = subprocess.run([exe, "dvh", "--input", str(folder), "--output-csv", str(csv),
+                           "--bin-width", "0.01", "--num-bins", str(bins),
+                           "--normalization", normalization],
+                          capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 or not csv.exists():
+        print(f"plastimatch dvh failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+        return None
+    return elapsed, proc.stdout + proc.stderr
+
+
+def run_plastimatch(struct: Path, dose: Path, work: Path) -> float | None:
+    """Wall seconds of ``plastimatch dvh`` on a folder holding both files (all ROIs)."""
     folder = work / "plastimatch_in"
     folder.mkdir(exist_ok=True)
     shutil.copy(struct, folder / "rtss.dcm")
     shutil.copy(dose, folder / "rtdose.dcm")
-    start = time.perf_counter()
-    proc = subprocess.run([exe, "dvh", "--input", str(folder), "--output-csv",
-                           str(work / "plastimatch.csv"), "--bin-width", "0.01",
-                           "--num-bins", "7000"], capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        print(f"plastimatch dvh failed: {proc.stderr.strip()[-300:]}")
+    result = _plastimatch(folder, work / "plastimatch.csv", 7000)
+    return None if result is None else result[0]
+
+
+def run_plastimatch_per_roi(folders: dict[str, Path], work: Path) -> dict[str, float] | None:
+    """Wall seconds of one ``plastimatch dvh`` process per single-ROI folder."""
+    out = {}
+    for name, folder in folders.items():
+        result = _plastimatch(folder, work / f"plastimatch_{name}.csv", 7000)
+        if result is None:
+            return None
+        out[name] = result[0]
+    return out
+
+
+def _dicompyler_imports(python: Path) -> bool:
+    if not python.exists():
+        return False
+    proc = subprocess.run([str(python), "-c", "import pydicom, dicompylercore.dvhcalc"],
+                          capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def resolve_dicompyler(option: str, cache: Path = DEFAULT_CACHE) -> str | None:
+    """A Python that imports dicompyler-core (pydicom < 3), or None.
+
+    ``option`` is ``"auto"`` (a virtual environment under ``cache``, created and
+    filled with ``pip install dicompyler-core "pydicom<3"`` on first use),
+    ``"none"`` (skip dicompyler-core) or the path of a Python that has both.
+    """
+    if option == "none":
         return None
-    return elapsed
+    if option != "auto":
+        return option if _dicompyler_imports(Path(option)) else None
+    venv = cache / "dicompyler"
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if _dicompyler_imports(python):
+        return str(python)
+    print(f"installing dicompyler-core and pydicom<3 into {venv} (once) ...", flush=True)
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(python), "-m", "pip", "install", "-q", "dicompyler-core", "pydicom<3"]]
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"could not install dicompyler-core: {(proc.stderr or proc.stdout).strip()[-300:]}")
+            return None
+    return str(python) if _dicompyler_imports(python) else None
 
 
-def run_dicompyler(python: str | None, struct: Path, dose: Path,
-                   extents: bool) -> dict[str, float] | None:
-    """Per-ROI seconds of dicompyler-core (its own timing), or None when unavailable."""
+def time_dicompyler(python: str | None, struct: Path, dose: Path, extents: bool) -> Timing | None:
+    """dicompyler-core in its own Python: reading both files, then ``get_dvh`` per ROI."""
     if not python:
         return None
     proc = subprocess.run([python, "-c", _DICOMPYLER, str(struct), str(dose),
@@ -187,7 +306,15 @@ def run_dicompyler(python: str | None, struct: Path, dose: Path,
     if proc.returncode != 0:
         print(f"dicompyler-core failed: {proc.stderr.strip()[-300:]}")
         return None
-    return {name: values[0] for name, values in json.loads(proc.stdout).items()}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Timing(out["read"], {name: values[0] for name, values in out["rois"].items()})
+
+
+def run_dicompyler(python: str | None, struct: Path, dose: Path,
+                   extents: bool) -> dict[str, float] | None:
+    """Per-ROI seconds of dicompyler-core (its own timing), or None when unavailable."""
+    timing = time_dicompyler(python, struct, dose, extents)
+    return None if timing is None else timing.per_roi
 
 
 # ------------------------------------------------------------------ accuracy
@@ -296,77 +423,151 @@ def _scores(case: _Case, edges: np.ndarray, cumulative: np.ndarray) -> tuple[flo
     return (100 * (cumulative[0] / truth_volume - 1), 100 * cum_error / truth_volume, d_error)
 
 
+def _plastimatch_curve(work: Path, volume_mm3_per_voxel: float | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """plastimatch's cumulative curve (cm3) on one case folder, and its voxel volume (mm3)."""
+    out = work / "plastimatch_vox.csv"
+    result = _plastimatch(work, out, 10000, normalization="vox")
+    if result is None:
+        return None
+    log = result[1].splitlines()
+    # "checking voxel size..." is followed by the structure image's voxel size (mm)
+    at = next((n for n, line in enumerate(log) if "checking voxel size" in line), None)
+    if at is None or at + 1 >= len(log):
+        return None
+    voxel = float(np.prod([float(v) for v in log[at + 1].split()[:3]]))
+    table = np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2)
+    return table[:, 0], table[:, 1] * voxel / 1000, voxel
+
+
 def run_accuracy(work: Path, dicompyler_python: str | None) -> None:
     """Print each tool's errors on the analytic cases."""
-    print(f"\n{'case':<12}{'tool':<20}{'volume %':>8}{'cum. % of V':>13}{'max dD Gy':>11}")
+    print(f"\n{'case':<12}{'tool':<30}{'volume %':>9}{'cum. % of V':>13}{'max dD Gy':>11}")
     for case in _cases():
         struct, dose_path = case.write(work / case.name)
-        print(f"{case.name:<12}{'truth':<20}{case.volume:.4f} cm3")
+        print(f"{case.name:<12}{'truth':<30}{case.volume:.4f} cm3")
         dose = read_rtdose(dose_path)
         dvh = compute_dvhs(dose.volume, read_rtstruct(struct).structures)[0]
         curves = {"rtforge": (dvh.edges, dvh.cumulative)}
-        if dicompyler_python:
+        for extents in (False, True) if dicompyler_python else ():
             proc = subprocess.run([dicompyler_python, "-c", _DICOMPYLER_CURVES, str(struct),
-                                   str(dose_path)], capture_output=True, text=True, check=False)
+                                   str(dose_path), "1" if extents else "0"],
+                                  capture_output=True, text=True, check=False)
             if proc.returncode == 0:
                 bins, counts = json.loads(proc.stdout)[case.name]
-                curves["dicompyler-core"] = (np.array(bins[:len(counts)]), np.array(counts))
-        exe = shutil.which("plastimatch")
-        if exe:
-            out = work / case.name / "plastimatch.csv"
-            subprocess.run([exe, "dvh", "--input", str(work / case.name), "--output-csv",
-                            str(out), "--bin-width", "0.01", "--num-bins", "10000"],
-                           capture_output=True, check=False)
-            if out.exists():
-                # Fractions of its own (unreported) volume: scaled by the true volume,
-                # so its volume error is not measured.
-                table = np.loadtxt(out, delimiter=",", skiprows=1)
-                curves["plastimatch (shape)"] = (table[:, 0], table[:, 1] * case.volume)
+                label = "dicompyler-core" + (" (extents)" if extents else "")
+                curves[label] = (np.array(bins[:len(counts)]), np.array(counts))
+        pm = _plastimatch_curve(work / case.name)
+        if pm is not None:
+            curves[f"plastimatch ({pm[2]:.3g} mm3 voxels)"] = pm[:2]
         for tool, (edges, cumulative) in curves.items():
             vol, cum, dd = _scores(case, edges, cumulative)
-            shown = "n/a" if tool.startswith("plastimatch") else f"{vol:+.3f}"
-            print(f"{'':<12}{tool:<20}{shown:>8}{cum:>13.3f}{dd:>11.3f}")
+            print(f"{'':<12}{tool:<30}{vol:>+9.3f}{cum:>13.3f}{dd:>11.3f}")
+
+
+def _median_timing(runs: list[Timing]) -> Timing:
+    names = runs[0].per_roi
+    together = None if runs[0].together is None else statistics.median(r.compute for r in runs)
+    cpu = None if runs[0].cpu is None else statistics.median(r.cpu or 0.0 for r in runs)
+    return Timing(statistics.median(r.read for r in runs),
+                  {n: statistics.median(r.per_roi[n] for r in runs) for n in names}, together, cpu)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dicompyler-python", default=None,
-                        help="a Python with pydicom<3 and dicompyler-core installed")
+    parser.add_argument("--repeat", type=int, default=7,
+                        help="rtforge runs (medians reported; default 7)")
+    parser.add_argument("--tool-repeat", type=int, default=1,
+                        help="runs of each other tool, interleaved with rtforge's (default 1)")
+    parser.add_argument("--dicompyler-python", default="auto",
+                        help="'auto' (default: a virtual environment under --cache-dir with "
+                             "dicompyler-core and pydicom<3, installed on first use), 'none', "
+                             "or a Python that has both")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                        help=f"where 'auto' keeps its virtual environment (default {DEFAULT_CACHE})")
+    parser.add_argument("--no-plastimatch", action="store_true", help="skip plastimatch dvh")
     parser.add_argument("--keep", type=Path, help="write the case here instead of a temp folder")
     parser.add_argument("--accuracy", action="store_true",
                         help="also score every tool on the analytic cases")
     args = parser.parse_args()
     numba.set_num_threads(args.threads)
+    dicompyler = resolve_dicompyler(args.dicompyler_python, args.cache_dir)
+    plastimatch = None if args.no_plastimatch else shutil.which("plastimatch")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         struct, dose = make_case(work)
-        run_rtforge(struct, dose)  # warm-up: JIT compilation
-        per_roi, compute, total = run_rtforge(struct, dose)
-        rows = {"rtforge (compute)": (per_roi, compute)}
-        print(f"rtforge, {args.threads} threads: {compute:.3f} s compute for {len(per_roi)} "
-              f"DVHs, {total:.3f} s with reading both files")
-        for extents in (False, True):
-            times = run_dicompyler(args.dicompyler_python, struct, dose, extents)
-            if times is not None:
-                label = "dicompyler-core" + (" (structure extents)" if extents else "")
-                rows[label] = (times, sum(times.values()))
-        pm = run_plastimatch(struct, dose, work)
-        print(f"\n{'ROI':<14}" + "".join(f"{name:>38}" for name in rows))
-        for roi in per_roi:
-            print(f"{roi:<14}" + "".join(f"{times.get(roi, float('nan')):>38.4f}"
-                                         for times, _ in rows.values()))
-        print(f"{'total':<14}" + "".join(f"{t:>38.3f}" for _, t in rows.values()))
-        for name, (_, t) in rows.items():
-            if name != "rtforge (compute)":
-                print(f"{name}: {t:.3f} s = {t / compute:.1f} x rtforge's compute, "
-                      f"{t / total:.1f} x rtforge with reading")
-        if pm is not None:
-            print(f"plastimatch dvh (whole process, all ROIs): {pm:.3f} s = "
-                  f"{pm / total:.1f} x rtforge with reading")
+        folders = single_roi_folders(struct, dose, work) if plastimatch else {}
+        time_rtforge(struct, dose)  # warm-up: JIT compilation, file cache
+        load = os.getloadavg()
+        mine: list[Timing] = []
+        others: dict[str, list[Timing]] = {}
+        pm_all: list[float] = []
+        for r in range(max(args.repeat, args.tool_repeat)):
+            if r < args.repeat:
+                mine.append(time_rtforge(struct, dose))
+            if r >= args.tool_repeat:
+                continue
+            for extents in (False, True):
+                timing = time_dicompyler(dicompyler, struct, dose, extents)
+                if timing is not None:
+                    label = "dicompyler-core" + (" (extents)" if extents else "")
+                    others.setdefault(label, []).append(timing)
+            if plastimatch:
+                whole = run_plastimatch(struct, dose, work)
+                per_roi = run_plastimatch_per_roi(folders, work)
+                if whole is not None and per_roi is not None:
+                    pm_all.append(whole)
+                    # one process per ROI: reading, rasterising and the DVH, not separable
+                    others.setdefault("plastimatch (process/ROI)", []).append(Timing(0.0, per_roi))
+        load = (load[0], os.getloadavg()[0])
+        rows = {"rtforge": _median_timing(mine)}
+        rows.update({name: _median_timing(runs) for name, runs in others.items()})
+        rtf = rows["rtforge"]
+        print(f"{len(rtf.per_roi)} DVHs, a {len(ORGAN_VOLUMES) + 1}-ROI structure set on a "
+              f"200x200x150 dose grid; rtforge on {args.threads} Numba threads, medians of "
+              f"{len(mine)} runs (others {args.tool_repeat}); load average {load[0]:.2f} before, "
+              f"{load[1]:.2f} after")
+        if dicompyler is None:
+            print("dicompyler-core: not run (no Python with dicompyler-core and pydicom<3; "
+                  "see --dicompyler-python)")
+        if not plastimatch:
+            print("plastimatch: not run (not on PATH or --no-plastimatch)")
+        print("all DVHs: rtforge in one compute_dvhs call, the other tools the sum of their ROIs")
+        width = 27
+        print(f"\n{'seconds':<14}" + "".join(f"{name:>{width}}" for name in rows))
+        for roi in rtf.per_roi:
+            print(f"{roi:<14}" + "".join(f"{t.per_roi.get(roi, math.nan):>{width}.4f}"
+                                         for t in rows.values()))
+        print(f"{'sum of ROIs':<14}" + "".join(f"{sum(t.per_roi.values()):>{width}.3f}"
+                                              for t in rows.values()))
+        print(f"{'all DVHs':<14}" + "".join(f"{t.compute:>{width}.3f}" for t in rows.values()))
+        print(f"{'read files':<14}" + "".join(f"{t.read:>{width}.3f}" for t in rows.values()))
+        print(f"{'with reading':<14}" + "".join(f"{t.total:>{width}.3f}" for t in rows.values()))
+        if pm_all:
+            print(f"{'one process':<14}" + "".join(f"{'':>{width}}" for _ in range(len(rows) - 1))
+                  + f"{statistics.median(pm_all):>{width}.3f}  (plastimatch dvh, all ROIs)")
+        print("\nratios (tool's seconds over rtforge's; above 1: rtforge is faster)")
+        fastest = min(mine, key=lambda t: t.compute)
+        for name, t in rows.items():
+            if name == "rtforge":
+                continue
+            if name.startswith("plastimatch"):
+                whole = statistics.median(pm_all)
+                print(f"  plastimatch dvh (each process reads, rasterises and bins): one per ROI "
+                      f"{t.compute:.3f} s in all = {t.compute / rtf.total:.1f} x rtforge with "
+                      f"reading; one for all ROIs {whole:.3f} s = {whole / rtf.total:.1f} x")
+                continue
+            print(f"  {name}: DVHs {t.compute / rtf.compute:.1f} x, with reading "
+                  f"{t.total / rtf.total:.1f} x")
+        met = rtf.compute <= TARGET_COMPUTE_S and rtf.total <= TARGET_TOTAL_S
+        print(f"\nrtforge: {rtf.compute:.3f} s for the DVHs (best run {fastest.compute:.3f} s; "
+              f"target {TARGET_COMPUTE_S} s), {rtf.total:.3f} s with reading (target "
+              f"{TARGET_TOTAL_S} s): {'met' if met else 'NOT met'}; the DVH call used "
+              f"{rtf.cpu or 0.0:.3f} CPU seconds over its {args.threads} threads")
         if args.accuracy:
-            run_accuracy(work / "accuracy", args.dicompyler_python)
+            run_accuracy(work / "accuracy", dicompyler)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,15 @@ it over the solid:
 Each rectangle (span piece x slab piece) holds a dose linear in x and z and
 deposits that exact distribution, a trapezoid, into the histogram (the
 small x-z cross term of trilinear interpolation, zero in a linear field, is
-averaged into the two spreads).  Min, max and mean come from exact accumulators over the
-integrated pieces; D and V queries interpolate the cumulative curve
-linearly within bins (the curve is exactly piecewise linear when the dose
-is uniform within each bin), never nearest bin.
+averaged into the two spreads).  Where every strip between two dose row
+centres covers a cell whole, the strips' rectangles there are one box, the
+whole dose voxel (same volume, same exact mean; its y spread, when there is
+one, is merged with the smaller of the other two at equal variance), so the
+work grows with the structure's volume in voxels plus its outline in strips.
+Min, max and mean come from exact accumulators over the integrated pieces;
+D and V queries interpolate the cumulative curve linearly within bins (the
+curve is exactly piecewise linear when the dose is uniform within each
+bin), never nearest bin.
 """
 
 from __future__ import annotations
@@ -58,7 +63,6 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike
 
-from rtforge.core import _dosegrid_kernels
 from rtforge.core import _dvh_kernels as _k
 from rtforge.core.contours import Contour, Structure
 from rtforge.core.geometry import Volume
@@ -88,6 +92,11 @@ DEFAULT_SAMPLE_MM = 0.25
 MIN_STRIPS = 400
 #: Contour points within this distance (mm) in z are on one plane.
 PLANE_TOLERANCE_MM = 0.05
+#: Whole-voxel boxes where every strip covers a cell (False: strip by strip, for tests).
+_FAST = True
+#: Most memory (bytes) the per-chunk histograms of one kernel call may take; more
+#: structures than fit go in several calls.
+_HISTOGRAM_BUDGET = 64 << 20
 
 
 class EndCap(str, Enum):
@@ -329,7 +338,8 @@ def _axis_aligned(volume: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if sign < 0:
             array = np.flip(array, axis=2 - axis)
             origin[axis] -= (grid.shape[2 - axis] - 1) * grid.spacing[axis]
-    return np.ascontiguousarray(array, dtype=np.float64), origin, np.array(grid.spacing)
+    # float32 stays float32: the kernel widens each value it reads to float64
+    return np.ascontiguousarray(array), origin, np.array(grid.spacing, dtype=np.float64)
 
 
 def _planes(structure: Structure | Sequence[ArrayLike]) -> list[tuple[float, list[np.ndarray]]]:
@@ -384,7 +394,10 @@ def _pieces(slab: np.ndarray, oz: float, sz: float, nk: int
     """Split one slab at the dose planes: (z0, z1, k0, k1, t0, t1); k0 -1 outside."""
     lo_ext, hi_ext = oz - sz / 2, oz + (nk - 0.5) * sz
     cuts = [slab[0], slab[1]]
-    cuts += [oz + k * sz for k in range(nk) if slab[0] < oz + k * sz < slab[1]]
+    # the dose planes strictly inside the slab (a window one plane wider than needed)
+    k_lo = max(0, math.floor((slab[0] - oz) / sz))
+    k_hi = min(nk - 1, math.ceil((slab[1] - oz) / sz))
+    cuts += [oz + k * sz for k in range(k_lo, k_hi + 1) if slab[0] < oz + k * sz < slab[1]]
     cuts += [b for b in (lo_ext, hi_ext) if slab[0] < b < slab[1]]
     cuts = sorted(set(cuts))
     out = []
@@ -457,8 +470,8 @@ def compute_dvh(dose: Volume, structure: Structure | Sequence[ArrayLike], *,
         If the dose is not float, holds NaN or negative values, or a
         parameter is out of range.
     """
-    prepared = _prepare(dose)
-    return _dvh(prepared, structure, bin_width_gy, subdivisions, end_cap, contour_spacing_mm)
+    return compute_dvhs(dose, [structure], bin_width_gy=bin_width_gy, subdivisions=subdivisions,
+                        end_cap=end_cap, contour_spacing_mm=contour_spacing_mm)[0]
 
 
 def compute_dvhs(dose: Volume, structures: Sequence[Structure | Sequence[ArrayLike]], *,
@@ -472,20 +485,31 @@ def compute_dvhs(dose: Volume, structures: Sequence[Structure | Sequence[ArrayLi
     Parameters and Raises as :func:`compute_dvh`, and:
 
     progress : callable, optional
-        Called as ``progress(done, total)`` after each structure.
+        Called as ``progress(done, total)`` after each structure.  Without it
+        the structures are computed together in one parallel kernel call (one
+        large structure and many small ones share the threads; several calls
+        when their histograms would exceed 64 MiB); with it, one call per
+        structure.
 
     Returns
     -------
     list of DVH
         In the order of ``structures``; every DVH has the same bin edges.
     """
+    cap = _check_options(bin_width_gy, end_cap)
     prepared = _prepare(dose)
-    out = []
-    for structure in structures:
-        out.append(_dvh(prepared, structure, bin_width_gy, subdivisions, end_cap,
-                        contour_spacing_mm))
-        if progress is not None:
-            progress(len(out), len(structures))
+    layouts = [_layout(prepared, s, subdivisions, cap, contour_spacing_mm) for s in structures]
+    if progress is None:
+        # chunks of one call: about 8 per thread plus one per structure, each
+        # with a histogram and two difference arrays of n_bins float64
+        n_bins = int(prepared.top / bin_width_gy) + 1
+        budget = max(1, _HISTOGRAM_BUDGET // (24 * n_bins) - 8 * numba.get_num_threads())
+        return [dvh for first in range(0, len(layouts), budget)
+                for dvh in _run(prepared, layouts[first:first + budget], bin_width_gy)]
+    out: list[DVH] = []
+    for layout in layouts:
+        out += _run(prepared, [layout], bin_width_gy)
+        progress(len(out), len(layouts))
     return out
 
 
@@ -533,83 +557,168 @@ class _Dose(NamedTuple):
 
 def _prepare(dose: Volume) -> _Dose:
     array, origin, spacing = _axis_aligned(dose)
-    # One parallel pass: largest, smallest, non-finite count.
-    top, low, bad = _dosegrid_kernels.scan(array.reshape(-1))
-    if bad:
+    # Two vectorised passes (no thread start-up): NaN propagates through max and min,
+    # an infinity shows as one; count the bad values only when there are some.
+    flat = array.reshape(-1)
+    top = float(flat.max()) if flat.size else 0.0
+    low = float(flat.min()) if flat.size else 0.0
+    if not (math.isfinite(top) and math.isfinite(low)):
+        bad = int(np.count_nonzero(~np.isfinite(flat)))
         raise InvalidInputError(f"dose holds {bad} NaN or infinite value(s)")
     if low < 0:
         raise InvalidInputError(f"dose must be non-negative for a DVH, minimum {low:g} Gy")
-    return _Dose(array, origin, spacing, float(top))
+    return _Dose(array, origin, spacing, top)
 
 
-def _dvh(dose: _Dose, structure: Structure | Sequence[ArrayLike], bin_width_gy: float,
-         subdivisions: int | None, end_cap: EndCap | str,
-         contour_spacing_mm: float | None) -> DVH:
-    array, origin, spacing, top = dose
+class _Layout(NamedTuple):
+    """One structure's contours laid out for the kernel (arrays local to it)."""
+
+    name: str
+    number: int | None
+    points: np.ndarray  # (N, 2)
+    poly_start: np.ndarray  # (Q + 1,)
+    plane_poly: np.ndarray  # (P + 1,)
+    plane_bands: np.ndarray  # (P + 1,)
+    band0: np.ndarray  # (P,)
+    sub: int
+    col0: np.ndarray  # (P,)
+    piece_start: np.ndarray  # (P + 1,)
+    pieces: np.ndarray  # (Z, 6): z0, z1, k0, k1, t0, t1
+    cost: float  # estimated work, in boxes
+
+
+def _check_options(bin_width_gy: float, end_cap: EndCap | str) -> EndCap:
     if not (math.isfinite(bin_width_gy) and bin_width_gy > 0):
         raise InvalidInputError(f"bin_width_gy must be positive, got {bin_width_gy!r}")
     try:
-        cap = EndCap(end_cap)
+        return EndCap(end_cap)
     except ValueError:
         raise InvalidInputError(f"end_cap must be 'half' or 'none', got {end_cap!r}") from None
+
+
+def _layout(dose: _Dose, structure: Structure | Sequence[ArrayLike], subdivisions: int | None,
+            cap: EndCap, contour_spacing_mm: float | None) -> _Layout:
+    """The kernel's view of one structure (no planes, no tasks: no closed planar contour)."""
+    array, origin, spacing, _ = dose
     name = structure.name if isinstance(structure, Structure) else ""
     number = structure.number if isinstance(structure, Structure) else None
-    n_bins = int(top / bin_width_gy) + 1
     planes = _planes(structure)
     if not planes:
-        return DVH(np.arange(n_bins + 1) * bin_width_gy, np.zeros(n_bins), 0.0, 0.0, 0.0,
-                   name=name, roi_number=number)
+        return _Layout(name, number, np.zeros((0, 2)), np.zeros(1, dtype=np.intp),
+                       np.zeros(1, dtype=np.intp), np.zeros(1, dtype=np.intp),
+                       np.zeros(0, dtype=np.intp), 2, np.zeros(0, dtype=np.intp),
+                       np.zeros(1, dtype=np.intp), np.zeros((0, 6)), 0.0)
     levels = np.array([z for z, _ in planes])
     slabs = _slabs(levels, contour_spacing_mm, cap)
-    ys = np.concatenate([xy[:, 1] for _, group in planes for xy in group])
-    sub = _subdivisions(subdivisions, spacing, float(ys.max() - ys.min()))
-    strip, cell = spacing[1] / sub, spacing[0]
     polys = [xy for _, group in planes for xy in group]
+    points = np.ascontiguousarray(np.concatenate(polys))
+    sub = _subdivisions(subdivisions, spacing, float(points[:, 1].max() - points[:, 1].min()))
+    strip, cell = spacing[1] / sub, spacing[0]
     poly_start = np.zeros(len(polys) + 1, dtype=np.intp)
     np.cumsum([p.shape[0] for p in polys], out=poly_start[1:])
     plane_poly = np.zeros(len(planes) + 1, dtype=np.intp)
     np.cumsum([len(group) for _, group in planes], out=plane_poly[1:])
-    points = np.ascontiguousarray(np.concatenate(polys))
-    row_y0 = np.empty(len(planes))
-    x_lo = np.empty(len(planes))
-    rows = np.empty(len(planes), dtype=np.intp)
+    # Each plane's bounding box: its strips (a lattice of strip-wide rows from the dose row
+    # centres, grouped in bands of ``sub`` between two row centres) and its cell lattice.
+    plane_points = poly_start[plane_poly[:-1]]
+    lo = np.minimum.reduceat(points, plane_points, axis=0)
+    hi = np.maximum.reduceat(points, plane_points, axis=0)
+    first_strip = np.floor((lo[:, 1] - origin[1]) / strip)
+    n_strips = np.maximum(1, np.ceil((hi[:, 1] - origin[1]) / strip - first_strip))
+    band0 = np.floor_divide(first_strip, sub).astype(np.intp)
+    band1 = np.floor_divide(first_strip + n_strips - 1, sub).astype(np.intp)
+    plane_bands = np.zeros(len(planes) + 1, dtype=np.intp)
+    np.cumsum(band1 - band0 + 1, out=plane_bands[1:])
+    col0 = np.floor((lo[:, 0] - origin[0]) / cell).astype(np.intp)
     pieces: list[tuple[float, float, int, int, float, float]] = []
     piece_start = np.zeros(len(planes) + 1, dtype=np.intp)
     nk = array.shape[0]
-    for p, (_, group) in enumerate(planes):
-        xy = np.concatenate(group)
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        row_y0[p] = origin[1] + math.floor((lo[1] - origin[1]) / strip) * strip
-        rows[p] = max(1, math.ceil((hi[1] - row_y0[p]) / strip))
-        x_lo[p] = origin[0] + math.floor((lo[0] - origin[0]) / cell) * cell
+    for p in range(len(planes)):
         plane_pieces = _pieces(slabs[p], origin[2], spacing[2], nk)
         pieces += plane_pieces
         piece_start[p + 1] = piece_start[p] + len(plane_pieces)
-    plane_rows = np.zeros(len(planes) + 1, dtype=np.intp)
-    np.cumsum(rows, out=plane_rows[1:])
-    piece_z = np.array([[q[0], q[1]] for q in pieces], dtype=np.float64).reshape(-1, 2)
-    piece_k = np.array([[q[2], q[3]] for q in pieces], dtype=np.intp).reshape(-1, 2)
-    piece_t = np.array([[q[4], q[5]] for q in pieces], dtype=np.float64).reshape(-1, 2)
-    n_chunks = int(max(1, min(int(plane_rows[-1]), 4 * numba.get_num_threads())))
+    # work per band and z piece: a box per whole cell, and per strip its crossings and
+    # rim boxes (measured: a strip costs about as much as six whole cells)
+    cells = (hi[:, 0] - lo[:, 0]) / cell + 2
+    cost = float(np.sum((band1 - band0 + 1) * (cells + 6 * sub) * np.diff(piece_start)))
+    return _Layout(name, number, points, poly_start, plane_poly, plane_bands, band0, sub, col0,
+                   piece_start, np.array(pieces, dtype=np.float64).reshape(-1, 6), cost)
+
+
+def _offsets(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate offset arrays (each ``(n + 1,)`` from 0), shifting each by the last total."""
+    out = [np.zeros(1, dtype=np.intp)]
+    total = 0
+    for part in parts:
+        out.append(part[1:] + total)
+        total += int(part[-1])
+    return np.concatenate(out)
+
+
+def _run(dose: _Dose, layouts: list[_Layout], bin_width_gy: float) -> list[DVH]:
+    """All the structures' DVHs in one parallel kernel call."""
+    array, origin, spacing, top = dose
+    n_bins = int(top / bin_width_gy) + 1
+    edges = np.arange(n_bins + 1) * bin_width_gy
+    # Chunks: each structure's tasks (plane bands) split over chunks of about equal work,
+    # each with its own histogram; the chunks dealt to one worker per thread, largest
+    # first to the least loaded (prange splits statically), so that one large structure
+    # and many small ones keep every thread busy in a single kernel call.
+    threads = numba.get_num_threads()
+    total = sum(lay.cost for lay in layouts)
+    target = max(total / (8 * threads), 1.0)
+    n_tasks = [int(lay.plane_bands[-1]) for lay in layouts]
+    parts = np.array([max(1, min(n, math.ceil(lay.cost / target)))
+                      for lay, n in zip(layouts, n_tasks, strict=True)], dtype=np.intp)
+    chunks = sorted(((lay.cost / parts[r], r, part) for r, lay in enumerate(layouts)
+                     for part in range(parts[r]) if n_tasks[r] > 0), reverse=True)
+    loads = [0.0] * threads
+    dealt: list[list[tuple[int, int]]] = [[] for _ in range(threads)]
+    for cost, r, part in chunks:
+        w = loads.index(min(loads))
+        loads[w] += cost
+        dealt[w].append((r, part))
+    order = [chunk for worker in dealt for chunk in worker]
+    chunk_roi = np.array([c[0] for c in order], dtype=np.intp)
+    chunk_part = np.array([c[1] for c in order], dtype=np.intp)
+    worker_start = np.zeros(threads + 1, dtype=np.intp)
+    np.cumsum([len(worker) for worker in dealt], out=worker_start[1:])
+    n_chunks = chunk_roi.shape[0]
     hist = np.zeros((n_chunks, n_bins))
     diff = np.zeros((n_chunks, 2, n_bins + 1))
     acc = np.zeros((n_chunks, _k.N_ACC))
-    acc[:, _k.MIN_DOSE] = np.inf
-    acc[:, _k.MAX_DOSE] = -np.inf
-    _k.dvh_histogram(array, origin, spacing, points, poly_start, plane_poly, plane_rows, row_y0,
-                     float(strip), x_lo, float(cell), piece_start, piece_z, piece_k, piece_t,
-                     float(bin_width_gy), n_chunks, hist, diff, acc)
-    ramps = np.cumsum(diff.sum(axis=0), axis=1)[:, :n_bins]
-    volumes = (hist.sum(axis=0) + ramps[0] + np.arange(n_bins) * ramps[1]) / 1000.0
-    inside = float(acc[:, _k.SUM_VOLUME].sum())
-    mean = float(acc[:, _k.SUM_DOSE].sum()) / inside if inside > 0 else 0.0
-    low = float(acc[:, _k.MIN_DOSE].min()) if inside > 0 else 0.0
-    high = float(acc[:, _k.MAX_DOSE].max()) if inside > 0 else 0.0
-    # Volumes are exact sums; clip the rounding noise of the difference arrays.
-    volumes = np.where(np.abs(volumes) < 1e-12 * max(inside, 1.0), 0.0, volumes)
-    return DVH(np.arange(n_bins + 1) * bin_width_gy, volumes, low, mean, high,
-               volume_outside_cm3=float(acc[:, _k.SUM_OUTSIDE].sum()) / 1000.0,
-               name=name, roi_number=number)
+    if n_chunks:
+        pieces = np.concatenate([lay.pieces for lay in layouts])
+        _k.dvh_histogram(
+            array, origin, spacing, np.concatenate([lay.points for lay in layouts]),
+            _offsets([lay.poly_start for lay in layouts]),
+            _offsets([lay.plane_poly for lay in layouts]),
+            _offsets([lay.plane_bands for lay in layouts]),
+            np.concatenate([lay.band0 for lay in layouts]),
+            np.concatenate([np.full(lay.band0.shape[0], lay.sub, dtype=np.intp)
+                            for lay in layouts]),
+            np.concatenate([lay.col0 for lay in layouts]), bool(_FAST),
+            _offsets([lay.piece_start for lay in layouts]),
+            np.ascontiguousarray(pieces[:, 0:2]), pieces[:, 2:4].astype(np.intp),
+            np.ascontiguousarray(pieces[:, 4:6]),
+            _offsets([np.array([0, lay.band0.shape[0]], dtype=np.intp) for lay in layouts]),
+            chunk_roi, chunk_part, parts, worker_start, float(bin_width_gy), hist, diff, acc)
+    out = []
+    for r, lay in enumerate(layouts):
+        mine = chunk_roi == r
+        ramps = np.cumsum(diff[mine].sum(axis=0), axis=1)[:, :n_bins]
+        volumes = (hist[mine].sum(axis=0) + ramps[0] + np.arange(n_bins) * ramps[1]) / 1000.0
+        rows = acc[mine]
+        inside = float(rows[:, _k.SUM_VOLUME].sum())
+        mean = float(rows[:, _k.SUM_DOSE].sum()) / inside if inside > 0 else 0.0
+        low = float(rows[:, _k.MIN_DOSE].min()) if inside > 0 else 0.0
+        high = float(rows[:, _k.MAX_DOSE].max()) if inside > 0 else 0.0
+        # Volumes are exact sums; clip the rounding noise of the difference arrays.
+        volumes = np.where(np.abs(volumes) < 1e-12 * max(inside, 1.0), 0.0, volumes)
+        out.append(DVH(edges, volumes, low, mean, high,
+                       volume_outside_cm3=float(rows[:, _k.SUM_OUTSIDE].sum()) / 1000.0,
+                       name=lay.name, roi_number=lay.number))
+    return out
 
 
 def merge_bins(dvh: DVH, tolerance_cm3: float, *, differential: bool = False) -> np.ndarray:
