@@ -9,24 +9,35 @@ Senders, into dcmtk ``storescp`` (``+B``):
 - stock pynetdicom: ``AE.associate`` and a plain ``send_c_store(path)`` loop;
 - dcmtk ``storescu``.
 
-Receivers, fed by dcmtk ``storescu``:
+Receivers, fed by dcmtk ``storescu``, one row per durability mode:
 
-- ``rtforge.net.StorageSCP`` (our Storage SCP: each object parsed, written,
-  flushed to disk with fdatasync, renamed and its folder flushed before
-  success is answered);
+- ``rtforge receive --sync object`` (the default; ``StorageSCP(sync="object")``):
+  each object written under a temporary name, flushed to disk with
+  fdatasync, renamed and its folder flushed with fsync before success is
+  answered;
+- ``rtforge receive --sync none`` (``--no-fsync``): the same without the two
+  flushes (still a temporary name, then a rename);
 - stock pynetdicom: ``AE.start_server`` with the ``EVT_C_STORE`` handler of
-  pynetdicom's documentation, writing ``event.encoded_dataset()`` (no fsync);
-  this is the reference of the target;
-- the same handler made as durable as ours (temporary name, fdatasync,
-  rename, folder fsync), to show what the durability costs either way;
-- dcmtk ``storescp`` (no fsync);
-- ``rtforge receive --no-fsync`` (``durable=False``), our SCP without the two
-  flushes, to compare the transports alone.
+  pynetdicom's documentation, writing ``event.encoded_dataset()`` (a Part 10
+  file: preamble, File Meta Information and the data set as received, like
+  ours) straight to its final name (no fsync); this is the reference of the
+  target;
+- the same handler made as durable as ``--sync object`` (temporary name,
+  fdatasync, rename, folder fsync), the like-for-like reference of the default;
+- dcmtk ``storescp`` (``+B``: written as received, no fsync).
 
-Every variant gets an untimed warm-up, then ``--repeat`` timed runs,
-round-robin so that machine noise spreads evenly; the median is reported with
-images/s, MB/s and the ratios to stock pynetdicom and to dcmtk.  Every peer
-announces a maximum PDU of 16384 bytes (dcmtk's default).
+Fairness: every receiver gets the same ``storescu`` command (same files,
+same order, same maximum PDU of 16384 bytes, dcmtk's default, announced by
+every peer), an untimed warm-up association, and writes under the same work
+folder (the benchmark checks that it is one filesystem); after every timed
+run the files each receiver wrote are counted (all ``--slices`` of them, or
+the benchmark stops).  Runs are round-robin over the variants, ``--repeat``
+times, so that machine noise spreads evenly; the median is reported with
+images/s, MB/s and the ratios to stock pynetdicom and to dcmtk, and the
+spread (min to max) of each row.  Before and after the runs it times making
+one new file of a slice's size durable on the same filesystem (write,
+fdatasync, rename, folder fsync): the floor of what ``--sync object`` adds
+per object, which other work writing to the disk makes vary tenfold.
 
 Usage::
 
@@ -55,7 +66,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE, evt
 
 from rtforge.config import Node
-from rtforge.net import StorageSCP, echo, send
+from rtforge.net.echo import echo
+from rtforge.net.receiver import StorageSCP
+from rtforge.net.store import send
 
 STORESCP = "/usr/bin/storescp"
 STORESCU = "/usr/bin/storescu"
@@ -117,6 +130,11 @@ def wait_ready(node: Node, seconds: float = 20.0) -> None:
             time.sleep(0.05)
 
 
+def count_files(folder: Path) -> int:
+    """Files a receiver wrote (its temporary folder left out)."""
+    return sum(1 for path in folder.rglob("*") if path.is_file() and ".incoming" not in path.parts)
+
+
 def empty(folder: Path) -> None:
     """Remove what a receiver wrote (its folder stays)."""
     for child in folder.iterdir():
@@ -175,9 +193,9 @@ class Receiver:
         self.node, self.folder, self.stop = node, folder, stop
 
 
-def start_rtforge(folder: Path, durable: bool = True) -> Receiver:
+def start_rtforge(folder: Path, sync: str = "object") -> Receiver:
     scp = StorageSCP(folder, ae_title="RTFORGE_RX", port=0, host=HOST, max_pdu=MAX_PDU,
-                     durable=durable).start()
+                     sync=sync).start()
     return Receiver(Node("RTFORGE_RX", HOST, scp.port), folder, scp.stop)
 
 
@@ -227,6 +245,14 @@ def start_storescp(folder: Path) -> Receiver:
 
 LOST: dict[str, int] = {}
 
+OURS_OBJECT = "rtforge receive --sync object (default)"
+OURS_NONE = "rtforge receive --sync none (--no-fsync)"
+STOCK = "stock pynetdicom SCP (handler writes)"
+STOCK_DURABLE = "stock pynetdicom SCP + fsync, rename"
+DCMTK_SCP = "dcmtk storescp"
+DCMTK_SENDER = "dcmtk storescu"
+STOCK_SENDER = "stock pynetdicom (send_c_store loop)"
+
 
 def timed(name: str, run: Callable[[], None]) -> float:
     """Seconds of one run; a run that lost a response is repeated (three tries)."""
@@ -260,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         warm = make_series(work / "warm", 5, args.size)
         megabytes = sum(p.stat().st_size for p in files) / 1e6
 
+        load_before = _load()
+        slice_bytes = files[0].stat().st_size
+        flush_before = flush_latency(work / "flush-probe", slice_bytes)
         results: dict[str, list[float]] = {}
         sink = start_storescp(work / "storescp-in")
-        senders = {"rtforge send": send_rtforge, "stock pynetdicom (send_c_store loop)":
-                   send_pynetdicom, "dcmtk storescu": send_storescu}
+        senders = {"rtforge send": send_rtforge, STOCK_SENDER: send_pynetdicom,
+                   DCMTK_SENDER: send_storescu}
         try:
             wait_ready(sink.node)
             for sender in senders.values():
@@ -273,15 +302,17 @@ def main(argv: list[str] | None = None) -> int:
                     empty(sink.folder)
                     results.setdefault(name, []).append(
                         timed(name, lambda s=sender: s(files, sink.node)))
+                    written = count_files(sink.folder)
+                    if written != args.slices:
+                        raise RuntimeError(f"{name}: storescp wrote {written} files of {args.slices}")
         finally:
             sink.stop()
 
-        receivers = {"rtforge receive (fsync each)": start_rtforge,
-                     "stock pynetdicom SCP (handler writes)": start_pynetdicom,
-                     "dcmtk storescp": start_storescp,
-                     "stock pynetdicom SCP + fsync, rename": partial(start_pynetdicom,
-                                                                    durable=True),
-                     "rtforge receive --no-fsync": partial(start_rtforge, durable=False)}
+        receivers = {OURS_OBJECT: start_rtforge,
+                     OURS_NONE: partial(start_rtforge, sync="none"),
+                     STOCK: start_pynetdicom,
+                     STOCK_DURABLE: partial(start_pynetdicom, durable=True),
+                     DCMTK_SCP: start_storescp}
         for name, start in receivers.items():
             receiver = start(work / f"in-{len(results)}")
             try:
@@ -292,43 +323,102 @@ def main(argv: list[str] | None = None) -> int:
                 receiver.stop()
                 raise
             receivers[name] = receiver  # type: ignore[assignment]
+        devices = {receiver.folder.stat().st_dev  # type: ignore[attr-defined]
+                   for receiver in receivers.values()}
+        if len(devices) != 1:
+            raise RuntimeError("the receivers write to different filesystems: not comparable")
         try:
             for _ in range(args.repeat):
                 for name, receiver in receivers.items():
                     empty(receiver.folder)  # type: ignore[attr-defined]
                     results[name].append(timed(
                         name, lambda r=receiver: send_storescu(files, r.node)))  # type: ignore[attr-defined]
+                    written = count_files(receiver.folder)  # type: ignore[attr-defined]
+                    if written != args.slices:
+                        raise RuntimeError(f"{name} wrote {written} files of {args.slices}")
         finally:
             for receiver in receivers.values():
                 receiver.stop()  # type: ignore[attr-defined]
+        flush_after = flush_latency(work / "flush-probe", slice_bytes)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
     rate = {name: args.slices / statistics.median(times) for name, times in results.items()}
-    names = list(results)
-    groups = (("sender -> dcmtk storescp", names[:3]), ("dcmtk storescu -> receiver", names[3:]))
-    durable_stock = names[6]
     if args.json:
         print(json.dumps({"slices": args.slices, "size": args.size, "megabytes": megabytes,
                           "repeat": args.repeat, "seconds": results, "images_per_s": rate,
+                          "default_sync": "object", "flush_ms": [flush_before, flush_after],
                           "repeated_runs": LOST}, indent=2))
         return 0
     print(f"C-STORE of {args.slices} CT slices of {args.size}x{args.size} ({megabytes:.1f} MB) "
-          f"on loopback, median of {args.repeat} runs")
-    for title, members in groups:
-        stock, dcmtk = rate[members[1]], rate[members[2]]
-        print(f"\n{title:<40}{'images/s':>10}{'MB/s':>9}{'x stock':>9}{'x dcmtk':>9}  runs (s)")
+          f"on loopback, median of {args.repeat} runs; load average before/after: "
+          f"{load_before} / {_load()}")
+    groups = (("sender -> dcmtk storescp", list(senders), STOCK_SENDER, DCMTK_SENDER),
+              ("dcmtk storescu -> receiver", list(receivers), STOCK, DCMTK_SCP))
+    for title, members, stock_name, dcmtk_name in groups:
+        stock, dcmtk = rate[stock_name], rate[dcmtk_name]
+        print(f"\n{title:<44}{'images/s':>9}{'MB/s':>8}{'x stock':>9}{'x dcmtk':>9}{'paired':>8}"
+              f"  runs (s): median [min-max]")
         for name in members:
-            runs = " ".join(f"{t:.3f}" for t in results[name])
-            print(f"  {name:<38}{rate[name]:>10.0f}{rate[name] * megabytes / args.slices:>9.1f}"
-                  f"{rate[name] / stock:>9.2f}{rate[name] / dcmtk:>9.2f}  {runs}")
-    ours = names[3]
-    print(f"\nrtforge receive against the equally durable pynetdicom handler: "
-          f"{rate[ours] / rate[durable_stock]:.2f}x")
+            times = results[name]
+            print(f"  {name:<42}{rate[name]:>9.0f}{rate[name] * megabytes / args.slices:>8.1f}"
+                  f"{rate[name] / stock:>9.2f}{rate[name] / dcmtk:>9.2f}"
+                  f"{paired(results[stock_name], times):>8.2f}  "
+                  f"{statistics.median(times):.3f} [{min(times):.3f}-{max(times):.3f}]")
+    print("\npaired: the median over rounds of (stock's time / this row's time) in the same round")
+    print(f"like for like (same durability): --sync object / durable stock handler "
+          f"{rate[OURS_OBJECT] / rate[STOCK_DURABLE]:.2f}x (paired "
+          f"{paired(results[STOCK_DURABLE], results[OURS_OBJECT]):.2f}x), --sync none / stock "
+          f"handler {rate[OURS_NONE] / rate[STOCK]:.2f}x (paired "
+          f"{paired(results[STOCK], results[OURS_NONE]):.2f}x)")
+    print("default of rtforge receive: --sync object (each object on the disk before success)")
+    print(f"disk flush of one new {slice_bytes / 1024:.0f} KiB file (write, fdatasync, rename, folder "
+          f"fsync), median: {flush_before:.2f} ms before, {flush_after:.2f} ms after the runs")
     for name, count in LOST.items():
         print(f"{name}: {count} run(s) repeated: pynetdicom lost a C-STORE response")
     return 0
+
+
+def flush_latency(folder: Path, size: int, count: int = 20) -> float:
+    """Median milliseconds to make one new file of ``size`` bytes durable, as ``--sync object`` does.
+
+    Write under a temporary name, fdatasync, rename, fsync the folder: the
+    floor of what durability costs per object on this disk right now (other
+    work writing to the same filesystem makes it vary a lot).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    times = []
+    for index in range(count):
+        temp, final = folder / f"{index}.part", folder / f"{index}.dcm"
+        start = time.perf_counter()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+        folder_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
+        times.append(time.perf_counter() - start)
+    for path in folder.iterdir():
+        path.unlink()
+    return 1e3 * statistics.median(times)
+
+
+def paired(reference: list[float], times: list[float]) -> float:
+    """Median of the per-round speed-ups: runs of one round share the machine's mood."""
+    return statistics.median(r / t for r, t in zip(reference, times, strict=True))
+
+
+def _load() -> str:
+    """The 1-minute load average (other work on the machine skews the timings)."""
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import (
@@ -28,11 +29,12 @@ from pydicom.uid import (
 
 import rtforge.net._part10 as part10
 from rtforge.config import Node
-from rtforge.errors import NetworkError
-from rtforge.net import AssociationRejected, DuplicatePolicy, StorageSCP, echo, send
+from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net import AssociationRejected, DuplicatePolicy, StorageSCP, StoredObject, echo, send
 from rtforge.net._association import RequestedAssociation
 from rtforge.net._dimse import C_STORE_RQ, Command, encode_command
 from rtforge.net._upper_layer import ProposedContext, encode_message
+from rtforge.net.receiver import SyncPolicy
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
 from tests.datafiles import pydicom_file
 from tests.net.peers import (
@@ -314,20 +316,136 @@ def test_objects_larger_than_the_memory_limit_are_streamed_to_disk(
     assert _incoming_empty(scp.out_dir)
 
 
-@pytest.mark.parametrize("durable", [True, False])
-def test_flushes_to_disk_unless_told_not_to(tmp_path: Path, small_files: list[Path],
-                                            monkeypatch: pytest.MonkeyPatch, durable: bool) -> None:
+@pytest.mark.parametrize(("options", "durable"), [
+    ({}, True), ({"sync": "object"}, True), ({"sync": SyncPolicy.NONE}, False),
+    ({"durable": True}, True), ({"durable": False}, False)])
+def test_success_is_answered_only_once_the_object_is_on_the_disk(
+        tmp_path: Path, small_files: list[Path], monkeypatch: pytest.MonkeyPatch,
+        options: dict[str, object], durable: bool) -> None:
+    """--sync object (default): file and folder flushed before each answer; none: no flush."""
     import rtforge.net.receiver as receiver
 
-    synced: list[object] = []
-    monkeypatch.setattr(part10, "_SYNC", lambda fd: synced.append(fd))
-    monkeypatch.setattr(receiver, "fsync_dir", lambda path: synced.append(path))
-    with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, durable=durable) as server:
+    events: list[object] = []
+    monkeypatch.setattr(part10, "_SYNC", lambda fd: events.append("file"))
+    monkeypatch.setattr(receiver, "fsync_dir", lambda path: events.append(Path(path)))
+    with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST,
+                    on_stored=lambda obj: events.append(obj), **options) as server:  # type: ignore[arg-type]
+        assert server.durable == durable
+        assert server.sync is (SyncPolicy.OBJECT if durable else SyncPolicy.NONE)
         assert send(small_files, scp_node(server)).ok
         assert len(received_files(server.out_dir)) == len(small_files)
-    files = sum(isinstance(item, int) for item in synced)
-    assert files == (len(small_files) if durable else 0)
-    assert (len(synced) > files) == durable  # folders too
+    answered = [event for event in events if isinstance(event, StoredObject)]
+    assert len(answered) == len(small_files)
+    if not durable:
+        assert all(isinstance(event, StoredObject) for event in events)
+        return
+    since_last: list[object] = []
+    for event in events:  # on_stored runs just before the C-STORE-RSP is sent
+        if isinstance(event, StoredObject):
+            assert event.status == 0 and event.path is not None
+            assert "file" in since_last, "success answered before the file was flushed"
+            assert event.path.parent in since_last, "success answered before its folder was flushed"
+            since_last = []
+        else:
+            since_last.append(event)
+
+
+def test_sync_policy_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="sync must be one of object, none"):
+        StorageSCP(tmp_path / "rx", sync="sometimes")
+    with pytest.raises(InvalidInputError, match="contradicts"):
+        StorageSCP(tmp_path / "rx", sync="object", durable=False)
+    assert StorageSCP(tmp_path / "rx", sync="none", durable=False).sync is SyncPolicy.NONE
+
+
+@pytest.mark.parametrize("sync", list(SyncPolicy))
+def test_objects_are_written_in_pieces_while_they_arrive(
+        tmp_path: Path, small_files: list[Path], monkeypatch: pytest.MonkeyPatch,
+        sync: SyncPolicy) -> None:
+    monkeypatch.setattr(part10, "_WRITE_BYTES", 1000)  # CT_small (39 KB) goes in 40 pieces
+    with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, sync=sync) as server:
+        assert send(small_files, scp_node(server)).ok
+        for source in small_files:
+            stored = _stored_path(server.out_dir, source)
+            assert dcmread(stored) == dcmread(source)
+        assert _incoming_empty(server.out_dir)
+
+
+def test_abort_after_a_piece_was_written_leaves_nothing(scp: StorageSCP,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(part10, "_WRITE_BYTES", 1000)
+    written: list[int] = []
+    real = part10._write_all
+    monkeypatch.setattr(part10, "_write_all", lambda fp, data: (written.append(len(data)),
+                                                                real(fp, data)))
+    ds = dcmread(pydicom_file("CT_small.dcm"))
+    assoc = RequestedAssociation(scp_node(scp), "QUITTER",
+                                 [ProposedContext(CTImageStorage, (ExplicitVRLittleEndian,))])
+    command = Command(C_STORE_RQ, message_id=1, affected_sop_class_uid=CTImageStorage,
+                      affected_sop_instance_uid=ds.SOPInstanceUID, priority=0,
+                      has_data_set=True)
+    first = next(encode_message(1, encode_command(command), _encode(ds), 4096))
+    assoc._stream.send(first[:len(first) // 2])
+    deadline = time.monotonic() + 5
+    while not written and time.monotonic() < deadline:  # a piece is in the temporary file
+        time.sleep(0.01)
+    assert written and not _incoming_empty(scp.out_dir)
+    assoc.abort()
+    deadline = time.monotonic() + 5
+    while not _incoming_empty(scp.out_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert received_files(scp.out_dir) == [] and _incoming_empty(scp.out_dir)
+    echo(scp_node(scp))
+
+
+def test_a_folder_removed_while_receiving_is_made_again(scp: StorageSCP) -> None:
+    """Known folders are remembered; one deleted behind the receiver's back is recreated."""
+    import shutil
+
+    ds = dcmread(pydicom_file("CT_small.dcm"))
+    assert _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, _encode(ds)).status == 0
+    shutil.rmtree(scp.out_dir / ds.PatientID)
+    ds.SOPInstanceUID = generate_uid()
+    assert _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, _encode(ds)).status == 0
+    stored = scp.out_dir / ds.PatientID / ds.StudyInstanceUID / ds.SeriesInstanceUID / \
+        f"{ds.SOPInstanceUID}.dcm"
+    assert received_files(scp.out_dir) == [stored]
+    assert dataset_bytes(stored) == _encode(ds) and _incoming_empty(scp.out_dir)
+
+
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_sequence_of_undefined_length_before_the_series_uid(scp: StorageSCP, ts: str) -> None:
+    """The quick header walk gives up on it; pydicom then finds the folder's UIDs."""
+    ds = dcmread(pydicom_file("CT_small.dcm"))
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = generate_uid()
+    ds.ReferencedImageSequence = [item]  # (0008,1140), before (0020,000E)
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    data = _encode(ds, ts)
+    assert data.find(b"\xfe\xff\xdd\xe0") > 0  # a sequence delimiter: undefined length
+    head = memoryview(data)
+    assert part10._head_texts(head, ts == ImplicitVRLittleEndian, True) is None
+    response = _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, data, ts)
+    assert response.status == 0x0000
+    stored = scp.out_dir / ds.PatientID / ds.StudyInstanceUID / ds.SeriesInstanceUID / \
+        f"{ds.SOPInstanceUID}.dcm"
+    assert dataset_bytes(stored) == data
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm",
+                                  "MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+def test_quick_header_walk_reads_what_pydicom_reads(name: str) -> None:
+    ds = dcmread(pydicom_file(name))
+    ts = ds.file_meta.TransferSyntaxUID
+    raw = pydicom_file(name).read_bytes()
+    data = memoryview(raw)[len(raw) - len(dataset_bytes(pydicom_file(name))):]
+    found = part10._head_texts(data, ts.is_implicit_VR, ts.is_little_endian)
+    assert found is not None
+    expected = {tag: str(ds[tag].value) for tag in (part10.SOP_CLASS_UID, part10.SOP_INSTANCE_UID,
+                                                    part10.PATIENT_ID, part10.STUDY_UID,
+                                                    part10.SERIES_UID) if tag in ds}
+    assert found == expected
 
 
 def test_stop_does_not_wait_for_silent_connections(tmp_path: Path) -> None:

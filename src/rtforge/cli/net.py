@@ -32,6 +32,7 @@ from rtforge.net import (
     status_meaning,
 )
 from rtforge.net.catalog import CatalogIndexer
+from rtforge.net.receiver import SyncPolicy
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
 
 __all__ = ["register"]
@@ -52,7 +53,9 @@ status policy (Oncentra table 4-7): a failure (A7xx, A9xx, Cxxx, ...) stops the 
 _RECEIVE_EXAMPLE = """examples:
   rtforge receive --aet RTFORGE --port 11112 --out incoming
   rtforge receive --out incoming --allow-aet ORTHANC --allow-aet TPS1 --refuse-compressed
-files: OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, each
+  rtforge receive --out /mnt/ramdisk/incoming --sync none
+files: OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, written
+under a temporary name and renamed; with --sync object (default) each file and its folder are
 flushed to disk before success is answered. Ctrl-C or SIGTERM: stop accepting, finish the
 stores in flight, exit.
 """
@@ -127,10 +130,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    metavar="FILE",
                    help="index every stored object in the SQLite catalog (default FILE: the "
                         "[archive] catalog), so that 'rtforge store ls' and 'rtforge file' see it")
-    p.add_argument("--no-fsync", action="store_true",
-                   help="answer success without flushing each file to the disk (faster; objects "
-                        "answered just before a power cut can be lost: for a tmpfs, or a disk "
-                        "with a protected write cache)")
+    durability = p.add_mutually_exclusive_group()
+    durability.add_argument("--sync", choices=[s.value for s in SyncPolicy], default=None,
+                            help="what a success status promises: 'object' (default) flushes each "
+                                 "file and its folder to the disk before answering; 'none' "
+                                 "answers once the file is whole under its final name (faster; "
+                                 "objects answered just before a power cut can be lost: for a "
+                                 "tmpfs, or a disk with a protected write cache)")
+    durability.add_argument("--no-fsync", action="store_true",
+                            help="the same as --sync none")
     p.add_argument("--acse-timeout", type=float, default=30.0, metavar="S",
                    help="seconds a new connection has to ask for an association (default 30)")
     p.add_argument("--network-timeout", type=float, default=60.0, metavar="S",
@@ -266,14 +274,15 @@ def _receive(args: argparse.Namespace) -> int:
                      max_pdu=args.max_pdu, refuse_compressed=args.refuse_compressed,
                      allowed_aets=args.allow_aets, duplicates=args.duplicates,
                      ssl_context=_tls(args), acse_timeout=args.acse_timeout,
-                     network_timeout=args.network_timeout, durable=not args.no_fsync,
+                     network_timeout=args.network_timeout,
+                     sync=SyncPolicy.NONE if args.no_fsync else args.sync or SyncPolicy.OBJECT,
                      on_stored=on_stored)
     scp.listen()
     previous = {sig: signal.signal(sig, lambda _sig, _frame: scp.request_stop())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     if not (args.quiet or args.json):
         sys.stderr.write(f"rtforge receive: {scp.ae_title} listening on port {scp.port}, "
-                         f"writing under {args.out}; Ctrl-C to stop\n")
+                         f"writing under {args.out} (--sync {scp.sync.value}); Ctrl-C to stop\n")
     try:
         scp.serve_forever()
     finally:

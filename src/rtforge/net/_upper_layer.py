@@ -244,15 +244,23 @@ class PduStream:
         NetworkError
             If the connection closes, fails or times out first.
         """
-        pdu_type, _, length = _PDU_HEADER.unpack(self._fill(6))
+        start = self._start
+        if self._end - start < 6:
+            self._fill(6)
+            start = self._start
+        pdu_type, _, length = _PDU_HEADER.unpack_from(self._buffer, start)
         if not A_ASSOCIATE_RQ_TYPE <= pdu_type <= A_ABORT_TYPE:
             raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}", peer=self.peer)
         if length > limit:
             raise ProtocolError(f"PDU type 0x{pdu_type:02X} of {length} bytes exceeds the "
                                 f"{limit}-byte limit", peer=self.peer)
-        body = self._fill(6 + length)[6:]
-        self._start += 6 + length
-        return pdu_type, body
+        end = start + 6 + length
+        if end > self._end:  # not all received yet (the buffer may move)
+            self._fill(6 + length)
+            start = self._start
+            end = start + 6 + length
+        self._start = end
+        return pdu_type, self._view[start + 6:end]
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``.
@@ -333,17 +341,6 @@ class MessageReader:
         raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} during data transfer",
                             peer=stream.peer)
 
-    def _next_pdv(self) -> tuple[int, int, memoryview]:
-        body, pos = self._body, self._pos
-        if len(body) - pos < 6:
-            raise ProtocolError("truncated presentation data value item", peer=self._stream.peer)
-        length, context_id, control = _PDV_ITEM.unpack_from(body, pos)
-        if length < 2 or pos + 4 + length > len(body):
-            raise ProtocolError(f"presentation data value item of invalid length {length}",
-                                peer=self._stream.peer)
-        self._pos = pos + 4 + length
-        return context_id, control, body[pos + 6:pos + 4 + length]
-
     def read_message(self, sink_for: Callable[[int, Command], DataSetSink]
                      ) -> tuple[int, Command, DataSetSink | None]:
         """Read one whole message.
@@ -377,37 +374,47 @@ class MessageReader:
         sink: DataSetSink | None = None
         context: int | None = None
         while True:
-            if self._pos >= len(self._body):
+            body, pos = self._body, self._pos
+            if pos >= len(body):
                 self._read_pdu(at_boundary=context is None)
                 continue
-            context_id, control, payload = self._next_pdv()
-            if context_id not in self._contexts:
-                raise ProtocolError(f"data on presentation context {context_id}, which is not "
-                                    "accepted", peer=peer)
-            if context is None:
+            # One presentation data value item (PS3.8 9.3.5.1), parsed here: the hot loop.
+            if len(body) - pos < 6:
+                raise ProtocolError("truncated presentation data value item", peer=peer)
+            length, context_id, control = _PDV_ITEM.unpack_from(body, pos)
+            end = pos + 4 + length
+            if length < 2 or end > len(body):
+                raise ProtocolError(f"presentation data value item of invalid length {length}",
+                                    peer=peer)
+            self._pos = end
+            payload = body[pos + 6:end]
+            if context_id != context:
+                if context_id not in self._contexts:
+                    raise ProtocolError(f"data on presentation context {context_id}, which is "
+                                        "not accepted", peer=peer)
+                if context is not None:
+                    raise ProtocolError("one message on two presentation contexts", peer=peer)
                 context = context_id
-            elif context_id != context:
-                raise ProtocolError("one message on two presentation contexts", peer=peer)
-            if control & 0x01:
-                if command is not None:
-                    raise ProtocolError("command fragment after the last one", peer=peer)
-                command_set += payload
-                if len(command_set) > 1 << 16:
-                    raise ProtocolError("command set larger than 64 KiB", peer=peer)
-                if control & 0x02:
-                    try:
-                        command = decode_command(command_set)
-                    except ValueError as exc:
-                        raise ProtocolError(f"invalid command set: {exc}", peer=peer) from None
-                    if not command.has_data_set:
-                        return context, command, None
-                    sink = sink_for(context, command)
-            else:
+            if not control & 0x01:  # a data set fragment
                 if command is None or sink is None:
                     raise ProtocolError("data set fragment before the command set", peer=peer)
                 sink.write(payload)
                 if control & 0x02:
-                    return context, command, sink
+                    return context_id, command, sink
+                continue
+            if command is not None:
+                raise ProtocolError("command fragment after the last one", peer=peer)
+            command_set += payload
+            if len(command_set) > 1 << 16:
+                raise ProtocolError("command set larger than 64 KiB", peer=peer)
+            if control & 0x02:
+                try:
+                    command = decode_command(command_set)
+                except ValueError as exc:
+                    raise ProtocolError(f"invalid command set: {exc}", peer=peer) from None
+                if not command.has_data_set:
+                    return context_id, command, None
+                sink = sink_for(context_id, command)
 
 
 def encode_message(context_id: int, command_set: bytes,
