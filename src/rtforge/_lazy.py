@@ -8,6 +8,8 @@ kernels.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable, Mapping
 
 __all__ = ["lazy_exports"]
@@ -30,7 +32,27 @@ def lazy_exports(package: str, exports: Mapping[str, str],
     -------
     tuple of callable
         ``(__getattr__, __dir__)`` to assign in the package.
+
+    Notes
+    -----
+    A public name that is also the name of the submodule defining it
+    (``rtforge.core.reslice``, the function, in ``rtforge/core/reslice.py``)
+    stays the public object: importing a submodule normally sets the
+    package's attribute to the module, which would shadow the name
+    depending on import order.  The package's module class refuses that one
+    assignment; the submodule is still in ``sys.modules``.
     """
+    shadowed = frozenset(name for name, module in exports.items() if name == module)
+    if shadowed:
+        package_module = sys.modules[package]
+
+        class _Package(type(package_module)):  # type: ignore[misc]
+            def __setattr__(self, name: str, value: object) -> None:
+                if name in shadowed and isinstance(value, types.ModuleType):
+                    return
+                super().__setattr__(name, value)
+
+        package_module.__class__ = _Package
 
     def getattr_(name: str) -> object:
         module = exports.get(name)

@@ -70,7 +70,3 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-# A name that is also its submodule's name must be bound now: importing the
-# submodule later would set the package attribute to the module instead.
-from rtforge.core.reslice import reslice  # noqa: E402, F401

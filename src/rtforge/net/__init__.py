@@ -65,7 +65,3 @@ _EXPORTS = {
 __all__ = ["Node", *_EXPORTS]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-# A name that is also its submodule's name must be bound now: importing the
-# submodule later would set the package attribute to the module instead.
-from rtforge.net.echo import echo  # noqa: E402, F401
