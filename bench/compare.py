@@ -221,12 +221,12 @@ def dvh_rows(size: Size, work: Path, bandwidth: float, dicompyler_python: str | 
                 f"max dD {max(e[2] for e in errors):.3f} Gy")
     task = f"DVH, {len(compare_dvh.ORGAN_VOLUMES) + 1} ROIs on a 200x200x150 dose"
     # dicompyler-core needs pydicom<3: compare_dvh keeps it in its own virtual environment
-    python = compare_dvh.resolve_dicompyler(dicompyler_python or "auto")
+    python = compare_dvh.resolve_dicompyler(dicompyler_python or "auto")  # "none" skips
     times = compare_dvh.run_dicompyler(python, struct, dose, False)
     if times is None:
         return [Row(task, "dicompyler-core", compute, accuracy=accuracy,
                     note="not run: no Python with dicompyler-core and pydicom<3 "
-                         "(--dicompyler-python, or PyPI for compare_dvh's own environment)")]
+                         "(--dicompyler-python; without --quick, compare_dvh installs its own)")]
     return [Row(task, "dicompyler-core", compute, sum(times.values()), accuracy=accuracy)]
 
 
@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         ("DRR", ["plastimatch drr -i exact", "PyTorch grid_sample"],
          lambda w: drr_rows(size, w, bandwidth)),
         ("DVH", ["dicompyler-core"],
-         lambda w: dvh_rows(size, w, bandwidth, args.dicompyler_python)),
+         # --quick never installs dicompyler-core (a CI test runs it): only a given Python
+         lambda w: dvh_rows(size, w, bandwidth,
+                            args.dicompyler_python or ("none" if args.quick else "auto"))),
         ("contour reduction", ["simplification (Rust)", "shapely.simplify (GEOS)"],
          lambda w: contour_rows(size, w, bandwidth)),
         ("C-STORE", ["dcmtk storescu"], lambda w: store_rows(size, w, bandwidth)),
