@@ -109,6 +109,17 @@ def _deposit(hist: np.ndarray, diff: np.ndarray, bin_width: float, mean: float, 
     _segment(hist, diff, bin_width, d0 + large, d0 + large + small, height, -slope)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _deposit3(hist: np.ndarray, diff: np.ndarray, bin_width: float, mean: float, sx: float,
+              sy: float, sz: float, weight: float) -> None:
+    """:func:`_deposit` of a box whose dose spreads uniformly by ``sx``, ``sy`` and ``sz``:
+    the largest spread is kept and the other two merged into one of the same variance
+    (exact when at most two are non-zero)."""
+    large = max(sx, max(sy, sz))
+    small = math.sqrt(max(sx * sx + sy * sy + sz * sz - large * large, 0.0))
+    _deposit(hist, diff, bin_width, mean, large, small, weight)
+
+
 @njit(cache=True)
 def _band_crossings(points: np.ndarray, poly_start: np.ndarray, p0: int, p1: int, y_first: float,
                     strip: float, sub: int, xs: np.ndarray, count: np.ndarray) -> None:
@@ -334,10 +345,7 @@ def dvh_histogram(dose: np.ndarray, origin: np.ndarray, spacing: np.ndarray,
                             spread_y = abs(0.25 * ((v100 + v101 + v110 + v111)
                                                    - (v000 + v001 + v010 + v011)))
                             spread_z = abs(0.25 * (t1 - t0) * (g00 + g01 + g10 + g11))
-                            large = max(spread_x, max(spread_y, spread_z))
-                            small = math.sqrt(max(spread_x * spread_x + spread_y * spread_y
-                                                  + spread_z * spread_z - large * large, 0.0))
-                            _deposit(h, d, bin_width, mean, large, small, w)
+                            _deposit3(h, d, bin_width, mean, spread_x, spread_y, spread_z, w)
                             volume += w
                             dose_sum += w * mean
                             lo = min(min(min(v000, v001), min(v010, v011)),
@@ -414,12 +422,7 @@ def dvh_histogram(dose: np.ndarray, origin: np.ndarray, spacing: np.ndarray,
                                 tm = 0.5 * (t0 + t1)
                                 spread_y = abs(0.5 * ((ga0 + gb0) * (1.0 - tm)
                                                       + (ga1 + gb1) * tm)) / sub
-                                # Three uniform spreads: the largest kept, the other two merged into
-                                # one of the same variance (exact when at most two are non-zero).
-                                large = max(spread_x, max(spread_y, spread_z))
-                                small = math.sqrt(max(spread_x * spread_x + spread_y * spread_y
-                                                      + spread_z * spread_z - large * large, 0.0))
-                                _deposit(h, d, bin_width, mean, large, small, w)
+                                _deposit3(h, d, bin_width, mean, spread_x, spread_y, spread_z, w)
                                 volume += w
                                 dose_sum += w * mean
                                 lo = min(min(aa, ba), min(az, bz))
