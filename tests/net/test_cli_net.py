@@ -142,3 +142,24 @@ def test_receive_indexes_what_it_stores_in_the_catalog(tmp_path: Path) -> None:
         records = [r for case in cases for r in catalog.instances(case.patient_id)]
     assert sorted(str(r.path) for r in records) == sorted(str(p) for p in stored)
     assert all(r.state.value == "local" for r in records)
+
+
+def test_receive_catalog_without_a_path_uses_the_configured_one(tmp_path: Path) -> None:
+    """``--catalog`` alone: the catalog of the configuration's archive (store/catalog.sqlite)."""
+    from rtforge.net.catalog import Catalog
+
+    store = tmp_path / "archive"
+    config = tmp_path / "rtforge.toml"
+    config.write_text(f'[archive]\nstore = "{store}"\n', encoding="utf-8")
+    receiver = start_receiver(tmp_path, "--config", str(config), "--catalog")
+    try:
+        report = send([pydicom_file("CT_small.dcm")], receiver.node)
+        assert report.ok and report.sent == 1
+        receiver.proc.send_signal(signal.SIGTERM)
+        receiver.proc.communicate(timeout=30)
+    finally:
+        stop_process(receiver.proc)
+    assert receiver.proc.returncode == 0
+    with Catalog(store / "catalog.sqlite") as catalog:
+        assert [r.path for case in catalog.cases() for r in catalog.instances(case.patient_id)] \
+            == received_files(receiver.out)

@@ -260,7 +260,7 @@ def _receive(args: argparse.Namespace) -> int:
     bar = progress_bar(args, None, "received", "obj")
     indexer = None
     if args.catalog is not None:
-        path = config.archive.catalog_path() if args.catalog is True else args.catalog
+        path = config.archive.catalog_path if args.catalog is True else args.catalog
         indexer = CatalogIndexer(path)
 
     def on_stored(obj: StoredObject) -> None:
