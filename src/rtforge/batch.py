@@ -207,8 +207,8 @@ def _available_memory() -> int | None:
             for line in fh:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    except (OSError, ValueError, IndexError):  # not Linux, or an unreadable line
+        return None
     return None
 
 

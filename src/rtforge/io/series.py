@@ -588,7 +588,7 @@ def _series_info(uid: str, members: list[_Scanned]) -> SeriesInfo:
             voxels += (int(m.ds.get("Rows", 0) or 0) * int(m.ds.get("Columns", 0) or 0)
                        * max(1, int(m.ds.get("NumberOfFrames", 1) or 1)))
         except (TypeError, ValueError):  # a malformed value: read_series will name it
-            pass
+            continue
     return SeriesInfo(
         series_uid=uid, modality=str(ds.get("Modality", "") or ""),
         study_uid=str(ds.get("StudyInstanceUID", "") or ""),
