@@ -214,7 +214,8 @@ def _available_memory() -> int | None:
 
 #: Resident memory of a worker before it reads a series (Python, NumPy, pydicom, Numba).
 WORKER_BASE_BYTES = 200 * 2**20
-#: A worker's peak, in input volumes (measured 2.1, see bench/compare_pipeline.py).
+#: A worker's peak, in input volumes, with headroom (measured: 2.5 for one process that reads
+#: ahead, bench/compare_pipeline.py; a pool worker does not read ahead).
 WORKER_VOLUMES = 3
 
 
