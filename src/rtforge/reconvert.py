@@ -272,11 +272,14 @@ def read_ahead(sources: Sequence[Sequence[str | Path]]
         (waiting for its read to finish) or raises what
         :func:`~rtforge.io.series.read_series` raised for it.
     """
+    if not sources:
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtforge-read") as pool:
-        pending = pool.submit(read_series, list(sources[0])) if sources else None
-        for i in range(len(sources)):
+        pending = pool.submit(read_series, list(sources[0]))
+        for following in [*sources[1:], None]:
             handle = _Pending(pending)
-            pending = pool.submit(read_series, list(sources[i + 1])) if i + 1 < len(sources) else None
+            if following is not None:  # read it while the caller works on this one
+                pending = pool.submit(read_series, list(following))
             yield handle
 
 
