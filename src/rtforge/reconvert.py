@@ -65,9 +65,9 @@ class ReconvertOptions:
         UID root and identity written into the output.
     durable : bool
         Flush the series' files and folder to disk before it is renamed into
-        place (default; one ``syncfs`` per series rather than an fsync per
-        file), so that even a power loss cannot leave a renamed series with
-        missing data.  ``False`` leaves write-back to the
+        place (default; each file's write-back starts as it is written and
+        the fsyncs at the end find it done), so that even a power loss cannot
+        leave a renamed series with missing data.  ``False`` leaves write-back to the
         operating system: still atomic against an interrupted process, and
         much faster where the disk is the bottleneck.
     """
@@ -228,6 +228,7 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
             grid.to_stack(), partial, source=header, source_references=refs, derived=True,
             transfer_syntax=parse_transfer_syntax(options.transfer_syntax),
             config=options.config, series_uid=out_uid, flat=True, fsync=False,
+            writeback=options.durable,
             derivation_description=(
                 f"Resliced to axial orientation by rtforge ({method}); "
                 f"source tilt {series.tilt_degrees:.2f} deg"))

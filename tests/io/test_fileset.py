@@ -225,22 +225,26 @@ def test_prefix_and_template_match_dcmwrite(name: str) -> None:
         DatasetTemplate(ds, variable, name)
 
 
-def test_sync_files_flushes_once_with_syncfs(tmp_path, monkeypatch) -> None:
+def test_writeback_then_sync_files_flushes_only_those_files(tmp_path, monkeypatch) -> None:
     from rtforge.io import fileset
 
-    paths = []
-    for n in range(3):
-        p = tmp_path / f"{n}.dcm"
-        p.write_bytes(b"x" * 10)
-        paths.append(p)
+    started: list[tuple[int, int]] = []
+    real_range = fileset._sync_file_range
+    if real_range is not None:  # Linux: the real system call must accept what we pass
+        def recording(fd, offset, nbytes, flags):
+            rc = real_range(fd, offset, nbytes, flags)
+            started.append((rc, flags))
+            return rc
+
+        monkeypatch.setattr(fileset, "_sync_file_range", recording)
+    paths = [fileset.atomic_write(tmp_path / f"{n}.dcm", [b"x" * 10], fsync=False,
+                                  writeback=True) for n in range(3)]
+    fileset.atomic_write(tmp_path / "plain.dcm", [b"y"], fsync=False)  # no write-back asked
+    if real_range is not None:
+        assert started == [(0, fileset._SYNC_FILE_RANGE_WRITE)] * 3
     calls: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(fileset.os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
-    if fileset._syncfs is not None:
-        fileset.sync_files(tmp_path, paths)
-        assert len(calls) == 1  # the folder only: syncfs flushed the files
-    calls.clear()
-    monkeypatch.setattr(fileset, "_syncfs", None)
     fileset.sync_files(tmp_path, paths)
-    assert len(calls) == 4  # each file, then the folder
+    assert len(calls) == 4  # each file, then the folder; never the whole file system
     assert all(p.read_bytes() == b"x" * 10 for p in paths)

@@ -329,6 +329,10 @@ class CTSeriesWriter:
         Write into ``out_dir`` itself rather than the patient/study/series layout.
     fsync : bool, optional
         fsync every file and, at :meth:`close`, the folder (default).
+    writeback : bool, optional
+        Without ``fsync``: start each file's write-back as it is written, for
+        a later :func:`~rtforge.io.fileset.sync_files` (see
+        :func:`~rtforge.io.fileset.atomic_write`).
 
     Raises
     ------
@@ -356,7 +360,8 @@ class CTSeriesWriter:
                  timestamp: datetime | None = None,
                  overrides: Mapping[str, object] | None = None,
                  flat: bool = False,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True,
+                 writeback: bool = False) -> None:
         self._stack = stack
         self._config = config or ExportConfig()
         try:
@@ -367,6 +372,7 @@ class CTSeriesWriter:
         self._ts = parse_transfer_syntax(transfer_syntax)
         self._little = self._ts != ExplicitVRBigEndian
         self._fsync = fsync
+        self._writeback = writeback
         if derived and not (np.allclose(stack.row_direction, (1, 0, 0), atol=1e-6)
                             and np.allclose(stack.column_direction, (0, 1, 0), atol=1e-6)):
             raise GeometryError("a derived CT series must have Image Orientation (Patient) "
@@ -574,7 +580,8 @@ class CTSeriesWriter:
         for n, hu in enumerate(arr):
             k = k0 + n
             words, low, high = _to_stored(hu, self._storage, self._little)
-            atomic_write(self.path(k), self._encode(k, words), fsync=self._fsync)
+            atomic_write(self.path(k), self._encode(k, words), fsync=self._fsync,
+                         writeback=self._writeback)
             self._written[k] = True
             self._clamped_low += low
             self._clamped_high += high

@@ -228,7 +228,7 @@ def instance_path(root: str | os.PathLike, ds: Dataset) -> Path:
 
 # ----------------------------------------------------------- atomic writes
 def atomic_write(path: str | os.PathLike, chunks: Iterable[Chunk],
-                 *, fsync: bool = True) -> Path:
+                 *, fsync: bool = True, writeback: bool = False) -> Path:
     """Write ``chunks`` to ``path`` so that ``path`` is either complete or absent.
 
     The bytes go to a temporary file ``.<name>.<random>.tmp`` in the same
@@ -245,6 +245,11 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[Chunk],
     fsync : bool, optional
         fsync the file before the rename (default).  The rename itself is made
         durable by :func:`fsync_directory` on the folder, once per batch of files.
+    writeback : bool, optional
+        Without ``fsync``: start writing the data to disk now and return
+        without waiting (Linux ``sync_file_range``; nothing elsewhere), so that
+        a later :func:`sync_files` of many such files finds their data already
+        on its way and flushes nothing but them.
 
     Returns
     -------
@@ -267,6 +272,8 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[Chunk],
                     view = view[os.write(fd, view):]
             if fsync:
                 os.fsync(fd)
+            elif writeback and _sync_file_range is not None:
+                _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
         finally:
             os.close(fd)
         os.replace(tmp, final)
@@ -293,26 +300,22 @@ def _coalesced(chunks: Iterable[Chunk]) -> Iterable[memoryview]:
 
 
 def sync_files(folder: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> None:
-    """Make ``paths`` (files in ``folder``) and ``folder`` durable in one flush.
+    """Make ``paths`` (files in ``folder``) and ``folder`` durable.
 
-    Writing many files without fsync and flushing once at the end costs one
-    journal commit instead of one per file: ``syncfs(2)`` on the folder's
-    filesystem where the C library has it (Linux), otherwise an fsync of
-    each file.  The folder itself is fsynced last.
+    An fsync of each file, then of the folder.  Written with
+    ``atomic_write(..., writeback=True)``, the files' data is already on its
+    way to the disk: the first fsync commits the file system's journal for
+    all of them and the others find little left to do.  Only these files are
+    flushed: unlike ``syncfs(2)`` this never waits for data other processes
+    wrote to the same file system.
 
     Parameters
     ----------
     folder : str or path-like
         The folder holding the files.
     paths : iterable of str or path-like
-        The files (used only where ``syncfs`` is unavailable).
+        The files.
     """
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        if _syncfs is not None and _syncfs(fd) == 0:
-            paths = ()
-    finally:
-        os.close(fd)
     for path in paths:
         file_fd = os.open(path, os.O_RDONLY)
         try:
@@ -322,16 +325,23 @@ def sync_files(folder: str | os.PathLike, paths: Iterable[str | os.PathLike]) ->
     fsync_directory(folder)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs`` where the C library has it."""
+#: ``sync_file_range`` flag: start write-back of dirty pages, do not wait.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range`` where the C library has it (Linux)."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.syncfs
+        func = libc.sync_file_range
     except (OSError, AttributeError):
         return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
 
 
-_syncfs = _load_syncfs()
+_sync_file_range = _load_sync_file_range()
 
 
 def fsync_directory(folder: str | os.PathLike) -> None:
