@@ -46,3 +46,23 @@ def test_read_ahead_keeps_order_delivers_errors_and_reads_one_ahead(phantom_pati
 
 def test_read_ahead_of_nothing_yields_nothing() -> None:
     assert list(read_ahead([])) == []
+
+
+def test_worker_preload_loads_kernels_without_the_blas_probe_and_keeps_blas_usable() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import rtforge._worker_preload\n"
+        "from rtforge.core import _reslice_kernels as k\n"
+        "assert k.linear_regular.signatures, 'kernels not loaded'\n"
+        "assert 'scipy.linalg' not in sys.modules, 'the BLAS probe ran'\n"
+        "import numpy as np, numba\n"
+        "dot = numba.njit(lambda a, b: np.dot(a, b))\n"
+        "a = np.arange(6.0).reshape(2, 3)\n"
+        "assert np.array_equal(dot(a, a.T), a @ a.T)\n"
+        "assert 'scipy.linalg' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
