@@ -9,6 +9,9 @@ degrees), then times, whole process and warm JIT cache:
   straightforward Python approach; SimpleITK limited to the same thread count),
 - ``plastimatch convert`` DICOM to DICOM, when installed.
 
+Before every timed process the file system is synced, so that no run pays for
+the write-back of the output of the one before it.
+
 Prints slices/s (output slices written per second of wall time), the ratios
 and the peak resident memory of each rtforge process against one input volume.
 
@@ -159,6 +162,7 @@ def main() -> None:
         total, rss_max, slices = 0.0, 0, 0
         for i, src in enumerate(sources):
             dest = work / "out" / name.replace(" ", "_") / str(i)
+            os.sync()
             dt, rss, _ = _run(make_cmd(i, src, dest), env)
             total += dt
             rss_max = max(rss_max, rss)
@@ -196,6 +200,7 @@ def main() -> None:
         print(f"round {r + 1}/{args.repeat} ...", flush=True)
         for name, fn in pipelines.items():  # round robin: load hits every tool alike
             shutil.rmtree(work / "out", ignore_errors=True)
+            os.sync()  # no run pays for the write-back of the one before it
             samples[name].append(fn())
     rows = []
     for name, runs in samples.items():

@@ -49,12 +49,15 @@ def test_read_ahead_of_nothing_yields_nothing() -> None:
 
 
 def test_worker_preload_loads_kernels_without_the_blas_probe_and_keeps_blas_usable() -> None:
+    import os
     import subprocess
     import sys
 
     code = (
-        "import sys\n"
+        "import gc, os, sys\n"
         "import rtforge._worker_preload\n"
+        "assert os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
+        "assert gc.isenabled() and gc.get_freeze_count() > 10000, gc.get_freeze_count()\n"
         "from rtforge.core import _reslice_kernels as k\n"
         "assert k.linear_regular.signatures, 'kernels not loaded'\n"
         "assert 'scipy.linalg' not in sys.modules, 'the BLAS probe ran'\n"
@@ -64,5 +67,31 @@ def test_worker_preload_loads_kernels_without_the_blas_probe_and_keeps_blas_usab
         "assert np.array_equal(dot(a, a.T), a @ a.T)\n"
         "assert 'scipy.linalg' in sys.modules\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
+    # A user's own BLAS setting is kept.
+    check = "import os, rtforge._worker_preload; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          env={**env, "OPENBLAS_NUM_THREADS": "3"}, check=True)
+    assert proc.stdout.strip() == "3"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_reconverted_slices_equal_one_reslice_whatever_the_chunking(phantom_patient, tmp_path,
+                                                                    chunk) -> None:
+    import numpy as np
+
+    from rtforge.core.reslice import default_output_grid, reslice
+    from rtforge.io.series import read_series
+
+    source = phantom_patient[0].folder
+    report = reconvert.reconvert_series(
+        source, tmp_path, reconvert.ReconvertOptions(chunk=chunk, durable=False))
+    series = read_series(source)
+    expected = reslice(series.array, series.stack, default_output_grid(series.stack))
+    written = read_series(report.output_dir)
+    assert written.array.shape == expected.shape
+    # Slabs cycle through three buffers: a buffer reused before its slices were written
+    # would show here as slices of another chunk.
+    assert np.array_equal(written.array, expected)

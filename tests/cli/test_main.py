@@ -66,3 +66,28 @@ def test_unknown_lazy_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no_such_name"):
         rtforge.core.no_such_name  # noqa: B018
+
+
+def test_rtforge_and_the_batch_parent_load_neither_numpy_nor_numba() -> None:
+    # The batch's parent only discovers and schedules: Numba is its workers' (0.13 s of
+    # start), and a bare "import rtforge" loads no NumPy (the worker server sets NumPy's
+    # threads before it loads).
+    code = ("import sys, rtforge; bare = 'numpy' in sys.modules; import rtforge.batch; "
+            "print(bare, 'numba' in sys.modules, rtforge.Grid.__module__, "
+            "'Grid' in dir(rtforge))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "rtforge.core.geometry", "True"]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("4", "4")])
+def test_the_command_gives_openblas_one_thread_unless_the_user_chose(given, expected) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = ("import os, sys; from rtforge.cli import main; main(['validate', '--help']); "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stderr.strip().splitlines()[-1] == expected
