@@ -4,7 +4,8 @@ Generates N oblique phantom series (default 4 x 512x512x200, rotated 12 and 7
 degrees), then times, whole process and warm JIT cache:
 
 - ``rtforge reslice`` on each series (one process per series, as a user runs it),
-- ``rtforge batch`` over all of them (``--workers`` 1 and 2),
+- ``rtforge reslice`` over all of them (worker processes by default, and ``--workers 1``),
+- ``rtforge batch`` over all of them (``--workers`` auto and 1, and ``--no-fsync``),
 - a pydicom read + SimpleITK ResampleImageFilter + pydicom write pipeline (the
   straightforward Python approach; SimpleITK limited to the same thread count),
 - ``plastimatch convert`` DICOM to DICOM, when installed.
@@ -172,7 +173,7 @@ def main() -> None:
     def whole(name: str, command: str, cmd_tail: list[str]) -> tuple[float, int, int]:
         dest = work / "out" / name.replace(" ", "_")
         dt, rss, _ = _run(rtforge + [command, str(work / "src"), str(dest), "-q"] + cmd_tail, env)
-        if command == "batch" and "1" not in cmd_tail:
+        if "1" not in cmd_tail:  # several series: worker processes
             # The workers fork from a server and are not this process' children; their own
             # ru_maxrss leaves out the pages they share with it.  Per worker, a series costs
             # what it costs in the --workers 1 row (the same work in one process).
@@ -182,8 +183,10 @@ def main() -> None:
     pipelines = {
         "rtforge reslice, one process per series": lambda: per_series(
             "reslice", lambda i, src, dest: rtforge + ["reslice", str(src), str(dest), "-q"]),
-        f"rtforge reslice, the {args.series} series in one process": lambda: whole(
+        f"rtforge reslice of the {args.series} series (default --workers auto)": lambda: whole(
             "reslice_all", "reslice", []),
+        f"rtforge reslice --workers 1, the {args.series} series in one process": lambda: whole(
+            "reslice_all1", "reslice", ["--workers", "1"]),
         "rtforge batch (default --workers auto)": lambda: whole("batch_auto", "batch", []),
         "rtforge batch --workers 1": lambda: whole("batch1", "batch", ["--workers", "1"]),
         "rtforge batch --no-fsync": lambda: whole("batch_nofsync", "batch", ["--no-fsync"]),

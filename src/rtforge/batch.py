@@ -49,7 +49,8 @@ from rtforge.reconvert import (
     reconvert_series,
 )
 
-__all__ = ["BatchResult", "run_batch", "reconvert_task", "auto_workers", "MANIFEST_NAME"]
+__all__ = ["BatchResult", "run_batch", "reconvert_many", "reconvert_task", "auto_workers",
+           "MANIFEST_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,43 @@ def _drain(q, on_slices: Callable[[int], None]) -> None:
     on_slices(n)
 
 
+def reconvert_many(todo: Sequence[SeriesInfo], out_root: str | Path, options: ReconvertOptions,
+                   *, workers: int | str = "auto",
+                   on_slices: Callable[[int], None] | None = None) -> Outcomes:
+    """Reconvert series, in worker processes when there are several: no manifest, no skipping.
+
+    The executor of :func:`run_batch` and of ``rtforge reslice`` over several
+    series.  Each series is :func:`reconvert_task`: written into a hidden
+    partial folder, renamed when complete.
+
+    Parameters
+    ----------
+    todo : sequence of SeriesInfo
+        The series, as :func:`rtforge.io.series.discover_series` found them.
+    out_root : str or Path
+    options : ReconvertOptions
+    workers : int or "auto"
+        Worker processes; 1 runs here (reading the next series while this one
+        is computed); ``"auto"`` picks :func:`auto_workers`.
+    on_slices : callable, optional
+        Called as ``on_slices(n)`` with the output slices written since the last call.
+
+    Yields
+    ------
+    tuple of (SeriesInfo, dict)
+        Each series with its outcome (see :func:`reconvert_task`), in the
+        order they finish.
+    """
+    todo = list(todo)
+    on_slices = on_slices or (lambda n: None)
+    n = auto_workers(todo) if workers == "auto" else min(int(workers), len(todo))
+    if n <= 1 or (os.cpu_count() or 1) <= 1:
+        yield from _run_here(todo, Path(out_root), options, on_slices)
+        return
+    log.info("%d worker processes", n)
+    yield from _run_in_pool(todo, Path(out_root), options, on_slices, n, start_forkserver())
+
+
 # ----------------------------------------------------------------- the run
 def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOptions | None = None,
               *, workers: int | str = 1, scheduler: str | None = None,
@@ -370,12 +408,9 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     if scheduler is not None:
         outcomes = run_on_dask(scheduler, todo, out_root, options, progress.slices)
     else:
-        n = auto_workers(todo) if auto else min(most, len(todo))
-        if ctx is None or n <= 1:
-            outcomes = _run_here(todo, out_root, options, progress.slices)
-        else:
-            log.info("%d worker processes", n)
-            outcomes = _run_in_pool(todo, out_root, options, progress.slices, n, ctx)
+        outcomes = reconvert_many(todo, out_root, options,
+                                  workers=workers if ctx is not None else 1,
+                                  on_slices=progress.slices)
 
     for info, outcome in outcomes:
         if outcome["ok"]:

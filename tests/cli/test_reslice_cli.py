@@ -167,6 +167,41 @@ def test_bad_input_one_line_error_and_nothing_written(make_bad, phantom_patient,
     assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("make_bad", _bad_cases()[1:-1], ids=lambda f: f.__name__)
+def test_bad_series_beside_a_good_one_in_workers_leaves_nothing(make_bad, phantom_patient,
+                                                                tmp_path, capsys) -> None:
+    # Two series: they go to two worker processes, and the good one is finished (and
+    # then removed: all or nothing) whatever happens to the bad one.
+    src = tmp_path / "src"
+    shutil.copytree(phantom_patient[0].folder, src / "bad")
+    shutil.copytree(phantom_patient[1].folder, src / "good")
+    make_bad(src / "bad")
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    assert main(["reslice", str(src), str(out), "--workers", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rtforge reslice: ") and "\n" not in err
+    assert "Traceback" not in err and str(src / "bad") in err
+    assert not out.exists() or not _dcm_files(out)
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
+
+
+def test_reslice_of_several_series_in_workers_equals_one_process(phantom_root, tmp_path,
+                                                                 capsys) -> None:
+    reports = {}
+    for workers in ("1", "2"):
+        out = tmp_path / workers
+        assert main(["reslice", str(phantom_root), str(out), "--json", "--workers", workers]) == 0
+        reports[workers] = json.loads(capsys.readouterr().out)["series"]
+    assert len(reports["1"]) == len(reports["2"]) == 2
+    for one, two in zip(reports["1"], reports["2"], strict=True):  # same order, same report
+        assert {k: v for k, v in one.items() if k not in ("seconds", "output_dir")} == \
+            {k: v for k, v in two.items() if k not in ("seconds", "output_dir")}
+        a, b = read_series(one["output_dir"]), read_series(two["output_dir"])
+        assert np.array_equal(a.array, b.array)
+        assert np.allclose(a.stack.positions, b.stack.positions)
+
+
 @pytest.mark.parametrize("argv", [
     ["reslice"],
     ["reslice", "a", "b", "--spacing", "1,2"],

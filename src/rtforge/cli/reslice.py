@@ -14,6 +14,7 @@ from rtforge.config import load_config
 from rtforge.errors import InvalidInputError, RtforgeError
 
 if TYPE_CHECKING:
+    from rtforge.io.series import SeriesInfo
     from rtforge.reconvert import ReconvertOptions, SeriesReport
 
 # The reconversion modules (pydicom, Numba) are imported inside the commands: ``batch``
@@ -54,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=_RESLICE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path, metavar="SRC", help="folder or file of a CT series")
     p.add_argument("out", type=Path, metavar="OUT", help="output root")
+    p.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                   help="worker processes when SRC holds several series (default auto: one "
+                        "per CPU, at most one per series, as many as fit in memory)")
     _add_options(p)
     p.set_defaults(func=_reslice)
 
@@ -128,16 +132,38 @@ def format_report(rep: SeriesReport) -> str:
 
 
 def _reslice(args: argparse.Namespace) -> int:
+    parallel = args.workers != 1 and (os.cpu_count() or 1) > 1
+    if parallel and args.src.is_dir():
+        # A folder may hold several series: start the workers' server now, so that its
+        # imports overlap ours and the discovery (unused for one series, where it costs
+        # CPU on an otherwise idle core and no time).
+        from rtforge._forkserver import start_forkserver
+
+        start_forkserver()
     from rtforge.io.series import discover_series
-    from rtforge.reconvert import read_ahead, reconvert_series
 
     options = _options(args)
     found = discover_series(args.src, modalities={"CT"}, strict=True)
+    if len(found.series) > 1 and parallel:
+        reports = _reslice_in_workers(args, found.series, options)
+    else:
+        reports = _reslice_here(args, found.series, options)
+    if args.json:
+        emit_json({"series": [r.to_dict() for r in reports]})
+    else:
+        print("\n".join(format_report(r) for r in reports))
+    return 0
+
+
+def _reslice_here(args: argparse.Namespace, series: list[SeriesInfo],
+                  options: ReconvertOptions) -> list[SeriesReport]:
+    """One series after another in this process, reading the next one ahead."""
+    from rtforge.reconvert import read_ahead, reconvert_series
+
     reports: list[SeriesReport] = []
     try:
-        for read in read_ahead([info.paths for info in found.series]):
-            bar = progress_bar(args, None, f"series {len(reports) + 1}/{len(found.series)}",
-                               "slice")
+        for read in read_ahead([info.paths for info in series]):
+            bar = progress_bar(args, None, f"series {len(reports) + 1}/{len(series)}", "slice")
             try:
                 rep = reconvert_series(read(), args.out, options,
                                        progress=lambda done, total, bar=bar: bar.set(done, total))
@@ -150,11 +176,42 @@ def _reslice(args: argparse.Namespace) -> int:
             if not rep.skipped:
                 shutil.rmtree(rep.output_dir, ignore_errors=True)
         raise
-    if args.json:
-        emit_json({"series": [r.to_dict() for r in reports]})
-    else:
-        print("\n".join(format_report(r) for r in reports))
-    return 0
+    return reports
+
+
+def _reslice_in_workers(args: argparse.Namespace, series: list[SeriesInfo],
+                        options: ReconvertOptions) -> list[SeriesReport]:
+    """Several series at once in worker processes (those of ``rtforge batch``), all or nothing.
+
+    Every series runs to its end; if any failed, every series this invocation
+    wrote is removed and the first failure (in discovery order) is raised.
+    """
+    from rtforge.batch import reconvert_many
+    from rtforge.reconvert import SeriesReport, final_folder, output_series_uid
+
+    finals = [final_folder(args.out, info.patient_id, info.study_uid,
+                           output_series_uid(info.series_uid, options)) for info in series]
+    existed = {folder for folder in finals if folder.is_dir()}
+    outcomes: dict[str, dict] = {}
+    series_bar = progress_bar(args, len(series), "series", "series")
+    slice_bar = progress_bar(args, 0, "slices", "slice")
+    try:
+        for info, outcome in reconvert_many(series, args.out, options, workers=args.workers,
+                                            on_slices=slice_bar.update):
+            outcomes[info.series_uid] = outcome
+            series_bar.set(len(outcomes), len(series))
+        failed = [outcomes[info.series_uid] for info in series if not outcomes[info.series_uid]["ok"]]
+        if failed:
+            raise RtforgeError(failed[0]["error"])
+    except (RtforgeError, OSError, KeyboardInterrupt):
+        for folder in finals:  # all or nothing, as one series after another
+            if folder not in existed:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        slice_bar.close()
+        series_bar.close()
+    return [SeriesReport(**outcomes[info.series_uid]["report"]) for info in series]
 
 
 def _batch(args: argparse.Namespace) -> int:
