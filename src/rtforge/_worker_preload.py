@@ -11,7 +11,6 @@ the workers' parallelism is theirs, and idle BLAS threads spin.
 
 import gc
 import os
-import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS
 # Imports make few cycles but many survivors that the collector would walk again and
@@ -22,20 +21,6 @@ import numba  # noqa: E402
 
 if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
-
-# numba.np.arraymath, which loading any kernel imports, probes for BLAS by importing
-# scipy.linalg: about 0.1 s of the server's start, on the batch's critical path.  No
-# worker kernel uses BLAS, so the probe is made to fail here; its only effect is that
-# np.convolve/np.correlate in jitted code loop instead of calling BLAS.  BLAS itself
-# stays usable: np.dot and np.linalg import scipy.linalg when they are compiled.
-_probe = "scipy.linalg" not in sys.modules
-if _probe:
-    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
-try:
-    import numba.np.arraymath  # noqa: E402, F401
-finally:
-    if _probe and sys.modules.get("scipy.linalg", False) is None:
-        del sys.modules["scipy.linalg"]
 
 from rtforge.core.reslice import load_kernels  # noqa: E402
 from rtforge.reconvert import reconvert_series  # noqa: E402, F401 - imported for the workers

@@ -540,3 +540,26 @@ print(before, after)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[1, 1, 1, 1, 1, 1] [1, 1, 1, 1, 1, 1]"
+
+
+def test_the_first_kernel_loads_without_numbas_blas_probe() -> None:
+    # numba.np.arraymath probes for BLAS by importing scipy.linalg (0.1 s of a start);
+    # no reslice kernel needs it, and BLAS stays available to code that does.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from rtforge.core.phantom import oblique_stack\n"
+        "from rtforge.core.reslice import default_output_grid, reslice\n"
+        "stack = oblique_stack(size=8, spacing=1.0, nslices=4, slice_spacing=1.0)\n"
+        "out = reslice(np.zeros(stack.shape, np.int16), stack, default_output_grid(stack))\n"
+        "assert (out == 0).any() and 'numba.np.arraymath' in sys.modules\n"
+        "assert 'scipy.linalg' not in sys.modules\n"
+        "from numba.np.arraymath import _HAVE_BLAS\n"
+        "import scipy.linalg\n"
+        "print(_HAVE_BLAS)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

@@ -63,6 +63,7 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 
 from rtforge.core import _reslice_kernels as _k
+from rtforge.core._numba_start import import_numba_np_without_blas_probe
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import GeometryError, InvalidInputError
 
@@ -387,6 +388,7 @@ def reslice(array: np.ndarray, stack: SliceStack, grid: Grid, *,
         return result
 
     kernel, args = _kernel_call(volume, stack, grid, method, result, k0, pad, fill, lo, hi)
+    import_numba_np_without_blas_probe()  # before the first kernel loads
     kernel(*args)
     return result
 
@@ -423,10 +425,14 @@ def load_kernels() -> None:
     without running one.
 
     A process that forks workers calls this first so that each worker starts
-    with the kernels loaded (about 0.3 s each otherwise).  Nothing runs in
-    parallel here, so no thread pool is started before the fork.
+    with the kernels loaded (about 0.3 s each otherwise); one process can call
+    it while it reads its first series.  Nothing runs in parallel here, so no
+    thread pool is started before a fork.  Numba starts without its BLAS probe
+    (:func:`rtforge.core._numba_start.import_numba_np_without_blas_probe`).
     """
     from rtforge.core.phantom import oblique_stack
+
+    import_numba_np_without_blas_probe()
 
     def examples() -> list[SliceStack]:
         regular = oblique_stack(size=4, spacing=1.0, nslices=3, slice_spacing=1.0)
