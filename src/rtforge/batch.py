@@ -376,7 +376,12 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     src_root, out_root = Path(src_root), Path(out_root)
     most = (os.cpu_count() or 1) if auto else int(workers)
     ctx = start_forkserver() if scheduler is None and most > 1 else None
-    found = discover_series(src_root, modalities=set(modalities), strict=False)
+    if ctx is None:
+        found = discover_series(src_root, modalities=set(modalities), strict=False)
+    else:  # a large archive's headers are scanned by this process and workers together
+        with ProcessPoolExecutor(max_workers=most, mp_context=ctx) as scanners:
+            found = discover_series(src_root, modalities=set(modalities), strict=False,
+                                    executor=scanners)
     out_root.mkdir(parents=True, exist_ok=True)
     removed = _remove_partials(out_root)
     if removed:

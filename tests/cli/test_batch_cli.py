@@ -53,6 +53,30 @@ def test_batch_two_workers_then_rerun_skips(phantom_root, tmp_path, capsys) -> N
     _check_complete(out, 2)
 
 
+def test_batch_scans_a_large_archive_with_its_workers(phantom_root, tmp_path, capsys,
+                                                     monkeypatch) -> None:
+    # An archive counts as large from 16 chunks of files; here one file per chunk, so that
+    # the phantom's 32 files are scanned by this process and the workers together.
+    import rtforge.io.series as series_module
+
+    monkeypatch.setattr(series_module, "_SCAN_CHUNK", 1)
+    monkeypatch.setattr(series_module, "_PARALLEL_SCAN_CHUNKS", 2)
+    submitted: list[int] = []
+    real = series_module._scan_chunks
+
+    def counting(chunks, wanted, executor):
+        submitted.append(0 if executor is None else len(chunks))
+        yield from real(chunks, wanted, executor)
+
+    monkeypatch.setattr(series_module, "_scan_chunks", counting)
+    out = tmp_path / "out"
+    assert main(["batch", str(phantom_root), str(out), "--workers", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["done"]) == 2 and not report["failed"]
+    assert submitted and submitted[0] >= 32  # scanned with the workers as an executor
+    _check_complete(out, 2)
+
+
 @pytest.mark.parametrize("workers", ["1", "auto"])  # in this process (reading ahead) and a pool
 def test_batch_reports_a_bad_series_and_goes_on(phantom_patient, tmp_path, capsys,
                                                 workers) -> None:

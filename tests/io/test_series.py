@@ -560,6 +560,50 @@ def test_discover_pauses_the_cycle_collector_and_restores_its_state(mixed_folder
         (gc.enable if was else gc.disable)()
 
 
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_discover_with_an_executor_finds_exactly_the_same(mixed_folder, monkeypatch, kind):
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    import rtforge.io.series as series_module
+    from rtforge._forkserver import start_forkserver
+
+    root, _, _ = mixed_folder
+    expected = discover_series(root)
+    with pytest.raises(InvalidInputError) as sequential_error:
+        discover_series(root, strict=True)
+    # Small chunks, so that this small folder is shared between this thread and workers.
+    monkeypatch.setattr(series_module, "_SCAN_CHUNK", 1)
+    monkeypatch.setattr(series_module, "_PARALLEL_SCAN_CHUNKS", 2)
+    scanned_by: list[str] = []
+    real = series_module._scan_files
+    worker_done = threading.Event()
+
+    def recording(paths, wanted):
+        name = threading.current_thread().name
+        if name == threading.main_thread().name:
+            worker_done.wait(10)  # so that both sides surely scan something
+        scanned_by.append(name)
+        result = real(paths, wanted)
+        if name != threading.main_thread().name:
+            worker_done.set()
+        return result
+
+    if kind == "threads":
+        monkeypatch.setattr(series_module, "_scan_files", recording)
+        executor = ThreadPoolExecutor(2, thread_name_prefix="scanner")
+    else:
+        executor = ProcessPoolExecutor(2, mp_context=start_forkserver())
+    with executor:
+        assert discover_series(root, executor=executor) == expected
+        with pytest.raises(InvalidInputError) as parallel_error:
+            discover_series(root, strict=True, executor=executor)
+    assert str(parallel_error.value) == str(sequential_error.value)  # the same first error
+    if kind == "threads":
+        assert any(name.startswith("scanner") for name in scanned_by)
+        assert threading.main_thread().name in scanned_by
+
+
 def test_discover_strict_raises_on_the_text_file(mixed_folder):
     root, _, _ = mixed_folder
     _raises_naming(root / "patient" / "README.txt", discover_series, root, strict=True)
