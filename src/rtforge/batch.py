@@ -32,14 +32,14 @@ import os
 import queue
 import shutil
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtforge._forkserver import start_forkserver
 from rtforge.errors import InvalidInputError, RtforgeError
-from rtforge.io.series import ImageSeries, SeriesInfo, discover_series
+from rtforge.io.series import DiscoveryResult, ImageSeries, SeriesInfo, discover_series
 from rtforge.reconvert import (
     PARTIAL_PREFIX,
     ReconvertOptions,
@@ -49,8 +49,8 @@ from rtforge.reconvert import (
     reconvert_series,
 )
 
-__all__ = ["BatchResult", "run_batch", "reconvert_many", "reconvert_task", "auto_workers",
-           "MANIFEST_NAME"]
+__all__ = ["BatchResult", "run_batch", "discover", "reconvert_many", "reconvert_task",
+           "auto_workers", "MANIFEST_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,34 @@ def _drain(q, on_slices: Callable[[int], None]) -> None:
     on_slices(n)
 
 
+def discover(source: str | Path, *, modalities: Collection[str] = ("CT",), strict: bool = False,
+             processes: int = 1) -> DiscoveryResult:
+    """:func:`~rtforge.io.series.discover_series` with worker processes for a large archive.
+
+    With ``processes`` above 1, a collection of 2048 files or more is scanned
+    by this process and that many workers (forked from the batch's server)
+    together; a smaller one by this process alone, no worker started.
+
+    Parameters
+    ----------
+    source : str or Path
+    modalities : collection of str
+    strict : bool
+        As in :func:`~rtforge.io.series.discover_series`.
+    processes : int
+        Worker processes that may help.
+
+    Returns
+    -------
+    DiscoveryResult
+    """
+    if processes <= 1:
+        return discover_series(source, modalities=set(modalities), strict=strict)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=start_forkserver()) as scanners:
+        return discover_series(source, modalities=set(modalities), strict=strict,
+                               executor=scanners)
+
+
 def reconvert_many(todo: Sequence[SeriesInfo], out_root: str | Path, options: ReconvertOptions,
                    *, workers: int | str = "auto",
                    on_slices: Callable[[int], None] | None = None) -> Outcomes:
@@ -376,12 +404,8 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     src_root, out_root = Path(src_root), Path(out_root)
     most = (os.cpu_count() or 1) if auto else int(workers)
     ctx = start_forkserver() if scheduler is None and most > 1 else None
-    if ctx is None:
-        found = discover_series(src_root, modalities=set(modalities), strict=False)
-    else:  # a large archive's headers are scanned by this process and workers together
-        with ProcessPoolExecutor(max_workers=most, mp_context=ctx) as scanners:
-            found = discover_series(src_root, modalities=set(modalities), strict=False,
-                                    executor=scanners)
+    found = discover(src_root, modalities=modalities, strict=False,
+                     processes=most if ctx is not None else 1)
     out_root.mkdir(parents=True, exist_ok=True)
     removed = _remove_partials(out_root)
     if removed:

@@ -133,17 +133,19 @@ def format_report(rep: SeriesReport) -> str:
 
 def _reslice(args: argparse.Namespace) -> int:
     parallel = args.workers != 1 and (os.cpu_count() or 1) > 1
-    if parallel and args.src.is_dir():
+    folder = args.src.is_dir()
+    if parallel and folder:
         # A folder may hold several series: start the workers' server now, so that its
         # imports overlap ours and the discovery (unused for one series, where it costs
         # CPU on an otherwise idle core and no time).
         from rtforge._forkserver import start_forkserver
 
         start_forkserver()
-    from rtforge.io.series import discover_series
+    from rtforge.batch import discover
 
     options = _options(args)
-    found = discover_series(args.src, modalities={"CT"}, strict=True)
+    found = discover(args.src, strict=True,
+                     processes=(os.cpu_count() or 1) if parallel and folder else 1)
     if len(found.series) > 1 and parallel:
         reports = _reslice_in_workers(args, found.series, options)
     else:

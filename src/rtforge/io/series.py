@@ -571,14 +571,18 @@ def discover_series(source: PathLike | Sequence[PathLike], *,
     files, folder, skipped = _collect(source)
     chunks = [files[i:i + _SCAN_CHUNK] for i in range(0, len(files), _SCAN_CHUNK)]
     groups: dict[str, list[tuple[Path, _FileEntry]]] = {}
-    for chunk, entries in zip(chunks, _scan_chunks(chunks, wanted, executor), strict=True):
-        for path, entry in zip(chunk, entries, strict=True):
-            if entry.error is not None and strict:
-                raise InvalidInputError(entry.error[0], path, entry.error[1])
-            if entry.skip is not None:
-                skipped.append((path, entry.skip))
-            else:
-                groups.setdefault(entry.series_uid, []).append((path, entry))
+    scans = _scan_chunks(chunks, wanted, executor)
+    try:
+        for chunk, entries in zip(chunks, scans, strict=True):
+            for path, entry in zip(chunk, entries, strict=True):
+                if entry.error is not None and strict:
+                    raise InvalidInputError(entry.error[0], path, entry.error[1])
+                if entry.skip is not None:
+                    skipped.append((path, entry.skip))
+                else:
+                    groups.setdefault(entry.series_uid, []).append((path, entry))
+    finally:
+        scans.close()  # on an error, chunks no worker has started are dropped now
     label = _source_label(source, folder)
     if not groups:
         what = "image series" if wanted is None else f"image series of modality {sorted(wanted)}"
