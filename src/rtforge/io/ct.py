@@ -423,9 +423,19 @@ class CTSeriesWriter:
         if len(refs) != self._stack.nslices:
             raise InvalidInputError(f"source_references has {len(refs)} entries for "
                                     f"{self._stack.nslices} slices")
-        return [[(_check_uid(c, "Referenced SOP Class UID"),
-                  _check_uid(i, "Referenced SOP Instance UID")) for c, i in slice_refs]
-                for slice_refs in refs]
+        # Each output slice of an oblique source references dozens of source images, the
+        # same few hundred again and again: each distinct UID is checked once.
+        checked: set[str] = set()
+
+        def check(uid: object, what: str) -> str:
+            text = str(uid)
+            if text not in checked:
+                _check_uid(uid, what)
+                checked.add(text)
+            return text
+
+        return [[(check(c, "Referenced SOP Class UID"), check(i, "Referenced SOP Instance UID"))
+                 for c, i in slice_refs] for slice_refs in refs]
 
     def _series_values(self, source: Dataset | None, derived: bool, series_uid: str | None,
                        slice_thickness: float | None, description: str | None,
