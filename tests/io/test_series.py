@@ -530,36 +530,6 @@ def test_discover_groups_series_and_skips_the_rest(mixed_folder):
     assert "hidden" in reasons[".hidden"]
 
 
-def test_discover_pauses_the_cycle_collector_and_restores_its_state(mixed_folder, monkeypatch):
-    import gc
-
-    import rtforge.io.series as series_module
-
-    root, ct, mr = mixed_folder
-    seen: list[bool] = []
-    real_scan = series_module._scan
-
-    def scan(path, **kw):
-        seen.append(gc.isenabled())
-        return real_scan(path, **kw)
-
-    monkeypatch.setattr(series_module, "_scan", scan)
-    was = gc.isenabled()
-    try:
-        gc.enable()
-        found = discover_series(root)
-        assert gc.isenabled() and seen and not any(seen)  # paused while scanning only
-        gc.disable()  # a caller's own choice is kept
-        assert len(discover_series(root).series) == len(found.series) == 2
-        assert not gc.isenabled()
-        gc.enable()
-        with pytest.raises(InvalidInputError):  # restored on an error too
-            discover_series(root, strict=True)
-        assert gc.isenabled()
-    finally:
-        (gc.enable if was else gc.disable)()
-
-
 @pytest.mark.parametrize("kind", ["threads", "processes"])
 def test_discover_with_an_executor_finds_exactly_the_same(mixed_folder, monkeypatch, kind):
     import threading
