@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``reslice`` and ``batch`` subcommands."""
     p = sub.add_parser("reslice", help="reslice every CT series under SRC to axial orientation",
                        epilog=_RESLICE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", type=Path, metavar="SRC", help="folder or file of a CT series")
+    p.add_argument("src", type=Path, metavar="SRC",
+                   help="a folder (every CT series under it) or a file")
     p.add_argument("out", type=Path, metavar="OUT", help="output root")
     p.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                    help="worker processes when SRC holds several series (default auto: one "
