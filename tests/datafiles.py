@@ -1,4 +1,4 @@
-"""The one place tests find data files from outside the project."""
+"""The one place tests find data files written by other software (``tests/data``)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from pathlib import Path
 
 from pydicom.data import get_testdata_file
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Third-party files copied into the repository, each folder with its upstream licence
+#: (``tests/data/README.md`` says where each came from).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def shared_file(relative: str) -> Path:
-    """Path of a read-only file under ``../shared/data`` (never write to it)."""
-    path = SHARED_DATA / relative
+    """Path of a third-party file under ``tests/data`` (read-only: copy it before writing)."""
+    path = TEST_DATA / relative
     if not path.exists():
-        raise FileNotFoundError(f"shared test data missing: {path}")
+        raise FileNotFoundError(f"test data missing: {path}")
     return path
 
 

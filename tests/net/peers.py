@@ -220,7 +220,7 @@ def new_dataset(sop_class_uid: str, patient_id: str = "SYNTH") -> Dataset:
     return ds
 
 
-#: dcmqrscp's configuration (from ../shared/peers/dcmqrscp.cfg.in): one archive AE, and the
+#: dcmqrscp's configuration (the template of the peers' notes): one archive AE, and the
 #: move destination.
 DCMQRSCP_CONFIG = """\
 NetworkTCPPort  = {port}
@@ -239,7 +239,7 @@ AETable BEGIN
 AETable END
 """
 
-#: Orthanc's configuration (from ../shared/peers/orthanc.json.in).
+#: Orthanc's configuration (the template of the peers' notes).
 ORTHANC_CONFIG = """\
 {{
   "Name": "rtforge-test-archive",

@@ -31,7 +31,7 @@ from tests.net.peers import DCMTK_ENV, LOCALHOST, free_port, needs, stop_process
 
 DCMPRSCP = "/usr/bin/dcmprscp"
 CENTER, WIDTH = 40.0, 400.0
-TEMPLATE = Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "dcmpstat.cfg.in"
+TEMPLATE = Path(__file__).resolve().parents[1] / "peers" / "dcmpstat.cfg.in"
 
 
 @pytest.fixture(scope="module")
