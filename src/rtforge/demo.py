@@ -67,6 +67,7 @@ PHANTOM_PATIENT = {
     "PatientSex": "O",
     "StudyID": "1",
     "StudyDescription": "rtforge phantom",
+    "BodyPartExamined": "CHEST",
     "AccessionNumber": "",
     "ReferringPhysicianName": "",
     "PatientPosition": "HFS",

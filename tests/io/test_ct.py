@@ -70,6 +70,7 @@ def source_dataset() -> Dataset:
     ds.SeriesNumber = 4
     ds.SeriesDescription = "Thorax 3mm"
     ds.Modality = "CT"
+    ds.BodyPartExamined = "CHEST"
     ds.Manufacturer = "Vendor"
     ds.PatientPosition = "HFS"
     ds.FrameOfReferenceUID = f"{SOURCE_UID}.3"
@@ -155,7 +156,8 @@ def test_derived_series_content_and_round_trip(tmp_path: Path) -> None:
         assert ds.SeriesInstanceUID == report.series_uid != source.SeriesInstanceUID
         assert ds.SeriesDescription == "Thorax 3mm resliced"
         assert ds.Modality == "CT"
-        assert "Laterality" in ds and ds["Laterality"].is_empty
+        # Laterality is Type 2C (paired body parts only): absent for the chest.
+        assert "Laterality" not in source and "Laterality" not in ds
         assert "GantryDetectorTilt" not in ds
         # General Image, derivation.
         assert ds.InstanceNumber == k + 1
@@ -401,9 +403,9 @@ def test_flat_layout_and_overrides(tmp_path: Path) -> None:
 # --------------------------------------------------------------- dciodvfy
 # The only dciodvfy warnings allowed on our CT output, each for a stated reason:
 ALLOWED_DCIODVFY_WARNINGS = {
-    # Laterality (0020,0060) is Type 2C; the issue and iPlan's practice want it
-    # present and empty (unknown) in every series; dciodvfy notes that empty
-    # means "unknown".
+    # Laterality (0020,0060) is Type 2C (paired body parts). A series written without a
+    # source (write_original) has no Body Part Examined, so whether the part is paired is
+    # unknown and Laterality is written empty, which dciodvfy notes means "unknown".
     "dciodvfy: Warning - is only permitted to be empty when actually unknown; should be absent "
     "(not empty) if an unpaired body part, and have a value if a paired body part - "
     "attribute <Laterality>",
@@ -441,3 +443,18 @@ def test_dciodvfy_derived_series(tmp_path: Path, name: str) -> None:
 def test_dciodvfy_original_oblique_tilted_series(tmp_path: Path, storage: str) -> None:
     _, _, report = write_original(tmp_path, pixel_storage=storage)
     assert_dciodvfy_clean(report.paths)
+
+
+def test_laterality_follows_body_part_examined(tmp_path: Path) -> None:
+    """Type 2C: carried when known, absent for an unpaired part, empty (unknown) otherwise."""
+    cases = {("BREAST", "L"): "L", ("BREAST", None): "", (None, None): "", ("CHEST", None): None}
+    for n, ((body_part, laterality), expected) in enumerate(cases.items()):
+        source = source_dataset()
+        del source.BodyPartExamined
+        if body_part:
+            source.BodyPartExamined = body_part
+        if laterality:
+            source.Laterality = laterality
+        _, _, report = write_derived(tmp_path / str(n), source=source)
+        ds = dcmread(report.paths[0])
+        assert (ds["Laterality"].value or "" if "Laterality" in ds else None) == expected, body_part

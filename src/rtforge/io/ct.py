@@ -477,7 +477,6 @@ class CTSeriesWriter:
             "SeriesDate": date, "SeriesTime": time,
             "ContentDate": date, "ContentTime": time,
             "InstanceCreationDate": date, "InstanceCreationTime": time,
-            "Laterality": None,
             "ImageOrientationPatient": orientation,
             "PixelSpacing": [stack.pixel_spacing[1], stack.pixel_spacing[0]],
             "SliceThickness": slice_thickness,

@@ -46,6 +46,7 @@ __all__ = [
     "GENERAL_STUDY",
     "PATIENT_STUDY",
     "GENERAL_SERIES",
+    "UNPAIRED_BODY_PARTS",
     "RT_SERIES",
     "FRAME_OF_REFERENCE",
     "GENERAL_EQUIPMENT",
@@ -157,9 +158,25 @@ GENERAL_SERIES = Module("General Series", "C.7.3.1", "8-11", (
        note="iPlan: VR DA, ANAP; PS3.3: CS, Type 2C, required for CT and MR Image Storage"),
     _A("SeriesInstanceUID", "1"),
     _A("SeriesNumber", "2", carry=True, note="iPlan: ALWAYS; PS3.3 Type 2"),
-    _A("Laterality", "2",
-       note="PS3.3 Type 2C (paired body part); written empty (unknown) for every series"),
+    _A("Laterality", "3", carry=True,
+       note="PS3.3 Type 2C, required for a paired body part: carried when the source has a "
+            "value; otherwise absent for a Body Part Examined in UNPAIRED_BODY_PARTS and "
+            "empty (unknown) for any other (build_dataset). Oncentra: 2C, not supported"),
 ))
+
+#: Body Part Examined defined terms (PS3.16 Annex L) of unpaired parts, for which General
+#: Series' Laterality (Type 2C) is absent.  Each was checked against dciodvfy, which asks for
+#: Laterality whenever the body part is paired or unknown; for those, an empty Laterality
+#: (unknown) is written.
+UNPAIRED_BODY_PARTS = frozenset({
+    "ABDOMEN", "ABDOMENPELVIS", "AORTA", "BLADDER", "BRAIN", "CERVIX", "CHEST", "CHESTABDOMEN",
+    "CHESTABDPELVIS", "CIRCLEOFWILLIS", "COCCYX", "COLON", "CSPINE", "CTSPINE", "DUODENUM",
+    "ESOPHAGUS", "FACE", "GALLBLADDER", "HEAD", "HEADNECK", "HEART", "LARYNX", "LIVER",
+    "LSPINE", "LSSPINE", "MAXILLA", "MEDIASTINUM", "MOUTH", "NECK", "NOSE", "PANCREAS",
+    "PELVIS", "PENIS", "PHARYNX", "PROSTATE", "RECTUM", "SKULL", "SPINE", "SPLEEN", "SSPINE",
+    "STERNUM", "STOMACH", "THYROID", "TLSPINE", "TONGUE", "TRACHEA", "TSPINE", "UTERUS",
+    "VAGINA", "VULVA", "WHOLEBODY",
+})
 
 RT_SERIES = Module("RT Series", "C.8.8.1", "8-12", (
     _A("SeriesDate", "3"),
@@ -525,6 +542,9 @@ def build_dataset(modules: Iterable[Module], values: Mapping[str, object], *,
                     setattr(ds, attr.keyword, [] if _vr(attr.keyword) == "SQ" else None)
                 continue
             setattr(ds, attr.keyword, value)
+    if GENERAL_SERIES in modules and "Laterality" not in skipped and "Laterality" not in ds \
+            and str(resolved.get("BodyPartExamined") or "").upper() not in UNPAIRED_BODY_PARTS:
+        ds.Laterality = None  # Type 2C with a paired or unknown body part: unknown
     if GENERAL_EQUIPMENT in modules:
         if config is None:
             raise InvalidInputError("build_dataset needs config to write General Equipment")
