@@ -66,9 +66,18 @@ def test_demo_output_validates(tmp_path, capsys) -> None:
     assert "reconverted to axial" in summary
     resliced = _dcm_files(out / "resliced")
     assert len(resliced) > 0
-    assert main(["validate", str(out / "resliced")]) == 0
+    assert main(["validate", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"{len(resliced)} files, 0 with errors" in text
+    # Every DICOM file of the demo (both acquisitions too), no warning of any kind (our
+    # private block is known, the chest CT carries no empty Laterality), the PNGs skipped.
+    dicom = _dcm_files(out)
+    pngs = sorted(out.rglob("*.png"))
+    assert len(pngs) == 5
+    assert (f"{len(dicom)} files, 0 with errors, 0 with warnings, 0 not verified by dciodvfy; "
+            f"{len(pngs)} non-DICOM files skipped") in text
+    assert "  CT Image Storage: " in text and "  RT Dose Storage: 1 file\n" in text
+    assert main(["validate", "--quiet", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"{len(dicom)} files, 0 with")
     # The synthetic plan dose is 16-bit (the Debian dciodvfy aborts on 32-bit
     # Pixel Data), written with the plan and validated with it above.
     dose = pydicom.dcmread(out / "resliced" / "rtdose.dcm")
