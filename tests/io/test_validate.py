@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.fileset import FileSet
 from pydicom.dataelem import DataElement
+from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
 from rtforge.core.geometry import SliceStack
