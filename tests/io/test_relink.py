@@ -72,9 +72,10 @@ def test_bad_input() -> None:
         relink([objects[0], objects[0]], CHANGE)
 
 
-def with_registration(objects: list[Dataset]) -> list[Dataset]:
-    """``objects``, an MR image of another study and frame, and a Spatial Registration of the
-    MR frame onto the CT images."""
+def relinkable_set() -> list[Dataset]:
+    """:func:`make_rt_set`, an MR image of another study and frame, and a Spatial Registration
+    of the MR frame onto the CT images."""
+    objects = make_rt_set()
     cts = [ds for ds in objects if ds.Modality == "CT"]
     mr = copy.deepcopy(cts[0])
     mr.Modality, mr.SOPClassUID, mr.SOPInstanceUID = "MR", MRImageStorage, ROOT + "60"
@@ -90,7 +91,7 @@ def with_registration(objects: list[Dataset]) -> list[Dataset]:
 
 
 def test_new_identities_and_every_reference_resolves() -> None:
-    objects = with_registration(make_rt_set())
+    objects = relinkable_set()
     result = relink(objects, CHANGE, config=CONFIG)
     moved = [ds for ds in result.datasets if ds.Modality != "RTDOSE"]
     assert len(moved) == 7 and all(ds.PatientID == "NEW-1" for ds in moved)
@@ -112,7 +113,7 @@ def test_new_identities_and_every_reference_resolves() -> None:
 
 
 def test_relinking_twice_gives_identical_uids() -> None:
-    objects = with_registration(make_rt_set())
+    objects = relinkable_set()
     first, second = (relink(objects, CHANGE, config=CONFIG) for _ in range(2))
     uids = lambda r: [(str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),  # noqa: E731
                        str(ds.StudyInstanceUID)) for ds in r.datasets]
