@@ -7,7 +7,6 @@ patient wrote the second patient's files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,20 +14,13 @@ from pydicom import dcmread
 
 from rtforge.cli import main
 from rtforge.io.references import check_references, read_folder
+from tests.cli.test_archive_cli import _json, config  # noqa: F401  (config: a fixture)
 from tests.io.test_references import ROOT, STUDY, write_set
 from tests.io.test_relink import relinkable_set
 from tests.net.peers import free_port
 
 PATIENT = "MRN-123"
-
-
-@pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty configuration, so the user's never leaks in."""
-    path = tmp_path / "config.toml"
-    path.write_text("")
-    monkeypatch.setenv("RTFORGE_CONFIG", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("config")  # an empty configuration: the user's never leaks in
 
 
 @pytest.fixture
@@ -39,18 +31,13 @@ def source(tmp_path: Path) -> Path:
     return folder
 
 
-def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> object:
-    assert main(argv) == 0
-    return json.loads(capsys.readouterr().out)
-
-
 def _patients(folder: Path) -> list[str]:
     return [str(dcmread(p, stop_before_pixels=True).PatientID) for p in folder.rglob("*")
             if p.is_file() and p.name != "DICOMDIR"]
 
 
 def test_relinked_patients_are_two_cases_each_exporting_its_own(
-        source: Path, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = ["--store", str(tmp_path / "store")]
     assert main(["relink", str(source), str(tmp_path / "p2"), "--patient-id", "NEW-2", "-q"]) == 0
     for folder in (source, tmp_path / "p2"):
@@ -71,7 +58,7 @@ def test_relinked_patients_are_two_cases_each_exporting_its_own(
 
 
 def test_same_study_of_another_patient_is_quarantined_and_listed(
-        source: Path, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store_dir = tmp_path / "store"
     store = ["--store", str(store_dir)]
     assert main(["relink", str(source), str(tmp_path / "p3"), "--patient-id", "NEW-3",
@@ -112,7 +99,7 @@ def test_same_study_of_another_patient_is_quarantined_and_listed(
 
 
 def test_store_ls_patient_groups_by_study_and_series(
-        source: Path, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = ["--store", str(tmp_path / "store")]
     assert main(["store", "import", str(source), *store, "-q"]) == 0
     assert main(["store", "ls", *store, "--patient", PATIENT]) == 0
