@@ -10,7 +10,7 @@ import pytest
 
 from rtforge.cli import main
 from rtforge.io.references import check_references, read_folder
-from tests.io.test_references import make_rt_set, write_set
+from tests.io.test_references import STUDY, make_rt_set, write_set
 from tests.io.test_rtplan_builder import build, build_brachy, write_rtplan
 
 
@@ -79,6 +79,20 @@ def test_relink(rt_set: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert len(report["uid_map"]) == 5 and len(report["rt_dose_not_relinked"]) == 1
     written = {str(ds.Modality): ds for _, ds in read_folder(out)}
     assert written["RTDOSE"].PatientID == "MRN-123" and written["RTPLAN"].PatientID == "NEW-1"
+    assert written["RTPLAN"].StudyInstanceUID == report["study_map"][STUDY] \
+        == written["CT"].StudyInstanceUID != STUDY
+    assert report["warnings"] == [] and capsys.readouterr().err == ""
+
+
+def test_relink_keep_study_uids_warns(rt_set: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["relink", str(rt_set), str(out), "--patient-id", "NEW-1",
+                 "--keep-study-uids"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: --keep-study-uids: study {STUDY} now exists under two patients " \
+           "(MRN-123 and NEW-1)" in err
+    assert {str(ds.StudyInstanceUID) for _, ds in read_folder(out)} == {STUDY}
 
 
 def test_bad_usage_and_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

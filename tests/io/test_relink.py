@@ -1,14 +1,24 @@
-"""Re-linking after a patient-information change: references follow, RT Dose untouched."""
+"""Re-linking after a patient-information change: new identities, references follow, RT Dose
+untouched, the same result on every run; Oncentra's literal mode keeps the studies."""
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
+import numpy as np
 import pytest
+from pydicom import Dataset
+from pydicom.uid import MRImageStorage
 
 from rtforge.config import ExportConfig
 from rtforge.errors import InvalidInputError
 from rtforge.io.references import ReferenceKind, check_references, iter_references
+from rtforge.io.registration import FrameRegistration, ImageReference, build_registration
 from rtforge.io.relink import PatientChange, relink
-from tests.io.test_references import ROOT, make_rt_set
+from rtforge.io.rtplan import write_rtplan
+from rtforge.io.validate import dciodvfy_available, validate_file
+from tests.io.test_references import CT_SERIES, FRAME, ROOT, STUDY, make_rt_set
 
 CONFIG = ExportConfig(uid_root="1.2.826.0.1.3680043.8.498.99.", station_name="relink")
 CHANGE = PatientChange("NEW-1", patient_name="Roe^Ann", sex="O", birth_date="19610204")
@@ -23,7 +33,8 @@ def test_references_follow_and_dose_is_untouched() -> None:
         assert ds.PatientID == "NEW-1" and ds.PatientName == "Roe^Ann"
         assert ds.PatientSex == "O" and ds.PatientBirthDate == "19610204"
         assert ds.SOPInstanceUID.startswith(CONFIG.uid_root)
-        assert ds.StudyInstanceUID == objects[0].StudyInstanceUID  # only the instance is new
+        assert ds.StudyInstanceUID == result.study_map[STUDY] != STUDY  # a new study
+        assert ds.FrameOfReferenceUID == FRAME  # the same physical frame
     new_ct = {str(ct.SOPInstanceUID) for ct in cts}
     ss_refs = {r.uid for r in iter_references(ss) if r.kind is ReferenceKind.INSTANCE}
     assert ss_refs == new_ct
@@ -35,7 +46,9 @@ def test_references_follow_and_dose_is_untouched() -> None:
     assert {r.uid for r in untouched.dangling} == {ROOT + "20", ROOT + "30"}
     dangling = check_references(result.datasets).dangling
     assert {r.source for r in dangling} == {ROOT + "40"}
-    assert len(result.relinked) == 5  # 3 CT references, the structure set, the plan
+    # 3 CT references, the structure set, the plan; the CT series and the study of the
+    # structure set's RT Referenced Study/Series Sequences
+    assert len(result.relinked) == 7
     assert objects[0].PatientID == "MRN-123"  # inputs unchanged
 
 
@@ -57,3 +70,77 @@ def test_bad_input() -> None:
     objects = make_rt_set()
     with pytest.raises(InvalidInputError, match="share"):
         relink([objects[0], objects[0]], CHANGE)
+
+
+def relinkable_set() -> list[Dataset]:
+    """:func:`make_rt_set`, an MR image of another study and frame, and a Spatial Registration
+    of the MR frame onto the CT images."""
+    objects = make_rt_set()
+    cts = [ds for ds in objects if ds.Modality == "CT"]
+    mr = copy.deepcopy(cts[0])
+    mr.Modality, mr.SOPClassUID, mr.SOPInstanceUID = "MR", MRImageStorage, ROOT + "60"
+    mr.StudyInstanceUID, mr.SeriesInstanceUID, mr.FrameOfReferenceUID = (
+        ROOT + "11", ROOT + "12", ROOT + "13")
+    images = tuple(ImageReference(str(ct.SOPClassUID), str(ct.SOPInstanceUID), CT_SERIES, STUDY)
+                   for ct in cts)
+    mr_image = ImageReference(MRImageStorage, ROOT + "60", ROOT + "12", ROOT + "11")
+    reg = build_registration([FrameRegistration(ROOT + "13", np.eye(4), (mr_image,))],
+                             source=cts[0], reference_images=images, series_uid=ROOT + "8",
+                             config=CONFIG)
+    return [*objects, mr, reg]
+
+
+def test_new_identities_and_every_reference_resolves() -> None:
+    objects = relinkable_set()
+    result = relink(objects, CHANGE, config=CONFIG)
+    moved = [ds for ds in result.datasets if ds.Modality != "RTDOSE"]
+    assert len(moved) == 7 and all(ds.PatientID == "NEW-1" for ds in moved)
+    old_series = {str(ds.SeriesInstanceUID) for ds in objects if ds.Modality != "RTDOSE"}
+    assert set(result.series_map) == old_series and set(result.study_map) == {STUDY, ROOT + "11"}
+    for old, ds in zip(objects, result.datasets, strict=True):
+        if ds.Modality != "RTDOSE":
+            for uid in (ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.StudyInstanceUID):
+                assert uid.startswith(CONFIG.uid_root) and len(uid) <= 64
+            assert ds.FrameOfReferenceUID == old.FrameOfReferenceUID  # the same frames
+    assert len({str(ds.StudyInstanceUID) for ds in moved}) == 2  # each old study, a new one
+    assert len({str(ds.SeriesInstanceUID) for ds in moved}) == len(old_series)
+    report = check_references(moved)  # the integrity check of rtforge validate
+    assert report.ok, report.dangling
+    reg = moved[-1]
+    old = {str(ds.SOPInstanceUID) for ds in objects} | old_series | set(result.study_map)
+    assert not {r.uid for r in iter_references(reg)} & old  # the REG follows its images
+    assert {r.kind for r in report.references} == set(ReferenceKind)
+
+
+def test_relinking_twice_gives_identical_uids() -> None:
+    objects = relinkable_set()
+    first, second = (relink(objects, CHANGE, config=CONFIG) for _ in range(2))
+    uids = lambda r: [(str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID),  # noqa: E731
+                       str(ds.StudyInstanceUID)) for ds in r.datasets]
+    assert uids(first) == uids(second)
+    other = relink(objects, PatientChange("NEW-2"), config=CONFIG)
+    assert not set(other.uid_map.values()) & set(first.uid_map.values())
+    assert other.study_map[STUDY] != first.study_map[STUDY]  # another patient, another study
+
+
+def test_keep_study_uids_is_oncentras_literal_behaviour() -> None:
+    objects = make_rt_set()
+    result = relink(objects, CHANGE, config=CONFIG, keep_study_uids=True)
+    for old, new in zip(objects, result.datasets, strict=True):
+        assert new.StudyInstanceUID == old.StudyInstanceUID
+        assert new.SeriesInstanceUID == old.SeriesInstanceUID
+    assert result.series_map == {} and result.study_map == {}
+    assert result.shared_studies == (STUDY,)  # the caller warns: two patients, one study
+    assert check_references([ds for ds in result.datasets if ds.Modality != "RTDOSE"]).ok
+    default = relink(objects, CHANGE, config=CONFIG)
+    assert default.shared_studies == ()
+    assert not set(default.uid_map.values()) & set(result.uid_map.values())
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
+def test_relinked_plan_passes_dciodvfy(tmp_path: Path) -> None:
+    plan = relink(make_rt_set(), CHANGE, config=CONFIG).datasets[3]
+    assert plan.Modality == "RTPLAN"
+    checked = validate_file(write_rtplan(plan, tmp_path))
+    assert checked.dciodvfy_ran and checked.errors == [], checked.errors

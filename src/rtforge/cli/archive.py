@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
@@ -10,15 +11,19 @@ from rtforge.config import Config, load_config
 from rtforge.errors import RtforgeError
 from rtforge.net import resolve_node
 from rtforge.net.archive import file_case, restore_case
-from rtforge.net.catalog import Catalog
+from rtforge.net.catalog import Catalog, SeriesSummary
 
-__all__ = ["register", "add_store_flags", "open_catalog"]
+__all__ = ["register", "add_store_flags", "open_catalog", "report_quarantine"]
 
 _STORE_EXAMPLE = """examples:
   rtforge store import /data/incoming           (index files in place)
   rtforge store ls
-  rtforge store ls --patient RTF-PHANTOM-001 --json
+  rtforge store ls --patient RTF-PHANTOM-001            (its studies and series)
+  rtforge store ls --patient RTF-PHANTOM-001 --instances  (every instance)
 the store and its catalog: [archive] store and catalog in the configuration, or --store/--catalog.
+A study belongs to one patient: an object whose study (series, SOP Instance UID) the catalog
+holds under another Patient ID is quarantined (kept aside, reported, listed by 'store ls', never
+exported, filed or restored), never merged.
 """
 _FILE_EXAMPLE = """examples:
   rtforge file RTF-PHANTOM-001 --to pacs
@@ -72,7 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_store_import)
     q = actions.add_parser("ls", help="list the cases of the catalog", epilog=_STORE_EXAMPLE,
                            formatter_class=fmt)
-    q.add_argument("--patient", metavar="ID", help="only this Patient ID, with its instances")
+    q.add_argument("--patient", metavar="ID",
+                   help="only this Patient ID, with its studies and series (counts per modality)")
+    q.add_argument("--instances", action="store_true",
+                   help="list every instance (the long form), quarantined ones included")
     add_store_flags(q)
     add_output_flags(q)
     q.set_defaults(func=_store_ls)
@@ -110,27 +118,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_restore)
 
 
+def report_quarantine(args: argparse.Namespace, lines: list[str]) -> None:
+    """Write each quarantine report line on stderr (``--json`` carries them instead)."""
+    if not args.json:
+        for line in lines:
+            sys.stderr.write(f"rtforge {args.command}: warning: {line}\n")
+
+
 def _store_import(args: argparse.Namespace) -> int:
     _, catalog = open_catalog(args)
     with catalog:
         report = catalog.import_paths(args.paths)
+    report_quarantine(args, report.quarantine_lines())
     if args.json:
         emit_json(report.as_dict())
     elif not args.quiet:
+        quarantined = f", {len(report.quarantined)} quarantined" if report.quarantined else ""
         print(f"{report.added} added, {report.updated} updated, {len(report.skipped)} skipped "
-              f"(not DICOM Part 10) in {catalog.path}")
+              f"(not DICOM Part 10){quarantined} in {catalog.path}")
     return 0
+
+
+def _print_series(series: list[SeriesSummary]) -> None:
+    """A patient's studies (with counts per modality), each with its series."""
+    by_study: dict[str, list[SeriesSummary]] = {}
+    for item in series:
+        by_study.setdefault(item.study_uid, []).append(item)
+    for study_uid, members in by_study.items():
+        modalities: dict[str, int] = {}
+        for item in members:
+            modalities[item.modality or "-"] = modalities.get(item.modality or "-", 0) + \
+                item.instances
+        counts = ", ".join(f"{n} {modality}" for modality, n in sorted(modalities.items()))
+        first = members[0]
+        print(f"  study {study_uid}  {first.study_date or '-'}  "
+              f"{first.study_description or '-'}: {counts}")
+        for item in members:
+            states = ", ".join(f"{n} {state}" for state, n in sorted(item.states.items()))
+            print(f"    series {item.series_uid}  {item.modality or '-':<8} "
+                  f"{item.instances:>6} instance{'s' if item.instances != 1 else ''}  {states}"
+                  f"  {item.series_description}".rstrip())
 
 
 def _store_ls(args: argparse.Namespace) -> int:
     _, catalog = open_catalog(args)
     with catalog:
         cases = catalog.cases(args.patient)
-        instances = catalog.instances(args.patient) if args.patient else []
+        series = catalog.series(args.patient) if args.patient else []
+        wanted = [args.patient] if args.patient else [c.patient_id for c in cases]
+        instances = [r for pid in wanted for r in catalog.instances(pid)] \
+            if args.patient or args.instances else []
+        aside = [r for pid in wanted for r in catalog.quarantined(pid)] \
+            if args.patient or args.instances else []
     if args.json:
         rows = [c.as_dict() for c in cases]
         if args.patient and rows:
+            rows[0]["series_detail"] = [s.as_dict() for s in series]
             rows[0]["instances_detail"] = [r.as_dict() for r in instances]
+            rows[0]["quarantined_detail"] = [r.as_dict() for r in aside]
         emit_json(rows)
         return 0
     if args.quiet:
@@ -142,8 +187,17 @@ def _store_ls(args: argparse.Namespace) -> int:
         archives = f" ({', '.join(case.archives)})" if case.archives else ""
         print(f"{case.patient_id[:20]:<20} {case.patient_name[:20]:<20} {case.studies:>7} "
               f"{case.series:>6} {case.instances:>9} {case.size / 1e6:>8.1f}  {states}{archives}")
-    for record in instances:
-        print(f"  {record.sop_instance_uid}  {record.state.value:<8} {record.path}")
+    if args.instances:
+        for record in instances:
+            print(f"  {record.sop_instance_uid}  {record.state.value:<8} {record.path}")
+        for aside_record in aside:
+            print(f"  {aside_record.sop_instance_uid}  {aside_record.state.value:<8} "
+                  f"{aside_record.path}  (study of {aside_record.owner_patient_id!r})")
+    elif args.patient:
+        _print_series(series)
+    for case in cases:
+        for group in case.quarantine:
+            print(group.line())
     print(f"{len(cases)} case{'s' if len(cases) != 1 else ''}")
     return 0
 

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json
-from rtforge.cli.archive import add_store_flags, open_catalog
+from rtforge.cli.archive import add_store_flags, open_catalog, report_quarantine
 from rtforge.errors import InvalidInputError
 from rtforge.io.media import copy_into, export_media, scan_media
-from rtforge.net.catalog import InstanceState
+from rtforge.net.catalog import InstanceState, group_quarantine
 
 __all__ = ["register"]
 
@@ -18,7 +18,9 @@ _EXAMPLE = """examples:
   rtforge media export RTF-PHANTOM-001 /media/usb/case1 --dicomdir
 import: the DICOMDIR is used when present; files it misses are read all the same and listed,
 and without one every file is read. The files are copied into the store and catalogued.
-export: the case's local files with generated folder names, and a DICOMDIR with --dicomdir.
+export: the case's local files with generated folder names, and a DICOMDIR with --dicomdir;
+only objects that hold the case's Patient ID (quarantined objects, kept aside because their study
+belongs to another patient, are left out and reported).
 """
 
 
@@ -54,13 +56,15 @@ def _import(args: argparse.Namespace) -> int:
     with catalog:
         copied = copy_into(scan.files, store)
         report = catalog.import_paths(copied)
+    report_quarantine(args, report.quarantine_lines())
     if args.json:
         emit_json({**scan.as_dict(), "imported": report.added, "updated": report.updated,
-                   "store": str(store)})
+                   "quarantined": report.as_dict()["quarantined"], "store": str(store)})
     elif not args.quiet:
         how = "through its DICOMDIR" if scan.dicomdir is not None else "file by file"
+        quarantined = f", {len(report.quarantined)} quarantined" if report.quarantined else ""
         print(f"imported {len(copied)} file(s) from {args.folder} {how} into {store} "
-              f"({report.added} new)")
+              f"({report.added} new{quarantined})")
         for path in scan.missed_by_dicomdir:
             print(f"not in the DICOMDIR: {path}")
         for path in scan.dangling:
@@ -74,14 +78,18 @@ def _export(args: argparse.Namespace) -> int:
     _, catalog = open_catalog(args)
     with catalog:
         records = catalog.instances(args.patient_id)
+        aside = group_quarantine(catalog.quarantined(args.patient_id))
+    report_quarantine(args, [f"left out: {g.line()}" for g in aside])
     if not records:
         raise InvalidInputError(f"case {args.patient_id!r} is not in the catalog (see "
-                                "'rtforge store ls')")
+                                "'rtforge store ls')" if not aside else
+                                f"case {args.patient_id!r} has only quarantined objects")
     filed = sum(r.state is not InstanceState.LOCAL for r in records)
     if filed:
         raise InvalidInputError(f"{filed} instance(s) of {args.patient_id!r} are filed; "
                                 "restore the case first ('rtforge restore')")
-    report = export_media([r.path for r in records], args.out_dir, dicomdir=args.dicomdir)
+    report = export_media([r.path for r in records], args.out_dir, dicomdir=args.dicomdir,
+                          patient_id=args.patient_id)
     if args.json:
         emit_json(report.as_dict())
     elif not args.quiet:

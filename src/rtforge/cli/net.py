@@ -261,7 +261,8 @@ def _receive(args: argparse.Namespace) -> int:
     indexer = None
     if args.catalog is not None:
         path = config.archive.catalog_path if args.catalog is True else args.catalog
-        indexer = CatalogIndexer(path)
+        indexer = CatalogIndexer(path, on_quarantine=lambda line: sys.stderr.write(
+            f"rtforge receive: warning: {line}\n"))
 
     def on_stored(obj: StoredObject) -> None:
         bar.update(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,10 @@ The same key file gives the same UIDs on every run (a new key is written if it i
 """
 _RELINK_EXAMPLE = """example:
   rtforge relink in/ out/ --patient-id NEW-1 --patient-name "Roe^Ann" --sex F
+Every changed object gets new SOP Instance, Series Instance and Study Instance UIDs (derived
+from the old UID and the new patient: a re-run gives the same UIDs) and every reference among
+the objects follows; Frame of Reference UIDs stay. --keep-study-uids gives new SOP Instance
+UIDs only (Oncentra's behaviour): the studies then exist under two patients.
 (RT Dose objects are copied unchanged and reported: they are never re-linked)
 """
 
@@ -76,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--patient-name")
     r.add_argument("--sex", choices=("M", "F", "O"))
     r.add_argument("--birth-date", metavar="YYYYMMDD")
+    r.add_argument("--keep-study-uids", action="store_true",
+                   help="keep Study and Series Instance UIDs (new SOP Instance UIDs only); "
+                        "warns: each study then exists under two patients")
     _add_config(r)
     add_output_flags(r)
     r.set_defaults(func=_relink)
@@ -223,17 +231,29 @@ def _relink(args: argparse.Namespace) -> int:
     change = PatientChange(args.patient_id, patient_name=args.patient_name, sex=args.sex,
                            birth_date=args.birth_date)
     found = read_folder(args.input)
-    result = relink([ds for _, ds in found], change, config=_config(args))
+    result = relink([ds for _, ds in found], change, config=_config(args),
+                    keep_study_uids=args.keep_study_uids)
     paths = _write_all(result.datasets, args.output)
+    old_ids = {uid: sorted({str(ds.get("PatientID", "") or "") for _, ds in found
+                            if str(ds.get("StudyInstanceUID", "")) == uid} - {change.patient_id})
+               for uid in result.shared_studies}
+    warnings = [f"--keep-study-uids: study {uid} now exists under two patients "
+                f"({', '.join(ids) or '(no ID)'} and {change.patient_id}); a PACS shows, and a "
+                "study-level C-MOVE returns, both" for uid, ids in old_ids.items()]
+    for warning in warnings:
+        sys.stderr.write(f"rtforge relink: warning: {warning}\n")
     if args.json:
         emit_json({"written": [str(p) for p in paths], "uid_map": result.uid_map,
-                   "relinked": len(result.relinked),
+                   "series_map": result.series_map, "study_map": result.study_map,
+                   "warnings": warnings, "relinked": len(result.relinked),
                    "rt_dose_not_relinked": [{"sop_instance_uid": d.sop_instance_uid,
                                              "dangling": [r.__dict__ for r in d.dangling]}
                                             for d in result.untouched_doses]})
     else:
         print(f"{len(paths)} objects written to {args.output}: {len(result.uid_map)} with new "
-              f"SOP Instance UIDs, {len(result.relinked)} references re-linked")
+              f"SOP Instance UIDs ({len(result.study_map)} new studies, "
+              f"{len(result.series_map)} new series), {len(result.relinked)} references "
+              "re-linked")
         for dose in result.untouched_doses:
             print(f"  RT Dose {dose.sop_instance_uid} not re-linked (copied unchanged); "
                   f"{len(dose.dangling)} of its references no longer resolve")

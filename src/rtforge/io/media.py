@@ -236,8 +236,22 @@ def _generated_names(files: Sequence[Path]) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _check_patient(files: Sequence[Path], patient_id: str) -> None:
+    """Every file holds ``patient_id`` (a case's export never carries another patient)."""
+    for path in files:
+        try:
+            found = str(dcmread(path, stop_before_pixels=True,
+                                specific_tags=["PatientID"]).get("PatientID", "") or "")
+        except _HEADER_ERRORS as exc:
+            raise InvalidInputError(f"cannot be read: {exc}", path=path) from None
+        if found != patient_id:
+            raise InvalidInputError(f"holds Patient ID {found!r}, not {patient_id!r}; nothing "
+                                    "exported", path=path)
+
+
 def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
-                 dicomdir: bool = False, file_set_id: str = "RTFORGE") -> ExportReport:
+                 dicomdir: bool = False, file_set_id: str = "RTFORGE",
+                 patient_id: str | None = None) -> ExportReport:
     """Write ``files`` as a Part 10 file set under ``out_dir``, with a DICOMDIR if asked.
 
     Parameters
@@ -250,6 +264,8 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         Write a DICOMDIR (pydicom's FileSet chooses the names then).
     file_set_id : str
         File-set ID (0004,1130) of the DICOMDIR.
+    patient_id : str, optional
+        Every file must hold this Patient ID (checked before anything is written).
 
     Returns
     -------
@@ -258,8 +274,9 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
     Raises
     ------
     InvalidInputError
-        If ``out_dir`` is not empty, there is nothing to write, or a file
-        lacks what its DICOMDIR record needs.
+        If ``out_dir`` is not empty, there is nothing to write, a file lacks
+        what its DICOMDIR record needs, or holds another Patient ID than
+        ``patient_id``.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -267,6 +284,8 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
     sources = [Path(f) for f in files]
     if not sources:
         raise InvalidInputError("nothing to export")
+    if patient_id is not None:
+        _check_patient(sources, patient_id)
     report = ExportReport(out_dir=out)
     if dicomdir:
         fileset = FileSet()

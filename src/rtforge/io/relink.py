@@ -1,23 +1,37 @@
 """Patient-information changes with UID re-linking (Oncentra Brachy 8.1.1.1.2, 8.1.1.2.6-8).
 
 Changing Patient ID, Patient's Name, Sex or Birth Date of an object makes it a
-new object: :func:`relink` gives every changed object a new SOP Instance UID
-and makes the objects that reference it follow: a structure set references
-the new image UIDs, a plan the new structure set, an RT Image the new plan.
-An object whose only change is such a reference gets a new UID too, so the
-change ripples along the chain.
+new object: :func:`relink` gives every changed object new UIDs and makes the
+objects that reference it follow: a structure set references the new image
+UIDs, a plan the new structure set, an RT Image the new plan, a Spatial
+Registration the new series and images.  An object whose only change is such a
+reference is changed too, so the change ripples along the chain.
 
-RT Dose objects are never re-linked (the vendor's safety rule: a dose must not
-silently become the dose of another plan or patient): they are returned
-untouched, and :class:`RelinkResult` lists them with the references that no
-longer resolve.
+New identities (default): every changed object gets a new SOP Instance, Series
+Instance and Study Instance UID, so that the new patient's objects form their
+own studies and series: a study never exists under two patients (a PACS or the
+local catalog would otherwise show, and a study-level C-MOVE return, both
+patients' objects).  Frame of Reference UIDs stay: the objects still lie in the
+same physical frame.  Each new UID is :func:`~rtforge.io.uids.derived_uid` of
+the organisation root, the new patient information and the old UID: the same
+change of the same objects gives the same UIDs on every run, and every object
+of one old study (or series) lands in the same new one.
+
+``keep_study_uids=True`` is Oncentra's literal behaviour: new SOP Instance UIDs
+only.  The studies then exist under two patients; :class:`RelinkResult` lists
+them in ``shared_studies`` so that the caller can warn.
+
+RT Dose objects are never re-linked (the vendor's safety rule, Oncentra
+8.1.1.2.9: a dose must not silently become the dose of another plan or
+patient): they are returned untouched, and :class:`RelinkResult` lists them
+with the references that no longer resolve.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydicom import Dataset
@@ -27,7 +41,7 @@ from pydicom.uid import RTDoseStorage
 from rtforge.config import ExportConfig
 from rtforge.errors import InvalidInputError
 from rtforge.io.references import Reference, ReferenceKind, check_references, iter_references
-from rtforge.io.uids import new_uid
+from rtforge.io.uids import derived_uid
 
 __all__ = ["PatientChange", "UntouchedDose", "RelinkResult", "relink"]
 
@@ -108,12 +122,27 @@ class RelinkResult:
     relinked : tuple of Reference
         The references that now point to a new UID (``uid`` is the new one).
     untouched_doses : tuple of UntouchedDose
+    series_map, study_map : dict of str to str
+        Old to new Series and Study Instance UIDs (empty with ``keep_study_uids``).
+    shared_studies : tuple of str
+        With ``keep_study_uids``: the Study Instance UIDs now carried by objects
+        of the new patient and, elsewhere, of the old one.
     """
 
     datasets: tuple[Dataset, ...]
     uid_map: dict[str, str]
     relinked: tuple[Reference, ...]
     untouched_doses: tuple[UntouchedDose, ...]
+    series_map: dict[str, str] = field(default_factory=dict)
+    study_map: dict[str, str] = field(default_factory=dict)
+    shared_studies: tuple[str, ...] = ()
+
+
+#: Reference kinds that follow a changed object (its Frame of Reference stays).
+_FOLLOWED = (ReferenceKind.INSTANCE, ReferenceKind.SERIES, ReferenceKind.STUDY)
+#: The attribute that holds an object's own UID of each followed kind.
+_OWN_UID = {ReferenceKind.INSTANCE: "SOPInstanceUID", ReferenceKind.SERIES: "SeriesInstanceUID",
+            ReferenceKind.STUDY: "StudyInstanceUID"}
 
 
 def _is_dose(ds: Dataset) -> bool:
@@ -125,17 +154,31 @@ def _differs(ds: Dataset, values: dict[str, str]) -> bool:
 
 
 def _remap(ds: Dataset, uid_map: dict[str, str]) -> None:
-    """Replace referenced SOP Instance UIDs found in ``uid_map``, inside sequences."""
+    """Replace the referenced UIDs found in ``uid_map`` (instances, series, studies)."""
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value:
                 _remap(item, uid_map)
-        elif elem.keyword == "ReferencedSOPInstanceUID" and str(elem.value) in uid_map:
+        elif elem.keyword in ("ReferencedSOPInstanceUID", "SeriesInstanceUID",
+                              "StudyInstanceUID") and str(elem.value) in uid_map:
             elem.value = uid_map[str(elem.value)]
 
 
+def _copy_changed(ds: Dataset, values: dict[str, str], uid_map: dict[str, str]) -> Dataset:
+    """A copy of ``ds`` with the new patient values and every mapped UID replaced."""
+    new = copy.deepcopy(ds)
+    new.file_meta = FileMetaDataset()  # the old one names the old SOP Instance UID
+    if "TransferSyntaxUID" in getattr(ds, "file_meta", {}):
+        new.file_meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    for keyword, value in values.items():
+        setattr(new, keyword, value)
+    _remap(new, uid_map)  # top level: the object's own study and series; items: references
+    new.SOPInstanceUID = uid_map[str(ds.SOPInstanceUID)]
+    return new
+
+
 def relink(datasets: Iterable[Dataset], change: PatientChange, *,
-           config: ExportConfig | None = None) -> RelinkResult:
+           config: ExportConfig | None = None, keep_study_uids: bool = False) -> RelinkResult:
     """Change the patient information of a set of objects and re-link their references.
 
     Parameters
@@ -144,7 +187,10 @@ def relink(datasets: Iterable[Dataset], change: PatientChange, *,
         Not modified.
     change : PatientChange
     config : ExportConfig, optional
-        UID root of the new SOP Instance UIDs.
+        UID root of the new UIDs.
+    keep_study_uids : bool
+        Keep the Study and Series Instance UIDs (Oncentra's behaviour: new SOP
+        Instance UIDs only); the studies then exist under two patients.
 
     Returns
     -------
@@ -154,6 +200,12 @@ def relink(datasets: Iterable[Dataset], change: PatientChange, *,
     ------
     InvalidInputError
         If an object has no SOP Instance UID, or two objects share one.
+
+    Notes
+    -----
+    The new UIDs are derived from the old ones and the new patient (see the
+    module docstring): relinking the same objects to the same patient twice
+    gives identical results.
     """
     config = config or ExportConfig()
     objects = list(datasets)
@@ -163,37 +215,43 @@ def relink(datasets: Iterable[Dataset], change: PatientChange, *,
     if len(set(uids)) != len(uids):
         raise InvalidInputError("two objects share a SOP Instance UID", tag="SOPInstanceUID")
     values = change.values()
-    instance_refs = {uid: {r.uid for r in iter_references(ds) if r.kind is ReferenceKind.INSTANCE}
-                     for uid, ds in zip(uids, objects, strict=True)}
+    kinds = _FOLLOWED[:1] if keep_study_uids else _FOLLOWED
+    refs = {uid: {r.uid for r in iter_references(ds) if r.kind in kinds}
+            for uid, ds in zip(uids, objects, strict=True)}
     changed = {uid for uid, ds in zip(uids, objects, strict=True)
                if not _is_dose(ds) and _differs(ds, values)}
-    growing = True
-    while growing:  # an object that references a changed one changes too
+    while True:  # an object that references a changed one changes too
+        own = {str(ds.get(_OWN_UID[kind], "")) for uid, ds in zip(uids, objects, strict=True)
+               if uid in changed for kind in kinds}
         more = {uid for uid, ds in zip(uids, objects, strict=True)
-                if uid not in changed and not _is_dose(ds) and instance_refs[uid] & changed}
+                if uid not in changed and not _is_dose(ds) and refs[uid] & own}
+        if not more:
+            break
         changed |= more
-        growing = bool(more)
-    uid_map = {uid: str(new_uid(config.uid_root)) for uid in uids if uid in changed}
-    out = []
+    mode = "relink-keep-study" if keep_study_uids else "relink"
+    patient = "\x1e".join(f"{k}={v}" for k, v in sorted(values.items()))
+    maps: dict[ReferenceKind, dict[str, str]] = {kind: {} for kind in kinds}
     for uid, ds in zip(uids, objects, strict=True):
-        if uid not in changed:
-            out.append(ds)
-            continue
-        new = copy.deepcopy(ds)
-        new.file_meta = FileMetaDataset()  # the old one names the old SOP Instance UID
-        if "TransferSyntaxUID" in getattr(ds, "file_meta", {}):
-            new.file_meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
-        for keyword, value in values.items():
-            setattr(new, keyword, value)
-        new.SOPInstanceUID = uid_map[uid]
-        _remap(new, uid_map)
-        out.append(new)
+        if uid in changed:
+            for kind in kinds:
+                old = str(ds.get(_OWN_UID[kind], "") or "")
+                if old:
+                    maps[kind][old] = str(derived_uid(config.uid_root, mode, patient, old))
+    uid_map = maps[ReferenceKind.INSTANCE]
+    every = {old: new for kind_map in maps.values() for old, new in kind_map.items()}
+    out = [_copy_changed(ds, values, every) if uid in changed else ds
+           for uid, ds in zip(uids, objects, strict=True)]
+    new_uids = set(every.values())
     relinked = tuple(r for ds in out if str(ds.SOPInstanceUID) in uid_map.values()
-                     for r in iter_references(ds)
-                     if r.kind is ReferenceKind.INSTANCE and r.uid in uid_map.values())
+                     for r in iter_references(ds) if r.kind in kinds and r.uid in new_uids)
     report = check_references(out)
     doses = tuple(UntouchedDose(str(ds.SOPInstanceUID),
                                 tuple(r for r in report.dangling
                                       if r.source == str(ds.SOPInstanceUID)))
                   for ds in out if _is_dose(ds))
-    return RelinkResult(tuple(out), uid_map, relinked, doses)
+    shared = () if not keep_study_uids else tuple(sorted(
+        {str(ds.get("StudyInstanceUID", "")) for uid, ds in zip(uids, objects, strict=True)
+         if uid in changed} - {""}))
+    return RelinkResult(tuple(out), uid_map, relinked, doses,
+                        series_map=maps.get(ReferenceKind.SERIES, {}),
+                        study_map=maps.get(ReferenceKind.STUDY, {}), shared_studies=shared)

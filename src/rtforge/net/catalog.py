@@ -15,6 +15,16 @@ States of an instance (:class:`InstanceState`)::
 
     local ──file──> deleting ──unlink, commit──> filed ──restore──> local
 
+Identity: a study belongs to one patient.  An object is catalogued under
+(Patient ID, Study Instance UID): one whose study, series or SOP Instance UID
+the catalog already holds under another Patient ID is never merged into that
+patient.  It is kept aside in the ``quarantine`` table (state
+``quarantined``), reported (:class:`QuarantineGroup`, one line naming both
+patients) and listed by ``rtforge store ls``; no query of a patient's
+instances (export, filing, restore) returns it.  Catalogs of schema 1 (which
+merged such objects) are migrated on opening: each local row whose file holds
+another Patient ID than its study's is moved to the quarantine.
+
 ``deleting`` is written (and committed) before the file is unlinked, and
 ``filed`` after: a crash between the two leaves ``deleting`` rows, which
 :meth:`Catalog.recover` settles from what is on disk (file gone: ``filed``;
@@ -31,7 +41,7 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -51,6 +61,10 @@ __all__ = [
     "InstanceState",
     "InstanceRecord",
     "CaseSummary",
+    "SeriesSummary",
+    "QuarantinedRecord",
+    "QuarantineGroup",
+    "group_quarantine",
     "ImportReport",
     "ScannedFile",
     "split_part10",
@@ -63,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 #: File name of the catalog in the store's root, unless configured elsewhere.
 CATALOG_NAME = "catalog.sqlite"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -97,6 +111,20 @@ CREATE TABLE IF NOT EXISTS instances (
     filed_at         TEXT,
     restored_at      TEXT
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    path             TEXT PRIMARY KEY,
+    sop_instance_uid TEXT NOT NULL,
+    sop_class_uid    TEXT NOT NULL,
+    patient_id       TEXT NOT NULL,
+    patient_name     TEXT NOT NULL DEFAULT '',
+    study_uid        TEXT NOT NULL,
+    series_uid       TEXT NOT NULL,
+    modality         TEXT NOT NULL DEFAULT '',
+    owner_patient_id TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    sha256           TEXT NOT NULL,
+    found_at         TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
 """
@@ -111,6 +139,8 @@ class InstanceState(str, Enum):
     """Verified in the archive; the local file is being deleted."""
     FILED = "filed"
     """Only in the archive the record names."""
+    QUARANTINED = "quarantined"
+    """Kept aside: its study (series, SOP Instance UID) belongs to another patient."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +228,9 @@ class CaseSummary:
         Instances per state.
     archives : tuple of str
         The archives its filed instances are in.
+    quarantine : tuple of QuarantineGroup
+        Its objects kept aside, per study (counted in ``instances`` and
+        ``states`` as ``quarantined``).
     """
 
     patient_id: str
@@ -208,12 +241,132 @@ class CaseSummary:
     size: int
     states: dict[str, int]
     archives: tuple[str, ...]
+    quarantine: tuple[QuarantineGroup, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"patient_id": self.patient_id, "patient_name": self.patient_name,
                 "studies": self.studies, "series": self.series, "instances": self.instances,
-                "size": self.size, "states": self.states, "archives": list(self.archives)}
+                "size": self.size, "states": self.states, "archives": list(self.archives),
+                "quarantine": [g.as_dict() for g in self.quarantine]}
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One series of a patient, as ``rtforge store ls --patient`` lists it.
+
+    Parameters
+    ----------
+    study_uid, study_date, study_description : str
+    series_uid, modality, series_description : str
+    instances, size : int
+        Count and bytes.
+    states : dict of str to int
+        Instances per state (``quarantined`` included).
+    """
+
+    study_uid: str
+    study_date: str
+    study_description: str
+    series_uid: str
+    modality: str
+    series_description: str
+    instances: int
+    size: int
+    states: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"study_uid": self.study_uid, "study_date": self.study_date,
+                "study_description": self.study_description, "series_uid": self.series_uid,
+                "modality": self.modality, "series_description": self.series_description,
+                "instances": self.instances, "size": self.size, "states": self.states}
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """One file kept aside: its study, series or SOP Instance UID belongs to another patient.
+
+    Parameters
+    ----------
+    path : Path
+    sop_instance_uid, sop_class_uid, series_uid, study_uid, modality : str
+    patient_id : str
+        The Patient ID the file holds.
+    owner_patient_id : str
+        The patient the catalog holds the study (series, instance) under.
+    size : int
+    sha256 : str
+    found_at : str
+        ISO 8601 UTC time it was kept aside.
+    """
+
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    modality: str
+    patient_id: str
+    owner_patient_id: str
+    size: int
+    sha256: str
+    found_at: str
+
+    @property
+    def state(self) -> InstanceState:
+        """Always :attr:`InstanceState.QUARANTINED`."""
+        return InstanceState.QUARANTINED
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"path": str(self.path), "sop_instance_uid": self.sop_instance_uid,
+                "sop_class_uid": self.sop_class_uid, "series_uid": self.series_uid,
+                "study_uid": self.study_uid, "modality": self.modality,
+                "patient_id": self.patient_id, "owner_patient_id": self.owner_patient_id,
+                "size": self.size, "sha256": self.sha256, "state": self.state.value,
+                "found_at": self.found_at}
+
+
+@dataclass(frozen=True)
+class QuarantineGroup:
+    """The objects of one patient and study kept aside because another patient owns the study.
+
+    Parameters
+    ----------
+    patient_id : str
+        The Patient ID the objects hold.
+    study_uid : str
+    owner_patient_id : str
+        The patient the catalog holds the study under.
+    instances : int
+    """
+
+    patient_id: str
+    study_uid: str
+    owner_patient_id: str
+    instances: int
+
+    def line(self) -> str:
+        """The one-line report, naming both patients."""
+        return (f"quarantined {self.instances} object(s) of patient {self.patient_id!r}: study "
+                f"{self.study_uid} belongs to patient {self.owner_patient_id!r} in the catalog; "
+                "kept aside, not merged (never exported, filed or restored)")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"patient_id": self.patient_id, "study_uid": self.study_uid,
+                "owner_patient_id": self.owner_patient_id, "instances": self.instances,
+                "report": self.line()}
+
+
+def group_quarantine(records: Iterable[QuarantinedRecord]) -> list[QuarantineGroup]:
+    """Quarantined records counted per (patient, study, owner), in that order."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for r in records:
+        key = (r.patient_id, r.study_uid, r.owner_patient_id)
+        counts[key] = counts.get(key, 0) + 1
+    return [QuarantineGroup(*key, n) for key, n in sorted(counts.items())]
 
 
 @dataclass
@@ -229,16 +382,25 @@ class ImportReport:
         checksums refreshed; a filed instance found locally becomes local).
     skipped : list of Path
         Files that are not DICOM Part 10 files, or are DICOMDIRs.
+    quarantined : list of QuarantinedRecord
+        Files of a patient whose study (series, SOP Instance UID) the catalog
+        holds under another patient: kept aside, not merged.
     """
 
     added: int = 0
     updated: int = 0
     skipped: list[Path] = field(default_factory=list)
+    quarantined: list[QuarantinedRecord] = field(default_factory=list)
+
+    def quarantine_lines(self) -> list[str]:
+        """One line per patient and study kept aside, naming both patients."""
+        return [g.line() for g in group_quarantine(self.quarantined)]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"added": self.added, "updated": self.updated,
-                "skipped": [str(p) for p in self.skipped]}
+                "skipped": [str(p) for p in self.skipped],
+                "quarantined": [g.as_dict() for g in group_quarantine(self.quarantined)]}
 
 
 def _now() -> str:
@@ -331,6 +493,23 @@ FROM instances i JOIN series s ON s.series_uid = i.series_uid
 """
 
 
+#: Every object of the catalog with its own patient: the catalogued instances (under their
+#: study's patient) and the quarantined files (under the Patient ID they hold).
+_OBJECTS = """
+WITH objects AS (
+    SELECT st.patient_id, p.patient_name, st.study_uid, s.series_uid, s.modality, i.size,
+           i.state, i.archive
+    FROM instances i JOIN series s ON s.series_uid = i.series_uid
+                     JOIN studies st ON st.study_uid = s.study_uid
+                     JOIN patients p ON p.patient_id = st.patient_id
+    UNION ALL
+    SELECT q.patient_id, q.patient_name, q.study_uid, q.series_uid, q.modality, q.size,
+           'quarantined', NULL
+    FROM quarantine q
+)
+"""
+
+
 def _record(row: Sequence[Any]) -> InstanceRecord:
     return InstanceRecord(row[0], row[1], row[2], row[3], row[4], row[5], Path(row[6]), row[7],
                           row[8], row[9], InstanceState(row[10]), row[11], row[12], row[13])
@@ -364,18 +543,45 @@ class Catalog:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA synchronous = FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, 1, _SCHEMA_VERSION):
                 raise InvalidInputError(f"catalog schema version {version} is not "
                                         f"{_SCHEMA_VERSION}", path=self.path)
-            with self._db:
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            self._db.executescript(_SCHEMA)
+            with self._transaction() as db:
+                if version == 1:
+                    self._split_merged_patients(db)
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise InvalidInputError(f"not an rtforge catalog: {exc}", path=self.path) from None
         except InvalidInputError:
             self._db.close()
             raise
+
+    def _split_merged_patients(self, db: sqlite3.Connection) -> None:
+        """Schema 1 to 2: quarantine the local rows whose file holds another patient's ID.
+
+        Schema 1 catalogued an object under its study's patient whatever its
+        own Patient ID.  Filed rows cannot be checked (no local file); they
+        keep their patient.
+        """
+        rows = db.execute("SELECT i.path, st.patient_id FROM instances i "
+                          "JOIN series s ON s.series_uid = i.series_uid "
+                          "JOIN studies st ON st.study_uid = s.study_uid WHERE i.state = ?",
+                          (InstanceState.LOCAL.value,)).fetchall()
+        moved = 0
+        for path, owner in rows:
+            try:
+                ds = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+                found = None if str(ds.get("PatientID", "") or "") == owner else scan_file(path)
+            except (OSError, InvalidDicomError, EOFError, ValueError) as exc:
+                logger.warning("catalog %s: cannot check %s: %s", self.path, path, exc)
+                continue
+            if found is not None and isinstance(self._add(db, found), QuarantinedRecord):
+                moved += 1
+        if moved:
+            logger.warning("catalog %s: schema 1 had merged patients; %d instance(s) moved to "
+                           "the quarantine (see 'rtforge store ls')", self.path, moved)
 
     def close(self) -> None:
         """Close the database."""
@@ -395,12 +601,49 @@ class Catalog:
     # -- import ---------------------------------------------------------------------------
 
     @staticmethod
-    def _add(db: sqlite3.Connection, f: ScannedFile) -> bool:
-        """Record one scanned file; ``True`` if it was new.
+    def _owner(db: sqlite3.Connection, f: ScannedFile) -> str | None:
+        """The other patient that holds ``f``'s study, series or SOP Instance UID, if any."""
+        row = db.execute(
+            "SELECT patient_id FROM studies WHERE study_uid = ?1 AND patient_id != ?4 "
+            "UNION ALL SELECT st.patient_id FROM series s "
+            "JOIN studies st ON st.study_uid = s.study_uid "
+            "WHERE s.series_uid = ?2 AND st.patient_id != ?4 "
+            "UNION ALL SELECT st.patient_id FROM instances i "
+            "JOIN series s ON s.series_uid = i.series_uid "
+            "JOIN studies st ON st.study_uid = s.study_uid "
+            "WHERE i.sop_instance_uid = ?3 AND st.patient_id != ?4 LIMIT 1",
+            (f.study_uid, f.series_uid, f.sop_instance_uid, f.patient_id)).fetchone()
+        return None if row is None else str(row[0])
+
+    @staticmethod
+    def _quarantine(db: sqlite3.Connection, f: ScannedFile, owner: str) -> QuarantinedRecord:
+        """Keep ``f`` aside; a stale row that recorded this very file under ``owner`` goes."""
+        db.execute("DELETE FROM instances WHERE sop_instance_uid = ? AND path = ?",
+                   (f.sop_instance_uid, str(f.path)))
+        record = QuarantinedRecord(f.path, f.sop_instance_uid, f.sop_class_uid, f.series_uid,
+                                   f.study_uid, f.modality, f.patient_id, owner, f.size,
+                                   f.sha256, _now())
+        db.execute("INSERT OR REPLACE INTO quarantine (path, sop_instance_uid, sop_class_uid, "
+                   "patient_id, patient_name, study_uid, series_uid, modality, owner_patient_id, "
+                   "size, sha256, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (str(f.path), f.sop_instance_uid, f.sop_class_uid, f.patient_id,
+                    f.patient_name, f.study_uid, f.series_uid, f.modality, owner, f.size,
+                    f.sha256, record.found_at))
+        return record
+
+    @classmethod
+    def _add(cls, db: sqlite3.Connection, f: ScannedFile) -> bool | QuarantinedRecord:
+        """Record one scanned file; ``True`` if it was new, the record if kept aside.
 
         A SOP Instance UID already recorded gets the new path and checksums
-        and becomes local (its archive and filing time are kept).
+        and becomes local (its archive and filing time are kept).  A file
+        whose study, series or SOP Instance UID another patient holds is
+        quarantined (see the module notes).
         """
+        owner = cls._owner(db, f)
+        if owner is not None:
+            return cls._quarantine(db, f, owner)
+        db.execute("DELETE FROM quarantine WHERE path = ?", (str(f.path),))
         db.execute("INSERT INTO patients (patient_id, patient_name) VALUES (?, ?) "
                    "ON CONFLICT(patient_id) DO UPDATE SET patient_name = excluded.patient_name",
                    (f.patient_id, f.patient_name))
@@ -453,12 +696,15 @@ class Catalog:
                 scanned.append(found)
         with self._transaction() as db:
             for item in scanned:
-                if self._add(db, item):
+                outcome = self._add(db, item)
+                if isinstance(outcome, QuarantinedRecord):
+                    report.quarantined.append(outcome)
+                elif outcome:
                     report.added += 1
                 else:
                     report.updated += 1
-        logger.info("catalog %s: %d added, %d updated, %d skipped", self.path, report.added,
-                    report.updated, len(report.skipped))
+        logger.info("catalog %s: %d added, %d updated, %d skipped, %d quarantined", self.path,
+                    report.added, report.updated, len(report.skipped), len(report.quarantined))
         return report
 
     # -- queries --------------------------------------------------------------------------
@@ -496,32 +742,65 @@ class Catalog:
         return bytes(row[0])
 
     def cases(self, patient_id: str | None = None) -> list[CaseSummary]:
-        """One summary per patient (or only ``patient_id``), in Patient ID order."""
-        sql = ("SELECT p.patient_id, p.patient_name, COUNT(DISTINCT st.study_uid), "
-               "COUNT(DISTINCT s.series_uid), COUNT(i.sop_instance_uid), COALESCE(SUM(i.size), 0) "
-               "FROM patients p JOIN studies st ON st.patient_id = p.patient_id "
-               "JOIN series s ON s.study_uid = st.study_uid "
-               "JOIN instances i ON i.series_uid = s.series_uid")
-        params: list[Any] = []
-        if patient_id is not None:
-            sql += " WHERE p.patient_id = ?"
-            params.append(patient_id)
-        sql += " GROUP BY p.patient_id ORDER BY p.patient_id"
+        """One summary per patient (or only ``patient_id``), in Patient ID order.
+
+        A patient's quarantined objects count in its summary (state
+        ``quarantined``), and a patient with nothing but quarantined objects
+        has a summary too.
+        """
+        where, params = ("WHERE o.patient_id = ?", [patient_id]) if patient_id is not None \
+            else ("", [])
+        rows = self._db.execute(
+            _OBJECTS + "SELECT o.patient_id, MAX(o.patient_name), COUNT(DISTINCT o.study_uid), "
+            "COUNT(DISTINCT o.series_uid), COUNT(*), COALESCE(SUM(o.size), 0) FROM objects o "
+            f"{where} GROUP BY o.patient_id ORDER BY o.patient_id", params).fetchall()
+        quarantine = group_quarantine(self.quarantined(patient_id))
         out = []
-        for pid, name, studies, series, count, size in self._db.execute(sql, params).fetchall():
+        for pid, name, studies, series, count, size in rows:
             states: dict[str, int] = {}
             archives: set[str] = set()
             for state, archive, n in self._db.execute(
-                    "SELECT i.state, i.archive, COUNT(*) FROM instances i "
-                    "JOIN series s ON s.series_uid = i.series_uid "
-                    "JOIN studies st ON st.study_uid = s.study_uid WHERE st.patient_id = ? "
-                    "GROUP BY i.state, i.archive", (pid,)):
+                    _OBJECTS + "SELECT o.state, o.archive, COUNT(*) FROM objects o "
+                    "WHERE o.patient_id = ? GROUP BY o.state, o.archive", (pid,)):
                 states[state] = states.get(state, 0) + n
                 if archive and state != InstanceState.LOCAL.value:
                     archives.add(archive)
             out.append(CaseSummary(pid, name, studies, series, count, size, states,
-                                   tuple(sorted(archives))))
+                                   tuple(sorted(archives)),
+                                   tuple(g for g in quarantine if g.patient_id == pid)))
         return out
+
+    def series(self, patient_id: str) -> list[SeriesSummary]:
+        """A patient's series, quarantined objects included, in study and series UID order."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in self._db.execute(
+                _OBJECTS + "SELECT o.study_uid, o.series_uid, o.state, COUNT(*), SUM(o.size), "
+                "MAX(o.modality), COALESCE(MAX(st.study_date), ''), "
+                "COALESCE(MAX(st.description), ''), COALESCE(MAX(s.description), '') "
+                "FROM objects o LEFT JOIN studies st ON st.study_uid = o.study_uid "
+                "LEFT JOIN series s ON s.series_uid = o.series_uid WHERE o.patient_id = ? "
+                "GROUP BY o.study_uid, o.series_uid, o.state ORDER BY o.study_uid, o.series_uid",
+                (patient_id,)):
+            study, series, state, n, size, modality, date, study_desc, series_desc = row
+            item = out.setdefault((study, series), {
+                "study_uid": study, "study_date": date, "study_description": study_desc,
+                "series_uid": series, "modality": modality, "series_description": series_desc,
+                "instances": 0, "size": 0, "states": {}})
+            item["instances"] += n
+            item["size"] += size
+            item["states"][state] = n
+        return [SeriesSummary(**item) for item in out.values()]
+
+    def quarantined(self, patient_id: str | None = None) -> list[QuarantinedRecord]:
+        """The files kept aside (of one patient, or all), in patient, study and UID order."""
+        sql = ("SELECT path, sop_instance_uid, sop_class_uid, series_uid, study_uid, modality, "
+               "patient_id, owner_patient_id, size, sha256, found_at FROM quarantine")
+        params: list[Any] = []
+        if patient_id is not None:
+            sql += " WHERE patient_id = ?"
+            params.append(patient_id)
+        sql += " ORDER BY patient_id, study_uid, series_uid, sop_instance_uid, path"
+        return [QuarantinedRecord(Path(row[0]), *row[1:]) for row in self._db.execute(sql, params)]
 
     # -- state changes --------------------------------------------------------------------
 
@@ -573,19 +852,34 @@ class CatalogIndexer:
     The receiver calls :meth:`add` from its association threads; one thread
     of this object owns the SQLite connection and records each file (SQLite
     connections are not shared between threads).  :meth:`close` records
-    what is queued, then stops.
+    what is queued, then stops.  An object whose study another patient holds
+    is quarantined (:meth:`Catalog.import_paths`) and reported once per
+    patient and study: a warning in the log, and ``on_quarantine``.
 
     Parameters
     ----------
     path : path-like
         The catalog database.
+    on_quarantine : callable, optional
+        Called (from the indexing thread) with the one-line report
+        (:meth:`QuarantineGroup.line`) the first time objects of a patient
+        and study are kept aside.
+
+    Attributes
+    ----------
+    indexed, quarantined : int
+        Objects recorded, and kept aside, so far.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 on_quarantine: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         Catalog(self.path).close()  # fail now, in the caller, if it is not a catalog
         self._queue: queue.Queue[Path | None] = queue.Queue()
         self.indexed = 0
+        self.quarantined = 0
+        self._on_quarantine = on_quarantine
+        self._reported: set[tuple[str, str, str]] = set()
         self._thread = threading.Thread(target=self._run, name="rtforge-catalog", daemon=True)
         self._thread.start()
 
@@ -600,9 +894,23 @@ class CatalogIndexer:
                 if item is None:
                     return
                 try:
-                    self.indexed += catalog.import_paths([item]).added
+                    report = catalog.import_paths([item])
                 except Exception:  # the file is stored; a later 'store import' can index it
                     logger.exception("could not index %s in %s", item, self.path)
+                    continue
+                self.indexed += report.added
+                self.quarantined += len(report.quarantined)
+                self._report(report.quarantined)
+
+    def _report(self, records: list[QuarantinedRecord]) -> None:
+        for group in group_quarantine(records):
+            key = (group.patient_id, group.study_uid, group.owner_patient_id)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            logger.warning("%s: %s", self.path, group.line())
+            if self._on_quarantine is not None:
+                self._on_quarantine(group.line())
 
     def close(self) -> None:
         """Index what is queued and stop."""
