@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rtforge.cli import _COMMAND_MODULE, _MODULES, build_parser, main
+from rtforge.cli import _COMMAND_HELP, _COMMAND_MODULE, _MODULES, build_parser, main
 
 
 def _commands(parser) -> set[str]:
@@ -24,6 +24,30 @@ def test_command_table_matches_registrations() -> None:
         only = _commands(build_parser(command))
         assert command in only
         assert only == {c for c, m in _COMMAND_MODULE.items() if m == module}
+
+
+def test_the_static_help_table_is_what_the_modules_register() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {c.dest: c.help for c in sub._choices_actions} == _COMMAND_HELP
+    assert list(_COMMAND_HELP) == [c.dest for c in sub._choices_actions]  # --help order
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], []])
+def test_version_and_help_import_no_command_module(argv) -> None:
+    code = ("import sys; from rtforge.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('rtforge.cli.')"
+            " or m in ('numpy', 'pydicom', 'numba')), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
+
+
+def test_top_level_help_describes_the_tool_and_lists_commands(capsys) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "radiotherapy DICOM compute core" in text
+    assert all(name in text for name in _COMMAND_HELP)
+    assert "answer DRR and DVH requests over HTTP" in text
 
 
 def test_unknown_command_lists_every_command(capsys) -> None:

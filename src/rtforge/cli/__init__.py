@@ -35,6 +35,44 @@ _COMMAND_MODULE = {
 }
 
 
+#: Each command's one-line help, as its module registers it: ``rtforge --help`` and
+#: ``--version`` list commands from this table without importing any command module
+#: (``tests/cli/test_main.py`` checks it against the registrations).
+_COMMAND_HELP = {
+    "reslice": "reslice every CT series under SRC to axial orientation",
+    "batch": "reconvert every CT series under an archive, in parallel, resumable",
+    "demo": "generate the phantom patient and run the pipeline on it",
+    "validate": "check DICOM files (our checks, and dciodvfy if installed)",
+    "echo": "verify a DICOM node answers (C-ECHO)",
+    "send": "send DICOM files to a node (C-STORE)",
+    "receive": "run a Storage SCP that writes Part 10 files",
+    "find": "query a node (C-FIND), print the matches",
+    "move": "have a node send a study, series or image (C-MOVE)",
+    "drr": "DRRs of a CT as RT Images (plan beams or typed angles)",
+    "contours": "reduce or summarise the contours of an RT Structure Set",
+    "store": "the local store's catalog: import files, list cases",
+    "file": "file a patient to an archive, verify, delete locally",
+    "restore": "restore a filed patient from its archive",
+    "media": "import from or export to media (DICOMDIR or not)",
+    "plan": "RT Plan: show, split per fraction group",
+    "deid": "clinical-trial de-identification of a set of objects",
+    "relink": "change patient information and re-link references",
+    "print": "print images on a DICOM printer",
+    "dvh": "dose-volume histograms of RT Structure Set ROIs",
+    "dose": "inspect, sum or requantize RT Dose grids",
+    "serve": "answer DRR and DVH requests over HTTP",
+}
+
+_DESCRIPTION = """\
+rtforge: a radiotherapy DICOM compute core. It reslices CT series to axial
+orientation, writes and reads RT Structure Sets, Plans, Doses and Images, computes
+DRRs and DVHs with Numba kernels, and moves DICOM objects over the network
+(echo, send, receive, find, move, file/restore to an archive, print).
+
+Run 'rtforge COMMAND --help' for a command's options and an example.
+Exit status: 0 on success, 1 on failure (one line on stderr), 2 on bad usage."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit 2)."""
 
@@ -43,7 +81,8 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None, *, stubs: bool = False
+                 ) -> argparse.ArgumentParser:
     """The argument parser of every subcommand, or only of ``command``'s module.
 
     Parameters
@@ -51,14 +90,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     command : str, optional
         A command name; when it is known only the module that registers it is
         imported (start-up time), otherwise every module is.
+    stubs : bool, optional
+        With no known ``command``: list every command with its one-line help
+        but import no command module (``rtforge --help``, ``--version``).
     """
-    parser = _Parser(prog="rtforge", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="rtforge", description=_DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rtforge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v info, -vv debug) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    if stubs and command not in _COMMAND_MODULE:
+        for name, text in _COMMAND_HELP.items():
+            sub.add_parser(name, help=text, add_help=False)
+        return parser
     names = (_COMMAND_MODULE[command],) if command in _COMMAND_MODULE else _MODULES
     for name in names:
         importlib.import_module(f"rtforge.cli.{name}").register(sub)
@@ -94,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # setting of the user's.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     argv = _join_negative_values(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(argv))
+    parser = build_parser(_command_of(argv), stubs=True)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
