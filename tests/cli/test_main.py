@@ -115,3 +115,16 @@ def test_the_command_gives_openblas_one_thread_unless_the_user_chose(given, expe
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True)
     assert out.stderr.strip().splitlines()[-1] == expected
+
+
+def test_a_reader_that_stops_early_is_not_a_failure(tmp_path) -> None:
+    """``rtforge ... | head``: the closed pipe ends the command quietly, exit 0."""
+    import os
+
+    (tmp_path / "a.dcm").write_bytes(b"not dicom")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    proc = subprocess.run([sys.executable, "-m", "rtforge", "validate", str(tmp_path / "a.dcm")],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (0, "")

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import re
+import select
 import sys
 from collections.abc import Sequence
 
@@ -132,6 +133,16 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _stdout_closed() -> bool:
+    """True when standard output is a pipe whose reading end is closed."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured)
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rtforge`` command; returns the exit status."""
     # All heavy compute here is Numba's; NumPy's BLAS only ever sees 3x3 and 4x4
@@ -155,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"rtforge {args.command}: interrupted\n")
         return 130
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # a peer's socket, not our reader: a failure
+            sys.stderr.write(f"rtforge {args.command}: {exc}\n")
+            return 1
+        # The reader of our output (head, less) stopped reading: it has all it wanted.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         sys.stderr.write(f"rtforge {args.command}: {exc}\n")
         return 1

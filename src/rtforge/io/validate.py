@@ -36,13 +36,17 @@ a finding to report, never an error and never a pass.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import struct
 import subprocess
 import tempfile
+import threading
 import warnings as _warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -295,6 +299,35 @@ class _Unreadable(Exception):
     """The file cannot be read as DICOM (the message says why)."""
 
 
+class _QuietThreads(logging.Filter):
+    """Drops pydicom's log records made on a thread inside :func:`_quiet_pydicom`."""
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "quiet", False)
+
+
+_QUIET_FILTER = _QuietThreads()
+
+
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """pydicom's warnings and log lines about bytes that may not be DICOM at all are
+    not findings: the caller decides what the bytes are.  Per thread (files are
+    checked on several threads); other threads' records pass."""
+    logger = logging.getLogger("pydicom")
+    if _QUIET_FILTER not in logger.filters:
+        logger.addFilter(_QUIET_FILTER)
+    _QuietThreads.local.quiet = True
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            yield
+    finally:
+        _QuietThreads.local.quiet = False
+
+
 def _read_raw(path: Path, *, stop_before_pixels: bool = False) -> Dataset | None:
     """A data set without Part 10 file meta, or None when the file is not one.
 
@@ -303,8 +336,7 @@ def _read_raw(path: Path, *, stop_before_pixels: bool = False) -> Dataset | None
     Class and SOP Instance UID.
     """
     try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
+        with _quiet_pydicom():
             ds = dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
             for elem in ds.iterall():
                 _ = elem.value
@@ -369,8 +401,7 @@ def _encoding(ds: Dataset) -> UID:
 def _check_dicomdir(ds: Dataset, path: Path, errors: list[str]) -> None:
     """A DICOMDIR loads as a File-set and every file its records name exists."""
     try:
-        with _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")  # missing files are counted below, once
+        with _quiet_pydicom():  # missing files are counted below, once
             FileSet(ds)
     except Exception as exc:  # pydicom's message is the finding
         errors.append(f"DICOMDIR cannot be loaded as a File-set: {exc}")
