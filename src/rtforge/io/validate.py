@@ -309,6 +309,8 @@ class _QuietThreads(logging.Filter):
 
 
 _QUIET_FILTER = _QuietThreads()
+#: warnings.catch_warnings swaps process-wide state: one thread at a time.
+_WARNINGS_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -321,7 +323,7 @@ def _quiet_pydicom() -> Iterator[None]:
         logger.addFilter(_QUIET_FILTER)
     _QuietThreads.local.quiet = True
     try:
-        with _warnings.catch_warnings():
+        with _WARNINGS_LOCK, _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
             yield
     finally:
