@@ -135,7 +135,7 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path: Path,
     code, stdout, stderr = run(["contours", "reduce", str(source), str(out), "--max-points", "5",
                                 "--png", str(tmp_path / "png")], capsys)
     assert code == 1 and stdout == ""
-    assert stderr.count("\n") == 1 and stderr.startswith("rtforge contours: ")
+    assert stderr.count("\n") == 1 and stderr.startswith("rtforge contours reduce: ")
     assert message in stderr
     assert written_files(out) == [] and written_files(tmp_path / "png") == []
     code, _, stderr = run(["contours", "stats", str(source)], capsys)

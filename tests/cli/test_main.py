@@ -128,3 +128,9 @@ def test_a_reader_that_stops_early_is_not_a_failure(tmp_path) -> None:
                           stdout=write_end, stderr=subprocess.PIPE, text=True)
     os.close(write_end)
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_an_error_line_names_the_command_and_its_action(tmp_path, capsys) -> None:
+    assert main(["dose", "info", str(tmp_path / "none.dcm")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rtforge dose info: ") and err.count("\n") == 1

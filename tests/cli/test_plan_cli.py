@@ -10,6 +10,7 @@ import pytest
 
 from rtforge.cli import main
 from rtforge.io.references import check_references, read_folder
+from tests.datafiles import shared_file
 from tests.io.test_references import STUDY, make_rt_set, write_set
 from tests.io.test_rtplan_builder import build, build_brachy, write_rtplan
 
@@ -41,6 +42,38 @@ def test_plan_info_brachy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "brachytherapy: HDR INTERSTITIAL on microSelectron; sources 1 Ir-192" in out
     assert "application setup 1 'Implant' (OTHER): 2 channels (1: 13.5 s, 2: 4.5 s)" in out
+
+
+ECLIPSE_PLAN = "slicerrt_eclipse/RP.1.2.246.352.71.5.2088656855.377401.20110920153647.dcm"
+
+
+def test_plan_info_of_real_plans(capsys: pytest.CaptureFixture[str]) -> None:
+    """Monaco plans without file meta are read and said; arcs, FFF, MU and constraints."""
+    assert main(["plan", "info", str(shared_file("pymedphys/vmat_example.dcm"))]) == 0
+    captured = capsys.readouterr()
+    assert "has no Part 10 file meta; read as a bare data set" in captured.err
+    assert "arc 90 to 150 CW" in captured.out and "arc 270 to 210 CC" in captured.out
+    assert "157.2 MU" in captured.out
+    assert main(["plan", "info", str(shared_file("pymedphys/FFF_example.dcm"))]) == 0
+    assert "STATIC PHOTON 6.0 MV FFF on 2619" in capsys.readouterr().out
+    assert main(["plan", "info", "--json", str(shared_file(ECLIPSE_PLAN))]) == 0
+    data = json.loads(capsys.readouterr().out)
+    oar = data["prescription"][1]
+    assert (oar["type"], oar["constraints"]) == (
+        "ORGAN_AT_RISK", {"DeliveryMaximumDose": 46.0, "OrganAtRiskMaximumDose": 46.0})
+    # Angles as a physicist reads them: dicompyler's 7.08677e-10 collimator is 0.
+    assert main(["plan", "info", "--json", str(shared_file("dicompyler-example/rtplan.dcm"))]) == 0
+    beam = json.loads(capsys.readouterr().out)["beams"][0]
+    assert (beam["collimator"], beam["couch"], beam["arc"], beam["meterset"]) == (0, 0, None, 97)
+
+
+def test_plan_split_of_one_fraction_group_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "split"
+    assert main(["plan", "split", str(shared_file("dicompyler-example/rtplan.dcm")),
+                 "-o", str(out_dir)]) == 0
+    assert "1 fraction group; nothing to split, nothing written" in capsys.readouterr().out
+    assert not out_dir.exists()
 
 
 def test_plan_split(plan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,7 +130,7 @@ def test_relink_keep_study_uids_warns(rt_set: Path, tmp_path: Path,
 
 def test_bad_usage_and_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "info", str(tmp_path / "missing.dcm")]) == 1
-    assert "file not found" in capsys.readouterr().err
+    assert "missing.dcm: no such file" in capsys.readouterr().err
     assert main(["relink", str(tmp_path), str(tmp_path / "o"), "--patient-id", "X",
                  "--birth-date", "1970"]) == 1
     assert "birth_date" in capsys.readouterr().err

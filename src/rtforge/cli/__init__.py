@@ -133,6 +133,19 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _full_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``rtforge dose sum``: the command and its action, as error lines name them."""
+    words = ["rtforge"]
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+                   None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if name is None:
+            return " ".join(words)
+        words.append(name)
+        parser = sub.choices[name]
+
+
 def _stdout_closed() -> bool:
     """True when standard output is a pipe whose reading end is closed."""
     try:
@@ -156,23 +169,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    command = _full_command(parser, args)
     level = {0: logging.ERROR, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except RtforgeError as exc:
-        sys.stderr.write(f"rtforge {args.command}: {exc}\n")
+        sys.stderr.write(f"{command}: {exc}\n")
         return 1
     except KeyboardInterrupt:
-        sys.stderr.write(f"rtforge {args.command}: interrupted\n")
+        sys.stderr.write(f"{command}: interrupted\n")
         return 130
     except BrokenPipeError as exc:
         if not _stdout_closed():  # a peer's socket, not our reader: a failure
-            sys.stderr.write(f"rtforge {args.command}: {exc}\n")
+            sys.stderr.write(f"{command}: {exc}\n")
             return 1
         # The reader of our output (head, less) stopped reading: it has all it wanted.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as exc:
-        sys.stderr.write(f"rtforge {args.command}: {exc}\n")
+        sys.stderr.write(f"{command}: {exc}\n")
         return 1

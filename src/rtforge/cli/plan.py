@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from rtforge.cli._common import add_output_flags, emit_json
 from rtforge.config import ExportConfig, load_config
 from rtforge.errors import InvalidInputError
 from rtforge.io.deid import deidentify, load_trial, new_key, read_key, uid_map_csv
+from rtforge.io.dicomfile import read_dicom_file
 from rtforge.io.fileset import TRANSFER_SYNTAXES, atomic_write, instance_path, write_dataset_file
 from rtforge.io.references import check_references, read_folder
 from rtforge.io.relink import PatientChange, relink
-from rtforge.io.rtplan import RTPlan, parse_rtplan, split_rtplan, write_rtplan
+from rtforge.io.rtplan import Beam, RTPlan, parse_rtplan, split_rtplan, write_rtplan
 
 __all__ = ["register"]
 
 _PLAN_EXAMPLE = """examples:
   rtforge plan info plan.dcm
   rtforge plan split plan.dcm -o split/   (one RT Plan per fraction group)
+"""
+_INFO_EXAMPLE = """examples:
+  rtforge plan info plan.dcm
+  rtforge plan info --json plan.dcm | jq .beams
+
+A plan file without Part 10 meta (a bare data set, as archives hold them) is read and
+said on stderr.
+"""
+_SPLIT_EXAMPLE = """example:
+  rtforge plan split plan.dcm -o split/
+
+Writes one RT Plan per fraction group, each referencing its siblings (PARTIAL); a plan
+of one fraction group is not split and nothing is written.
 """
 _DEID_EXAMPLE = """example:
   rtforge deid export/ trial/ --trial trial.toml --key-file site.key --map-out map.csv
@@ -49,11 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=_PLAN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     plan_sub = p.add_subparsers(dest="plan_command", metavar="ACTION")
     plan_sub.required = True
-    info = plan_sub.add_parser("info", help="summarise an RT Plan")
+    info = plan_sub.add_parser("info", help="summarise an RT Plan", epilog=_INFO_EXAMPLE,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     info.add_argument("rtplan", type=Path, metavar="RTPLAN")
     add_output_flags(info)
     info.set_defaults(func=_info)
-    split = plan_sub.add_parser("split", help="one RT Plan per fraction group (PARTIAL siblings)")
+    split = plan_sub.add_parser("split", help="one RT Plan per fraction group (PARTIAL siblings)",
+                                epilog=_SPLIT_EXAMPLE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     split.add_argument("rtplan", type=Path, metavar="RTPLAN")
     split.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     _add_config(split)
@@ -90,15 +107,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read(path: Path) -> Dataset:
-    if not path.is_file():
-        raise InvalidInputError("file not found", path=path)
-    try:
-        return dcmread(path)
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise InvalidInputError(f"not a DICOM file: {exc}", path=path) from None
+    """The plan's data set; a file without Part 10 meta is read and said (stderr)."""
+    read = read_dicom_file(path)
+    if read.bare:
+        sys.stderr.write(f"note: {path} has no Part 10 file meta; read as a bare data set\n")
+    return read.ds
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    """A value as a physicist reads it: rounded, and -0.0 as 0 (7.08677e-10 is 0)."""
+    return None if value is None else round(value, digits) + 0.0
+
+
+def _arc(beam: Beam) -> dict[str, object] | None:
+    """Start and stop gantry angle and direction of a rotating beam, else None."""
+    first, last = beam.control_points[0], beam.control_points[-1]
+    if first.gantry_rotation_direction.value == "NONE":
+        return None
+    return {"start": _round(first.gantry_angle, 1), "stop": _round(last.gantry_angle, 1),
+            "direction": first.gantry_rotation_direction.value}
+
+
+def _meterset(plan: RTPlan) -> dict[int, float | None]:
+    """Beam Meterset (MU) of each beam number, from the fraction groups."""
+    return {b.beam_number: _round(b.beam_meterset, 1)
+            for g in plan.fraction_groups for b in g.referenced_beams}
+
+
+def _fluence(beam: Beam) -> str:
+    return beam.fluence_mode_id or beam.fluence_mode
 
 
 def _summary(plan: RTPlan) -> dict[str, object]:
+    meterset = _meterset(plan)
     return {
         "label": plan.label, "name": plan.name, "description": plan.description,
         "geometry": plan.geometry.value, "patient_id": plan.patient_id,
@@ -106,7 +147,9 @@ def _summary(plan: RTPlan) -> dict[str, object]:
         "referenced_structure_set": plan.referenced_structure_set_uid,
         "referenced_plans": [list(p) for p in plan.referenced_plans],
         "prescription": [{"number": d.number, "description": d.description,
-                          "dose_gy": d.target_prescription_dose} for d in plan.dose_references],
+                          "type": d.dose_reference_type,
+                          "dose_gy": d.target_prescription_dose,
+                          "constraints": d.constraint_doses} for d in plan.dose_references],
         "fraction_groups": [{"number": g.number, "fractions": g.fractions_planned,
                              "beams": list(g.beam_numbers),
                              "meterset": [b.beam_meterset for b in g.referenced_beams]}
@@ -114,9 +157,11 @@ def _summary(plan: RTPlan) -> dict[str, object]:
         "beams": [{"number": b.number, "name": b.name, "type": b.beam_type.value,
                    "radiation": b.radiation_type.value, "machine": b.machine_name,
                    "energy": b.control_points[0].nominal_beam_energy,
-                   "gantry": b.control_points[0].gantry_angle,
-                   "collimator": b.control_points[0].beam_limiting_device_angle,
-                   "couch": b.control_points[0].patient_support_angle,
+                   "gantry": _round(b.control_points[0].gantry_angle),
+                   "collimator": _round(b.control_points[0].beam_limiting_device_angle),
+                   "couch": _round(b.control_points[0].patient_support_angle),
+                   "arc": _arc(b), "fluence_mode": _fluence(b) or None,
+                   "meterset": meterset.get(b.number), "meterset_unit": b.primary_dosimeter_unit,
                    "control_points": len(b.control_points),
                    "isocenter": list(b.control_points[0].isocenter_position),
                    "cone": b.cone_id}
@@ -137,6 +182,11 @@ def _summary(plan: RTPlan) -> dict[str, object]:
     }
 
 
+def _words(keyword: str) -> str:
+    """``OrganAtRiskMaximumDose`` -> ``organ at risk maximum dose``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", keyword).lower()
+
+
 def _info(args: argparse.Namespace) -> int:
     plan = parse_rtplan(_read(args.rtplan), args.rtplan)
     summary = _summary(plan)
@@ -146,17 +196,27 @@ def _info(args: argparse.Namespace) -> int:
     print(f"RT Plan {plan.label!r} ({plan.name or 'no name'}), geometry {plan.geometry.value}, "
           f"patient {plan.patient_id or '-'}")
     for dose in plan.dose_references:
-        print(f"  prescription {dose.number}: {dose.description or '-'} "
-              f"{dose.target_prescription_dose if dose.target_prescription_dose is not None else '-'} Gy")
+        prescribed = dose.target_prescription_dose
+        constraints = ", ".join(f"{_words(k)} {v:g}" for k, v in dose.constraint_doses.items())
+        print(f"  dose reference {dose.number} ({dose.dose_reference_type}): "
+              f"{dose.description or '-'} {'-' if prescribed is None else f'{prescribed:.4g}'} Gy"
+              + (f"; {constraints}" if constraints else ""))
     for group in plan.fraction_groups:
         print(f"  fraction group {group.number}: {group.fractions_planned} fractions, "
               f"beams {', '.join(map(str, group.beam_numbers)) or '-'}")
+    meterset = _meterset(plan)
     for beam in plan.beams:
         cp = beam.control_points[0]
+        arc = _arc(beam)
+        where = (f"arc {arc['start']:g} to {arc['stop']:g} {arc['direction']}" if arc
+                 else f"gantry {_round(cp.gantry_angle):g}")
+        mu = meterset.get(beam.number)
         print(f"  beam {beam.number} {beam.name!r}: {beam.beam_type.value} "
-              f"{beam.radiation_type.value} {cp.nominal_beam_energy or '-'} MV on "
-              f"{beam.machine_name or '-'}, gantry {cp.gantry_angle:g}, collimator "
-              f"{cp.beam_limiting_device_angle:g}, couch {cp.patient_support_angle:g}, "
+              f"{beam.radiation_type.value} {cp.nominal_beam_energy or '-'} MV"
+              f"{' ' + _fluence(beam) if _fluence(beam) else ''} on {beam.machine_name or '-'}, "
+              f"{where}, collimator {_round(cp.beam_limiting_device_angle):g}, couch "
+              f"{_round(cp.patient_support_angle):g}, "
+              f"{'-' if mu is None else f'{mu:g}'} {beam.primary_dosimeter_unit or 'MU'}, "
               f"{len(beam.control_points)} control points")
     if plan.brachy is not None:
         brachy = plan.brachy
@@ -181,10 +241,19 @@ def _config(args: argparse.Namespace) -> ExportConfig:
 
 def _split(args: argparse.Namespace) -> int:
     ds = _read(args.rtplan)
+    groups = len(ds.get("FractionGroupSequence", []))
+    if groups <= 1:
+        # Nothing to split: a copy under the same SOP Instance UID would be a second object
+        # claiming to be the first.
+        if args.json:
+            emit_json({"plans": [], "fraction_groups": groups})
+        else:
+            print(f"{args.rtplan}: {groups} fraction group; nothing to split, nothing written")
+        return 0
     parts = split_rtplan(ds, config=_config(args))
     paths = [write_rtplan(part, args.output, flat=True) for part in parts]
     if args.json:
-        emit_json({"plans": [str(p) for p in paths]})
+        emit_json({"plans": [str(p) for p in paths], "fraction_groups": groups})
     else:
         for part, path in zip(parts, paths, strict=True):
             print(f"{path}: {part.RTPlanLabel}")

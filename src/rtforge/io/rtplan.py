@@ -37,7 +37,7 @@ import copy
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -286,6 +286,11 @@ class Beam:
         ID, Block Tray ID or Applicator ID as :class:`PlanExportOptions`
         says (iPlan Note 8-12); read back from an outline-less block, an
         angle-less wedge or a STEREOTACTIC applicator.
+    fluence_mode : str
+        ``STANDARD`` or ``NON_STANDARD`` from Primary Fluence Mode Sequence
+        (300A,0308), '' when absent.
+    fluence_mode_id : str
+        Fluence Mode ID of a NON_STANDARD mode (e.g. ``FFF``), '' otherwise.
     """
 
     number: int
@@ -304,6 +309,8 @@ class Beam:
     final_cumulative_meterset_weight: float | None
     number_of_blocks: int = 0
     cone_id: str = ""
+    fluence_mode: str = ""
+    fluence_mode_id: str = ""
 
     def device(self, device_type: str | RTBeamLimitingDeviceType) -> BeamLimitingDevice | None:
         """The beam's definition of one device type, or None."""
@@ -595,6 +602,11 @@ class DoseReference:
         mm (LPS), for ``COORDINATES``.
     dose_reference_type : str
         ``TARGET`` (iPlan) or ``ORGAN_AT_RISK``.
+    constraint_doses : dict of str to float
+        The constraint doses present (Gy), by keyword: Delivery Warning/Maximum
+        Dose, Target Minimum/Maximum Dose, Target Underdose Volume Fraction (%),
+        Organ at Risk Full-volume/Limit/Maximum Dose, Organ at Risk Overdose
+        Volume Fraction (%), Constraint Weight.
     """
 
     number: int
@@ -604,6 +616,7 @@ class DoseReference:
     referenced_roi_number: int | None = None
     point_coordinates: tuple[float, float, float] | None = None
     dose_reference_type: str = "TARGET"
+    constraint_doses: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -954,7 +967,16 @@ def _beam(item: Dataset, n: int) -> Beam:
                                               _finite),
         number_of_blocks=_opt(item, "NumberOfBlocks", where, _int) or 0,
         cone_id=_cone_id(item),
+        **_fluence_mode(item, where),
     )
+
+
+def _fluence_mode(beam: Dataset, where: str) -> dict[str, str]:
+    """Fluence Mode and Fluence Mode ID of Primary Fluence Mode Sequence, or ''."""
+    for item in beam.get("PrimaryFluenceModeSequence") or []:
+        return {"fluence_mode": _opt(item, "FluenceMode", where, _text) or "",
+                "fluence_mode_id": _opt(item, "FluenceModeID", where, _text) or ""}
+    return {}
 
 
 def _cone_id(beam: Dataset) -> str:
@@ -982,7 +1004,17 @@ def _dose_reference(item: Dataset, n: int) -> DoseReference:
         target_prescription_dose=_opt(item, "TargetPrescriptionDose", where, _finite),
         referenced_roi_number=_opt(item, "ReferencedROINumber", where, _int),
         point_coordinates=(point[0], point[1], point[2]) if point and len(point) == 3 else None,
-        dose_reference_type=_opt(item, "DoseReferenceType", where, _text) or "TARGET")
+        dose_reference_type=_opt(item, "DoseReferenceType", where, _text) or "TARGET",
+        constraint_doses={keyword: value for keyword in _CONSTRAINT_KEYWORDS
+                          if (value := _opt(item, keyword, where, _finite)) is not None})
+
+
+#: Dose Reference Sequence's constraint attributes (PS3.3 C.8.8.10), as plan info shows them.
+_CONSTRAINT_KEYWORDS = (
+    "ConstraintWeight", "DeliveryWarningDose", "DeliveryMaximumDose", "TargetMinimumDose",
+    "TargetMaximumDose", "TargetUnderdoseVolumeFraction",
+    "OrganAtRiskFullVolumeDose", "OrganAtRiskLimitDose", "OrganAtRiskMaximumDose",
+    "OrganAtRiskOverdoseVolumeFraction")
 
 
 def _check_references(beams: Sequence[Beam], groups: Sequence[FractionGroup],

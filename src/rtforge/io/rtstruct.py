@@ -53,9 +53,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, RTStructureSetStorage
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
@@ -77,6 +76,7 @@ from rtforge.core.contours import (
 )
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import ConformanceError, GeometryError, InvalidInputError
+from rtforge.io.dicomfile import read_dicom_file
 from rtforge.io.fileset import (
     Part10Prefix,
     atomic_write,
@@ -481,18 +481,6 @@ class RTStructBuild:
 
 
 # ------------------------------------------------------------------ reading
-def _looks_like_dataset(head: bytes) -> bool:
-    """True when ``head`` starts with a group 0002 or 0008 element (a data
-    set without the Part 10 preamble, as pydicom's ``rtstruct.dcm``)."""
-    if len(head) < 8:
-        return False
-    for order in ("little", "big"):
-        group = int.from_bytes(head[0:2], order)
-        if group in (0x0002, 0x0008):
-            return True
-    return False
-
-
 def read_rtstruct(path: str | os.PathLike) -> StructureSet:
     """Read an RT Structure Set file (with or without the Part 10 preamble).
 
@@ -512,27 +500,7 @@ def read_rtstruct(path: str | os.PathLike) -> StructureSet:
         names the file and the attribute.
     """
     file = Path(path)
-    try:
-        ds = dcmread(file)
-    except InvalidDicomError:
-        try:
-            with open(file, "rb") as fp:
-                head = fp.read(8)
-        except OSError as exc:
-            raise InvalidInputError(f"cannot be read: {exc}", path=file) from None
-        if not _looks_like_dataset(head):
-            raise InvalidInputError("not a DICOM file", path=file) from None
-        try:
-            ds = dcmread(file, force=True)
-        except Exception as exc:  # whatever pydicom raises on a broken file
-            raise InvalidInputError(f"cannot be parsed as DICOM: {exc}", path=file) from None
-    except FileNotFoundError:
-        raise InvalidInputError("no such file", path=file) from None
-    except IsADirectoryError:
-        raise InvalidInputError("is a folder, not an RT Structure Set file", path=file) from None
-    except Exception as exc:  # whatever pydicom raises on a broken file
-        raise InvalidInputError(f"cannot be parsed as DICOM: {exc}", path=file) from None
-    return parse_rtstruct(ds, path=file)
+    return parse_rtstruct(read_dicom_file(file).ds, path=file)
 
 
 def _text(ds: Dataset, keyword: str) -> str:

@@ -20,13 +20,10 @@ Image Position (Patient), the centre of its pixel ``[j=0, i=0]``, in LPS mm.
 
 How a DICOM file is told from anything else
 -------------------------------------------
-A file is DICOM when it has the Part 10 ``DICM`` prefix at byte 128, or,
-without it (a bare data set such as pydicom's ``rtstruct.dcm``), when its
-first bytes are a data element of group 0002 or 0008 in either byte order
-(with a valid explicit VR, or a plausible implicit length).  It must then
-parse, and the parse must yield attributes of group 0008 (SOP Class UID,
-Modality, ...).  Anything else (text, PNG, a random binary) is not DICOM and
-is never handed to pydicom's permissive ``force=True`` parser.
+As :mod:`rtforge.io.dicomfile` says (Part 10 prefix, or a bare data set whose first
+element is of group 0002 or 0008); the parse must then yield attributes of group
+0008 (SOP Class UID, Modality, ...).  Anything else (text, PNG, a random binary)
+is not DICOM and is never handed to pydicom's permissive ``force=True`` parser.
 
 Notes
 -----
@@ -59,6 +56,7 @@ from pydicom.tag import BaseTag, Tag
 from rtforge.core.geometry import SliceStack, Volume
 from rtforge.errors import GeometryError, InvalidInputError
 from rtforge.io._pixels import PixelFormat, convert_slice, normalise_stored, stored_view
+from rtforge.io.dicomfile import looks_like_dicom, transfer_syntax_of
 
 __all__ = ["SeriesInfo", "DiscoveryResult", "ImageSeries", "discover_series", "read_series"]
 
@@ -82,9 +80,6 @@ _END_OF_IMAGE_GROUPS = 0x0028FFFF  # everything discovery needs is at or below g
 _ROWS = 0x00280010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
-_VR_BYTES = frozenset(
-    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
-    b"UN UR US UT UV".split())
 _NATIVE_SYNTAXES = frozenset({dicom_uid.ImplicitVRLittleEndian, dicom_uid.ExplicitVRLittleEndian,
                               dicom_uid.ExplicitVRBigEndian})
 _MONOCHROME = frozenset({"MONOCHROME1", "MONOCHROME2"})
@@ -272,38 +267,8 @@ class _Scanned:
     transfer_syntax: dicom_uid.UID
 
 
-def _looks_like_dicom(head: bytes, size: int) -> bool:
-    """True for a Part 10 file, or a bare data set starting at group 0002 or 0008."""
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    if len(head) < 8:
-        return False
-    for order in "<>":
-        group = struct.unpack(order + "H", head[:2])[0]
-        if group not in (0x0002, 0x0008):
-            continue
-        if head[4:6] in _VR_BYTES:
-            return True  # explicit VR
-        if order == "<":  # implicit VR is little endian only
-            length = struct.unpack("<L", head[4:8])[0]
-            if length == _UNDEFINED_LENGTH or length <= size - 8:
-                return True
-    return False
-
-
 def _deflated(ts: dicom_uid.UID) -> bool:
     return ts.is_transfer_syntax and ts.is_deflated
-
-
-def _transfer_syntax(ds: Dataset) -> dicom_uid.UID:
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts:
-        return dicom_uid.UID(str(ts))
-    implicit, little = ds.original_encoding
-    if implicit:
-        return dicom_uid.ImplicitVRLittleEndian
-    return dicom_uid.ExplicitVRLittleEndian if little else dicom_uid.ExplicitVRBigEndian
 
 
 def _read_element_header(fp: object, implicit: bool, little: bool) -> _PixelElement | None:
@@ -374,7 +339,7 @@ def _scan(path: Path, *, headers_only: bool) -> _Scanned:
     with fp:
         size = os.fstat(fp.fileno()).st_size
         head = fp.read(132)
-        if not _looks_like_dicom(head, size):
+        if not looks_like_dicom(head, size):
             raise _NotDicomError(
                 "not a DICOM file (no 'DICM' prefix at byte 128 and no DICOM data element at "
                 "the start); remove it or pass only DICOM files", path)
@@ -403,7 +368,7 @@ def _scan(path: Path, *, headers_only: bool) -> _Scanned:
                 raise _NotDicomError(
                     "not a DICOM file: no identifying attributes (group 0008) could be parsed",
                     path)
-        ts = _transfer_syntax(ds)
+        ts = transfer_syntax_of(ds)
         pixel: _PixelElement | None = None
         if not headers_only:
             if _deflated(ts):

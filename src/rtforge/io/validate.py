@@ -58,12 +58,11 @@ from pydicom.fileset import FileSet
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     MediaStorageDirectoryStorage,
 )
 
 from rtforge.config import ExportConfig
+from rtforge.io.dicomfile import looks_like_dicom, transfer_syntax_of
 from rtforge.io.fileset import IMPLEMENTATION_CLASS_UID
 from rtforge.io.modules import MAX_VALUE_LENGTH
 from rtforge.io.private import PRIVATE_DICTIONARY, PRIVATE_GROUP
@@ -333,11 +332,14 @@ def _quiet_pydicom() -> Iterator[None]:
 def _read_raw(path: Path, *, stop_before_pixels: bool = False) -> Dataset | None:
     """A data set without Part 10 file meta, or None when the file is not one.
 
-    pydicom's ``force=True`` reads almost anything as some data set, so the
-    result is accepted only when every element parses and it names a valid SOP
-    Class and SOP Instance UID.
+    Only bytes that :func:`~rtforge.io.dicomfile.looks_like_dicom` accepts are
+    parsed, and the result is accepted only when every element parses and it
+    names a valid SOP Class and SOP Instance UID.
     """
     try:
+        with open(path, "rb") as fp:
+            if not looks_like_dicom(fp.read(132), os.fstat(fp.fileno()).st_size):
+                return None
         with _quiet_pydicom():
             ds = dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
             for elem in ds.iterall():
@@ -389,17 +391,6 @@ def _meta(ds: Dataset) -> Dataset:
     return getattr(ds, "file_meta", None) or Dataset()
 
 
-def _encoding(ds: Dataset) -> UID:
-    """The transfer syntax the data set was read with (the meta's when it names one)."""
-    named = UID(str(_meta(ds).get("TransferSyntaxUID", "") or ""))
-    if named.is_transfer_syntax:
-        return named
-    implicit, little = ds.original_encoding
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little else UID("1.2.840.10008.1.2.2")
-
-
 def _check_dicomdir(ds: Dataset, path: Path, errors: list[str]) -> None:
     """A DICOMDIR loads as a File-set and every file its records name exists."""
     try:
@@ -426,7 +417,7 @@ def _own_checks(path: Path, ds: Dataset, raw: bool, errors: list[str],
                 warnings: list[str]) -> str | None:
     """Our checks of a data set read from ``path``; returns what the file holds."""
     meta = _meta(ds)
-    uid = _encoding(ds)
+    uid = transfer_syntax_of(ds)
     if raw:
         warnings.append(f"no Part 10 file meta (preamble, DICM prefix, group 0002): read as "
                         f"a bare data set in {uid.name}")
@@ -477,7 +468,7 @@ def _dciodvfy_16_bit_copy(ds: Dataset, folder: str) -> DciodvfyRun:
     copy.PixelData = bytes(int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
                            * frames * 2)
     target = Path(folder) / "copy16.dcm"
-    uid = _encoding(ds)
+    uid = transfer_syntax_of(ds)
     copy.save_as(target, implicit_vr=uid.is_implicit_VR, little_endian=uid.is_little_endian,
                  enforce_file_format=False)
     return run_dciodvfy(target)
@@ -487,7 +478,7 @@ def _run_dciodvfy_on(path: Path, ds: Dataset, errors: list[str], warnings: list[
                      creators: frozenset[str]) -> tuple[str | None, str | None]:
     """dciodvfy's findings added to ours; returns (IOD, why not verified)."""
     run = run_dciodvfy(path)
-    native = not _encoding(ds).is_compressed
+    native = not transfer_syntax_of(ds).is_compressed
     if not run.completed and native and int(ds.get("BitsAllocated", 0) or 0) == 32 \
             and "PixelData" in ds:
         with tempfile.TemporaryDirectory(prefix="rtforge-validate-") as folder:

@@ -1,0 +1,142 @@
+"""Telling a DICOM file from anything else, and reading one with or without Part 10 meta.
+
+A file is DICOM when it has the Part 10 ``DICM`` prefix at byte 128, or,
+without it (a bare data set, as many archives and Monaco hold plans, and as
+pydicom's ``rtstruct.dcm`` is), when its first bytes are a data element of
+group 0002 or 0008 in either byte order (with a valid explicit VR, or a
+plausible implicit length).  Only then is it handed to pydicom's permissive
+``force=True`` parser, and the parse must yield a SOP Class UID: anything else
+(text, PNG, a random binary) is not DICOM.  Readers say when a file was read
+without its meta (:attr:`DicomFile.bare`), so that reports can tell the user.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom import uid as dicom_uid
+from pydicom.dataset import Dataset
+
+from rtforge.errors import InvalidInputError
+
+__all__ = ["DicomFile", "looks_like_dicom", "read_dicom_file", "transfer_syntax_of"]
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_VR_BYTES = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    b"UN UR US UT UV".split())
+
+
+def looks_like_dicom(head: bytes, size: int) -> bool:
+    """True for a Part 10 file, or a bare data set starting at group 0002 or 0008.
+
+    Parameters
+    ----------
+    head : bytes
+        The first 132 bytes of the file (fewer when it is shorter).
+    size : int
+        The file's size in bytes.
+
+    Returns
+    -------
+    bool
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    for order in "<>":
+        group = struct.unpack(order + "H", head[:2])[0]
+        if group not in (0x0002, 0x0008):
+            continue
+        if head[4:6] in _VR_BYTES:
+            return True  # explicit VR
+        if order == "<":  # implicit VR is little endian only
+            length = struct.unpack("<L", head[4:8])[0]
+            if length == _UNDEFINED_LENGTH or length <= size - 8:
+                return True
+    return False
+
+
+def transfer_syntax_of(ds: Dataset) -> dicom_uid.UID:
+    """The transfer syntax ``ds`` was read in: its meta's, or the encoding pydicom found.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+
+    Returns
+    -------
+    pydicom.uid.UID
+    """
+    meta = getattr(ds, "file_meta", None)
+    named = dicom_uid.UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta else None
+    if named is not None and named.is_transfer_syntax:
+        return named
+    implicit, little = ds.original_encoding
+    if implicit:
+        return dicom_uid.ImplicitVRLittleEndian
+    return dicom_uid.ExplicitVRLittleEndian if little else dicom_uid.ExplicitVRBigEndian
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    """A data set read from a file.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+    bare : bool
+        True when the file has no Part 10 preamble and meta: the data set was
+        read with pydicom's ``force=True`` after :func:`looks_like_dicom` said so.
+    """
+
+    ds: Dataset
+    bare: bool
+
+
+def read_dicom_file(path: str | os.PathLike, *, stop_before_pixels: bool = False) -> DicomFile:
+    """Read a Part 10 file, or a bare data set, checked as the module docstring says.
+
+    Parameters
+    ----------
+    path : str or path-like
+    stop_before_pixels : bool, optional
+        Do not read Pixel Data.
+
+    Returns
+    -------
+    DicomFile
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the file: it does not exist, is a folder, is not DICOM, or cannot
+        be parsed.
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise InvalidInputError("is a folder, not a DICOM file", path=file)
+    try:
+        with open(file, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            head = fp.read(132)
+    except FileNotFoundError:
+        raise InvalidInputError("no such file", path=file) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot be read: {exc.strerror or exc}", path=file) from None
+    if not looks_like_dicom(head, size):
+        raise InvalidInputError("not a DICOM file (no 'DICM' prefix at byte 128 and no DICOM "
+                                "data element at the start)", path=file)
+    bare = head[128:132] != b"DICM"
+    try:
+        ds = pydicom.dcmread(file, force=bare, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # pydicom raises many types on damaged input
+        raise InvalidInputError(f"cannot be parsed as DICOM: {exc}", path=file) from None
+    if bare and "SOPClassUID" not in ds:
+        raise InvalidInputError("not a DICOM file: no SOP Class UID could be parsed", path=file)
+    return DicomFile(ds, bare)
