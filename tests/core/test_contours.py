@@ -555,8 +555,10 @@ def test_contour_and_structure_validation() -> None:
     s = Structure(3, "PTV", (point,), interpreted_type="PTV", colour=(255, 0, 0))
     assert s.interpreted_type is RTROIInterpretedType.PTV and s.n_points == 1
     assert Structure(4, "x", interpreted_type="AXIS").interpreted_type == "AXIS"
-    with pytest.raises(InvalidInputError, match="positive integer"):
-        Structure(0, "bad")
+    # PS3.3 C.8.8.5 asks only that ROI Numbers be unique: Oncentra and Elekta number from 0
+    assert Structure(0, "zero").number == 0
+    with pytest.raises(InvalidInputError, match="must be an integer"):
+        Structure(1.5, "bad")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="0-255"):
         Structure(1, "bad", colour=(0, 0, 300))
 

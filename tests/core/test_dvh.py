@@ -23,7 +23,15 @@ import pytest
 from scipy.optimize import brentq
 
 from rtforge.core.contours import Contour, Structure
-from rtforge.core.dvh import DVH, EndCap, compute_dvh, conformity_indices, merge_bins
+from rtforge.core.dvh import (
+    DVH,
+    EndCap,
+    compute_dvh,
+    compute_dvhs,
+    conformity_indices,
+    contour_spacing,
+    merge_bins,
+)
 from rtforge.core.geometry import Grid, Volume
 from rtforge.errors import GeometryError, InvalidInputError
 
@@ -208,7 +216,7 @@ def test_dvh_matches_analytic_truth(name: str) -> None:
     truth = _truth(planes, cs, gradient, c)
     dose = _dose(gradient, c, dg, z_offset, half)
     structure = Structure(1, name, tuple(Contour(p) for _, polys in planes for p in polys))
-    dvh = compute_dvh(dose, structure)
+    dvh = compute_dvh(dose, structure, end_cap="full")  # the truth's solid: full end slabs
     assert dvh.name == name and dvh.roi_number == 1
     assert dvh.volume_outside_cm3 == 0.0
     volume_tolerance = 0.005 if truth.volume < 1 else 0.002
@@ -230,9 +238,9 @@ def test_structure_partly_outside_the_grid_is_reported() -> None:
     dose = _dose((0.0, 0.0, 0.0), 5.0, 2.0, 0.0)  # z centres -32 .. 32, extent to 33
     planes = cylinder(5, 8, 1.0, 0.5)
     shifted = [p + np.array([0.0, 0.0, 30.0]) for _, polys in planes for p in polys]
-    dvh = compute_dvh(dose, shifted)
+    dvh = compute_dvh(dose, shifted, end_cap=EndCap.FULL)
     area = 0.5 * N_POINTS * 25 * math.sin(2 * math.pi / N_POINTS)
-    # solid z 22 .. 38; the grid ends at 33
+    # solid z 22 .. 38 (full end slabs); the grid ends at 33
     # in-plane area by the midpoint rule on 0.25 mm strips
     assert dvh.volume_cm3 == pytest.approx(area * 11 / 1000, rel=5e-4)
     assert dvh.volume_outside_cm3 == pytest.approx(area * 5 / 1000, rel=5e-4)
@@ -240,19 +248,41 @@ def test_structure_partly_outside_the_grid_is_reported() -> None:
     assert dvh.dose_at_volume(50) == pytest.approx(5.0)
 
 
-def test_end_cap_none_and_single_plane() -> None:
+def test_end_caps_and_single_plane() -> None:
     dose = _dose((0.0, 0.0, 0.0), 5.0, 2.0, 0.0)
     planes = cylinder(5, 4, 2.0, 0.0)
     contours = [p for _, polys in planes for p in polys]
     area = 0.5 * N_POINTS * 25 * math.sin(2 * math.pi / N_POINTS)
-    half = compute_dvh(dose, contours)
-    none = compute_dvh(dose, contours, end_cap=EndCap.NONE)
-    assert half.volume_cm3 == pytest.approx(area * len(planes) * 2 / 1000, rel=5e-4)
-    assert none.volume_cm3 == pytest.approx(area * (len(planes) - 1) * 2 / 1000, rel=5e-4)
+    n = len(planes)
+    full = compute_dvh(dose, contours, end_cap=EndCap.FULL)
+    half = compute_dvh(dose, contours)  # the default: what planning systems store
+    none = compute_dvh(dose, contours, end_cap="none")
+    assert full.volume_cm3 == pytest.approx(area * n * 2 / 1000, rel=5e-4)
+    assert half.volume_cm3 == pytest.approx(area * (n - 1) * 2 / 1000, rel=5e-4)
+    assert none.volume_cm3 == pytest.approx(area * (n - 2) * 2 / 1000, rel=5e-4)
+    with pytest.raises(InvalidInputError, match="end_cap must be one of"):
+        compute_dvh(dose, contours, end_cap="quarter")
     with pytest.raises(InvalidInputError, match="contour_spacing_mm"):
         compute_dvh(dose, contours[:1])
-    one = compute_dvh(dose, contours[:1], contour_spacing_mm=3.0)
-    assert one.volume_cm3 == pytest.approx(area * 3 / 1000, rel=5e-4)
+    for cap in EndCap:  # one plane: one slab centred on it, whatever the end cap
+        one = compute_dvh(dose, contours[:1], contour_spacing_mm=3.0, end_cap=cap)
+        assert one.volume_cm3 == pytest.approx(area * 3 / 1000, rel=5e-4)
+
+
+def test_slab_is_the_structure_sets_spacing() -> None:
+    # dicompyler-core's case: an ROI on planes 45 mm and 3 mm apart gets the set's 3 mm
+    # slabs, not its own median gap (24 mm); a one-plane ROI beside it gets them too
+    dose = _dose((0.0, 0.0, 0.0), 5.0, 2.0, 0.0)
+    area = 0.5 * N_POINTS * 25 * math.sin(2 * math.pi / N_POINTS)
+    sparse = Structure(1, "sparse", tuple(Contour(_circle(5, z)) for z in (-24.0, 21.0, 24.0)))
+    dense = Structure(2, "dense", tuple(Contour(_circle(5, z)) for z in np.arange(-24, 25, 3.0)))
+    single = Structure(0, "single", (Contour(_circle(5, 0.0)),))
+    assert contour_spacing([sparse, dense, single]) == pytest.approx(3.0)
+    assert contour_spacing([single]) is None
+    got = compute_dvhs(dose, [sparse, dense, single], end_cap="full")
+    assert got[0].volume_cm3 == pytest.approx(area * 3 * 3 / 1000, rel=5e-4)
+    assert got[2].volume_cm3 == pytest.approx(area * 3 / 1000, rel=5e-4)
+    assert got[2].roi_number == 0
 
 
 def test_queries_and_indices() -> None:
@@ -310,7 +340,7 @@ def test_dose_near_zero_with_cross_terms_stays_in_range() -> None:
     grid = Grid(dose.shape, origin=(-10.0, -10.0, -5.0), spacing=(2.5, 2.5, 2.5))
     planes = [Contour(np.c_[[-8.0, 8.0, 8.0, -8.0], [-8.0, -8.0, 8.0, 8.0], [z] * 4])
               for z in (-2.5, 0.0, 2.5)]
-    dvh = compute_dvh(Volume(dose, grid), Structure(1, "box", tuple(planes)))
+    dvh = compute_dvh(Volume(dose, grid), Structure(1, "box", tuple(planes)), end_cap="full")
     assert dvh.volume_cm3 == pytest.approx(16 * 16 * 7.5 / 1000, rel=1e-6)
     assert np.all(dvh.differential >= -1e-12)
     assert dvh.cumulative[0] == pytest.approx(dvh.volume_cm3, rel=1e-9)

@@ -146,15 +146,22 @@ def test_band_crossings_and_common_spans_match_scalar_reference(seed: int) -> No
 
 def _reference_integrals(dose: np.ndarray, origin: np.ndarray, spacing: np.ndarray,
                          planes: list[tuple[float, list[np.ndarray]]], cs: float,
-                         sub: int) -> tuple[float, float, float]:
-    """Volume with a dose, its dose integral and the volume outside (mm3, mm3 Gy), scalar."""
+                         sub: int, end_cap: str = "full") -> tuple[float, float, float]:
+    """Volume with a dose, its dose integral and the volume outside (mm3, mm3 Gy), scalar.
+
+    The planes are ``cs`` apart; each spans ``z +- cs/2`` but the first and last, whose
+    outer side reaches ``cs/2`` (full), 0 (half) or ``-cs/2`` (none: no slab) beyond them."""
+    end = {"full": cs / 2, "half": 0.0, "none": -cs / 2}[end_cap]
     nk, nj, ni = dose.shape
     strip = spacing[1] / sub
     ext = [(origin[a] - spacing[a] / 2, origin[a] + (n - 0.5) * spacing[a])
            for a, n in enumerate((ni, nj, nk))]
     volume = dose_sum = outside = 0.0
-    for z, polys in planes:
-        z0, z1 = z - cs / 2, z + cs / 2
+    for p, (z, polys) in enumerate(planes):
+        z0 = z - end if p == 0 and len(planes) > 1 else z - cs / 2
+        z1 = z + end if p == len(planes) - 1 and len(planes) > 1 else z + cs / 2
+        if z1 <= z0:
+            continue
         zc = sorted({z0, z1, *ext[2], *(origin[2] + k * spacing[2] for k in range(nk))})
         zc = [c for c in zc if z0 <= c <= z1]
         ys = np.concatenate([p[:, 1] for p in polys])
@@ -210,10 +217,11 @@ def _random_case(seed: int) -> tuple[Volume, list[tuple[float, list[np.ndarray]]
 
 
 def _compute(dose: Volume, planes: list[tuple[float, list[np.ndarray]]], cs: float, sub: int,
-             fast: bool, monkeypatch: pytest.MonkeyPatch) -> dvh_module.DVH:
+             fast: bool, monkeypatch: pytest.MonkeyPatch, end_cap: str = "full") -> dvh_module.DVH:
     monkeypatch.setattr(dvh_module, "_FAST", fast)
     structure = Structure(1, "random", tuple(Contour(p) for _, polys in planes for p in polys))
-    return compute_dvh(dose, structure, subdivisions=sub, contour_spacing_mm=cs, bin_width_gy=0.05)
+    return compute_dvh(dose, structure, subdivisions=sub, contour_spacing_mm=cs, bin_width_gy=0.05,
+                       end_cap=end_cap)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -221,10 +229,12 @@ def test_histogram_integrals_match_scalar_reference(seed: int,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     dose, planes, cs = _random_case(seed)
     sub = 2 + 2 * (seed % 3)
+    end_cap = ("full", "half", "none", "full")[seed // 3]  # each convention, each strip count
     volume, dose_sum, outside = _reference_integrals(
-        dose.array, np.array(dose.grid.origin), np.array(dose.grid.spacing), planes, cs, sub)
+        dose.array, np.array(dose.grid.origin), np.array(dose.grid.spacing), planes, cs, sub,
+        end_cap)
     for fast in (True, False):
-        dvh = _compute(dose, planes, cs, sub, fast, monkeypatch)
+        dvh = _compute(dose, planes, cs, sub, fast, monkeypatch, end_cap)
         # the volume is the histogram's sum: the difference arrays' rounding, about 1e-9
         assert dvh.volume_cm3 == pytest.approx(volume / 1000, rel=1e-7, abs=1e-12)
         assert dvh.volume_outside_cm3 == pytest.approx(outside / 1000, rel=1e-9, abs=1e-12)

@@ -241,7 +241,9 @@ class Structure:
     Parameters
     ----------
     number : int
-        ROI Number (3006,0022), unique in its structure set.
+        ROI Number (3006,0022), unique in its structure set; any integer
+        (PS3.3 C.8.8.5 asks only for uniqueness: Oncentra and Elekta number
+        from 0).
     name : str
         ROI Name (3006,0026).
     contours : tuple of Contour, optional
@@ -270,7 +272,7 @@ class Structure:
     Raises
     ------
     InvalidInputError
-        If ``number`` is not a positive integer or ``colour`` not three 0-255 values.
+        If ``number`` is not an integer or ``colour`` not three 0-255 values.
     """
 
     number: int
@@ -287,8 +289,8 @@ class Structure:
     volume_cm3: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.number, bool) or int(self.number) != self.number or self.number < 1:
-            raise InvalidInputError(f"ROI number must be a positive integer, got {self.number!r}")
+        if isinstance(self.number, bool) or int(self.number) != self.number:
+            raise InvalidInputError(f"ROI number must be an integer, got {self.number!r}")
         object.__setattr__(self, "number", int(self.number))
         object.__setattr__(self, "contours", tuple(self.contours))
         for name, enum in (("interpreted_type", RTROIInterpretedType),

@@ -10,11 +10,15 @@ The *contoured solid*: each closed planar contour plane is a prism (slab)
 whose cross-section is the even-odd union of that plane's contours (a contour
 inside another is a hole; several islands per plane are fine).  The slab
 convention (:class:`EndCap`): each plane at ``z`` spans ``z - s/2 .. z + s/2``
-with ``s`` the contour spacing (the median gap between the structure's
-planes, or given), shortened to the midpoint where the next plane is closer;
-``EndCap.HALF`` (default) gives the first and last planes their outer half
-slab too, ``EndCap.NONE`` stops the solid at the end planes.  A gap wider
-than ``s`` between two planes is left empty.  The ROI volume is the volume
+with ``s`` the contour spacing (that of the structure set: the median gap
+between the distinct contour planes of all the structures computed together,
+or given), shortened to the midpoint where the next plane is closer; a gap
+wider than ``s`` between two planes is left empty.  At the first and last
+planes, ``EndCap.HALF`` (default) stops the solid at the plane (their slabs
+are halved: what treatment planning systems store in their DVH Sequence),
+``EndCap.FULL`` gives them their outer half slab too (every contour a full
+slab), ``EndCap.NONE`` gives them no slab at all.  A structure with a single
+plane is one slab of ``s`` centred on it whatever the end cap.  The ROI volume is the volume
 of that solid, taken from the contours, not from voxels.
 
 The dose inside is the trilinear interpolation of the dose grid (points
@@ -75,6 +79,7 @@ __all__ = [
     "PLANE_TOLERANCE_MM",
     "EndCap",
     "DVH",
+    "contour_spacing",
     "compute_dvh",
     "compute_dvhs",
     "plot_dvhs",
@@ -100,11 +105,18 @@ _HISTOGRAM_BUDGET = 64 << 20
 
 
 class EndCap(str, Enum):
-    """How far the solid extends beyond its first and last contour planes."""
+    """How much slab the first and last contour planes of a structure get.
 
-    #: Half a contour spacing beyond each end plane (each contour is a full slab).
+    The slab of a plane is one contour spacing centred on it; the end planes'
+    slabs are cut on their outer side by this convention (module notes).
+    """
+
+    #: Each end plane a full slab: the solid extends half a spacing beyond it.
+    FULL = "full"
+    #: Each end plane half a slab: the solid stops at the end planes (the
+    #: convention of the volumes treatment planning systems store).
     HALF = "half"
-    #: The solid stops at the end planes (their slabs are halved).
+    #: The end planes get no slab: the solid stops half a spacing inside them.
     NONE = "none"
 
 
@@ -373,20 +385,55 @@ def _planes(structure: Structure | Sequence[ArrayLike]) -> list[tuple[float, lis
     return planes
 
 
+def contour_spacing(structures: Sequence[Structure | Sequence[ArrayLike]]) -> float | None:
+    """The contour spacing of a structure set: the median gap between its planes.
+
+    The distinct axial planes of the closed planar contours of all the
+    structures together (points within :data:`PLANE_TOLERANCE_MM` are one
+    plane) are the image slices the set was drawn on; their median gap is
+    the slab thickness of every structure, so that an ROI drawn on every
+    fifteenth slice (gaps of 45 mm and 3 mm) gets 3 mm slabs, not 24 mm,
+    and an ROI on one plane gets the set's.
+
+    Parameters
+    ----------
+    structures : sequence of Structure or of sequences of array_like of shape (N, 3)
+
+    Returns
+    -------
+    float or None
+        In mm; None when the structures have fewer than two distinct planes.
+
+    Raises
+    ------
+    GeometryError
+        As :func:`compute_dvh` for a contour that is not axial, (N, 3) or finite.
+    """
+    levels = np.sort([z for s in structures for z, _ in _planes(s)])
+    gaps = np.diff(levels)
+    gaps = gaps[gaps > PLANE_TOLERANCE_MM]
+    return float(np.median(gaps)) if gaps.size else None
+
+
 def _slabs(levels: np.ndarray, spacing: float | None, end_cap: EndCap) -> np.ndarray:
     """(P, 2) z extent of each plane's slab."""
     gaps = np.diff(levels)
     if spacing is None:
-        if gaps.size == 0:
-            raise InvalidInputError("a structure with one contour plane needs "
-                                    "contour_spacing_mm (its slab thickness)")
-        spacing = float(np.median(gaps))
-    if not spacing > 0:
+        raise InvalidInputError("the structures have a single contour plane: give "
+                                "contour_spacing_mm (the slab thickness, e.g. the CT slice "
+                                "spacing)")
+    if not (math.isfinite(spacing) and spacing > 0):
         raise InvalidInputError(f"contour spacing must be positive, got {spacing}")
-    end = spacing / 2 if end_cap is EndCap.HALF else 0.0
-    below = np.concatenate([[end], np.minimum(gaps, spacing) / 2])
-    above = np.concatenate([np.minimum(gaps, spacing) / 2, [end]])
-    return np.stack([levels - below, levels + above], axis=1)
+    inner = np.minimum(gaps, spacing) / 2
+    end = {EndCap.FULL: spacing / 2, EndCap.HALF: 0.0, EndCap.NONE: -spacing / 2}[end_cap]
+    if levels.size == 1:
+        end = spacing / 2
+    below = np.concatenate([[end], inner])
+    above = np.concatenate([inner, [end]])
+    slabs = np.stack([levels - below, levels + above], axis=1)
+    # NONE: an end plane's slab is empty; the next plane starts where it ended
+    slabs[:, 1] = np.maximum(slabs[:, 1], slabs[:, 0])
+    return slabs
 
 
 def _pieces(slab: np.ndarray, oz: float, sz: float, nk: int
@@ -450,11 +497,13 @@ def compute_dvh(dose: Volume, structure: Structure | Sequence[ArrayLike], *,
         Strips per dose row (even, >= 2); default: strips of at most
         :data:`DEFAULT_SAMPLE_MM`, or the structure's extent along y over
         :data:`MIN_STRIPS` when that is wider.
-    end_cap : EndCap or {"half", "none"}
-        The slab convention at the first and last planes (module notes).
+    end_cap : EndCap or {"half", "full", "none"}
+        The slab convention at the first and last planes (module notes);
+        default half slabs, as treatment planning systems compute volumes.
     contour_spacing_mm : float, optional
-        Slab thickness; default the median gap between the structure's planes
-        (required for a single-plane structure).
+        Slab thickness; default :func:`contour_spacing` of the structure
+        (of all the structures given, for :func:`compute_dvhs`): required
+        when they have a single plane.
 
     Returns
     -------
@@ -482,7 +531,9 @@ def compute_dvhs(dose: Volume, structures: Sequence[Structure | Sequence[ArrayLi
                  progress: Callable[[int, int], None] | None = None) -> list[DVH]:
     """The DVHs of several structures in one dose grid (the dose is checked once).
 
-    Parameters and Raises as :func:`compute_dvh`, and:
+    Parameters and Raises as :func:`compute_dvh` (the default contour spacing
+    is :func:`contour_spacing` of all ``structures``: give them all, or give
+    ``contour_spacing_mm``, to have the structure set's), and:
 
     progress : callable, optional
         Called as ``progress(done, total)`` after each structure.  Without it
@@ -498,6 +549,8 @@ def compute_dvhs(dose: Volume, structures: Sequence[Structure | Sequence[ArrayLi
     """
     cap = _check_options(bin_width_gy, end_cap)
     prepared = _prepare(dose)
+    if contour_spacing_mm is None:
+        contour_spacing_mm = contour_spacing(structures)
     layouts = [_layout(prepared, s, subdivisions, cap, contour_spacing_mm) for s in structures]
     if progress is None:
         # chunks of one call: about 8 per thread plus one per structure, each
@@ -593,7 +646,8 @@ def _check_options(bin_width_gy: float, end_cap: EndCap | str) -> EndCap:
     try:
         return EndCap(end_cap)
     except ValueError:
-        raise InvalidInputError(f"end_cap must be 'half' or 'none', got {end_cap!r}") from None
+        raise InvalidInputError(f"end_cap must be one of {[c.value for c in EndCap]}, got "
+                                f"{end_cap!r}") from None
 
 
 def _layout(dose: _Dose, structure: Structure | Sequence[ArrayLike], subdivisions: int | None,
