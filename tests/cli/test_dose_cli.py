@@ -53,9 +53,11 @@ def test_dvh_table_outputs(files: dict[str, Path], tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     out, table, png = tmp_path / "dvh.dcm", tmp_path / "dvh.csv", tmp_path / "dvh.png"
     code = main(["dvh", "--dose", str(files["dose"]), "--struct", str(files["struct"]),
-                 "--out", str(out), "--csv", str(table), "--plot", str(png), "--json"])
+                 "--out", str(out), "--csv", str(table), "--plot", str(png), "--json",
+                 "--end-cap", "full"])  # 11 planes 2 mm apart, each a full 2 mm slab
     assert code == 0
     report = json.loads(capsys.readouterr().out)
+    assert (report["end_cap"], report["slab_mm"]) == ("full", pytest.approx(2.0))
     ptv, ring = report["rois"]
     area = 0.5 * 64 * 64 * math.sin(2 * math.pi / 64)
     assert ptv["volume_cm3"] == pytest.approx(area * 22 / 1000, rel=1e-3)

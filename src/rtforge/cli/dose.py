@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,16 @@ import numpy as np
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
 from rtforge.config import load_config
+from rtforge.core.contours import Structure
 from rtforge.core.dosegrid import GridChoice, sum_doses
-from rtforge.core.dvh import DEFAULT_BIN_WIDTH_GY, DVH, compute_dvhs, plot_dvhs
+from rtforge.core.dvh import (
+    DEFAULT_BIN_WIDTH_GY,
+    DVH,
+    EndCap,
+    compute_dvhs,
+    contour_spacing,
+    plot_dvhs,
+)
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtdose import (
     DoseSummationType,
@@ -30,9 +40,15 @@ __all__ = ["register"]
 _DVH_EXAMPLE = """Each ROI's planar contours are integrated over the dose grid with
 sub-voxel sampling (holes by the even-odd rule, each contour a slab of one
 contour spacing); volume outside the dose grid is reported, never dosed.
+The slab thickness is the structure set's contour spacing (the median gap
+between the distinct planes of all its ROIs), or --slab-mm; the first and last
+planes of an ROI get half a slab (--end-cap half, the convention of the
+volumes planning systems store), a full slab (full) or none (none).  The
+output says which slab and end cap were used.
 
 examples:
   rtforge dvh --dose rtdose.dcm --struct rtss.dcm
+  rtforge dvh --dose rtdose.dcm --struct rtss.dcm --end-cap full --slab-mm 3
   rtforge dvh --dose rtdose.dcm --struct rtss.dcm --roi PTV --roi Rectum \\
       --out dvh.dcm --csv dvh.csv --plot dvh.png
 """
@@ -61,6 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--plot", type=Path, metavar="FILE.png", help="plot the cumulative DVHs")
     d.add_argument("--bin-width", type=float, default=DEFAULT_BIN_WIDTH_GY, metavar="GY",
                    help=f"dose bin width (default {DEFAULT_BIN_WIDTH_GY} Gy)")
+    d.add_argument("--end-cap", choices=[c.value for c in EndCap], default=EndCap.HALF.value,
+                   help="slab of each ROI's first and last planes: half (default, as planning "
+                        "systems compute volumes), full or none")
+    d.add_argument("--slab-mm", type=float, metavar="MM",
+                   help="slab thickness (default the structure set's contour spacing; needed "
+                        "when every ROI lies on one plane)")
     d.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(d)
     d.set_defaults(func=_dvh)
@@ -136,6 +158,21 @@ def _write_csv(path: Path, dvhs: list[DVH], differential: bool) -> None:
                 for d in dvhs])
 
 
+def _slab(args: argparse.Namespace, structures: Sequence[Structure]) -> tuple[float, str]:
+    """The slab thickness (mm) and where it came from: --slab-mm or the structure set."""
+    if args.slab_mm is not None:
+        if not (math.isfinite(args.slab_mm) and args.slab_mm > 0):
+            raise InvalidInputError(f"--slab-mm must be a positive number of mm, got "
+                                    f"{args.slab_mm:g}")
+        return float(args.slab_mm), "--slab-mm"
+    spacing = contour_spacing(structures)
+    if spacing is None:
+        raise InvalidInputError(f"{args.struct}: every contour lies on one plane, so the "
+                                "structure set gives no slab thickness: give --slab-mm (e.g. the "
+                                "CT slice spacing)")
+    return spacing, "structure set contour spacing"
+
+
 def _dvh(args: argparse.Namespace) -> int:
     dose = _grid_dose(args.dose)
     ss = read_rtstruct(args.struct)
@@ -154,18 +191,24 @@ def _dvh(args: argparse.Namespace) -> int:
         chosen = [s for s in ss.structures if any(c.is_closed for c in s.contours)]
     if not chosen:
         raise InvalidInputError(f"{args.struct} has no ROI with closed planar contours")
+    slab, source = _slab(args, ss.structures)
     bar = progress_bar(args, len(chosen), "DVH", "ROI")
     dvhs = compute_dvhs(dose.volume, chosen, bin_width_gy=args.bin_width,  # type: ignore[arg-type]
+                        end_cap=args.end_cap, contour_spacing_mm=slab,
                         progress=lambda done, total: bar.set(done, total))
     bar.close()
     rows = [_metrics(d) for d in dvhs]
-    report: dict[str, Any] = {"dose": str(args.dose), "struct": str(args.struct), "rois": rows}
+    report: dict[str, Any] = {"dose": str(args.dose), "struct": str(args.struct),
+                              "end_cap": args.end_cap, "slab_mm": slab, "slab_source": source,
+                              "rois": rows}
     if args.out:
         try:
             summation = DoseSummationType(dose.summation_type)
         except ValueError:
             summation = DoseSummationType.PLAN
         build = build_dvh_dose(dvhs, structure_set=ss.dataset, summation_type=summation,
+                               frame_of_reference_uid=dose.frame_of_reference_uid
+                               or ss.frame_of_reference_uid,
                                plans=dose.plans, differential=args.differential,
                                config=load_config(args.config).export)
         report["out"] = str(write_rtdose(build.dataset, args.out))
@@ -180,6 +223,7 @@ def _dvh(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         print(_table(rows))
+        print(f"slabs of {slab:g} mm ({source}), {args.end_cap} end caps")
         if "out" in report:
             print(f"wrote {report['out']} (DVH Data error at most "
                   f"{report['dvh_data_max_error_cm3']:.2g} cm3)")

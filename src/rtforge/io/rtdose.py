@@ -520,6 +520,14 @@ def _common(reference: Dataset | None, summation: DoseSummationType | str,
     values.setdefault("StudyInstanceUID", str(new_uid(config.uid_root)))
     if frame_of_reference_uid:
         values["FrameOfReferenceUID"] = frame_of_reference_uid
+    elif "FrameOfReferenceUID" not in values and reference is not None:
+        # an RT Structure Set has no top-level Frame of Reference UID: its frame is
+        # in the Referenced Frame of Reference Sequence (PS3.3 C.8.8.5)
+        frames = [str(f.FrameOfReferenceUID) for f in
+                  reference.get("ReferencedFrameOfReferenceSequence") or []
+                  if f.get("FrameOfReferenceUID")]
+        if frames:
+            values["FrameOfReferenceUID"] = frames[0]
     if "FrameOfReferenceUID" not in values:
         raise InvalidInputError("no Frame of Reference UID: give a reference data set that has "
                                 "one or frame_of_reference_uid", tag="FrameOfReferenceUID")
@@ -577,7 +585,8 @@ def build_dose_grid(volume: Volume, *, summation_type: DoseSummationType | str,
         Bits Allocated (32 by default, as Oncentra writes).
     reference : pydicom.Dataset, optional
         Patient, study and Frame of Reference are carried over from it (the
-        plan, the CT or the structure set).
+        plan, the CT or the structure set: a structure set's frame is the
+        first of its Referenced Frame of Reference Sequence).
     frame_of_reference_uid : str, optional
         Overrides the reference's.
     series_uid, series_description, dose_comment : str, optional
