@@ -13,13 +13,8 @@ from rtforge.cli._common import add_output_flags, emit_json
 from rtforge.config import load_config
 from rtforge.core.contours import contour_frames, structure_volume
 from rtforge.errors import InvalidInputError
-from rtforge.io.rtstruct import (
-    ContourBudget,
-    ContourReductionRow,
-    build_rtstruct,
-    read_rtstruct,
-    write_rtstruct,
-)
+from rtforge.io.rtstruct import ContourBudget, ContourReductionRow, read_rtstruct, write_rtstruct
+from rtforge.io.rtstruct_rewrite import reduce_rtstruct
 
 __all__ = ["register"]
 
@@ -29,8 +24,12 @@ _EXAMPLE = """examples:
   rtforge contours stats out/RTSS.dcm --json
 """
 _REDUCE_EXAMPLE = """Every contour is also kept within 65534 bytes of Contour Data (the Explicit VR
-limit) and written to 0.001 mm.  The new structure set has a new SOP Instance
-UID and the same references; it is UNAPPROVED.
+limit); the reduced ones are written to 0.001 mm, the others copied as they
+are.  The new structure set carries over every attribute of the original (ROI
+codes and descriptions, Observation Numbers, series, equipment, ...) but for
+the reduced contours, a new SOP Instance UID, creation and structure set
+dates, the description and a Contributing Equipment item naming rtforge; it
+is UNAPPROVED.
 
 example:
   rtforge contours reduce rtss.dcm out --max-points 500 --png out/check
@@ -97,10 +96,8 @@ def _reduce(args: argparse.Namespace) -> int:
         parts.append(f"tolerance {budget.tolerance_mm:g} mm")
     note = f"contours reduced by rtforge ({', '.join(parts)})"
     description = f"{source.description}; {note}" if source.description else note
-    built = build_rtstruct(
-        source.structures, references=source.references, source=source.dataset, budget=budget,
-        label=source.label or "RTFORGE", name=source.name or None,
-        description=description[:1024], config=config.export)
+    built = reduce_rtstruct(source.dataset, budget, description=description[:1024],
+                            config=config.export)
     path = write_rtstruct(built.dataset, args.out, args.ts)
     reduced = built.reduced
     pictures = _draw(reduced, args.png) if args.png is not None else []

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
+from pydicom.multival import MultiValue
 
 from rtforge.cli import main
 from rtforge.core.contours import polygon_area
@@ -172,3 +173,78 @@ def test_single_plane_structure_set_needs_and_takes_slab_mm(tmp_path: Path,
     code, _, err = run(["dvh", "--dose", str(dose), "--struct", str(struct), "--slab-mm", "0"],
                        capsys)
     assert code == 1 and "--slab-mm must be a positive" in err
+
+
+# ------------------------------------------------------------------ contours reduce
+#: What ``contours reduce`` changes at the top level: new instance, dates, approval
+#: (UNAPPROVED: the reduced contours need a review), description.
+CHANGED = {"SOPInstanceUID", "InstanceCreationDate", "InstanceCreationTime", "StructureSetDate",
+           "StructureSetTime", "ApprovalStatus", "StructureSetDescription"}
+#: What it may add where the original lacks it: rtforge as Modifying Equipment, and what the
+#: IOD requires (a structure set's frame also at the top level; empty Type 2 attributes).
+ADDED = {"ContributingEquipmentSequence", "FrameOfReferenceUID", "PositionReferenceIndicator",
+         "OperatorsName"}
+
+
+def attributes(ds: Dataset, prefix: str = "") -> dict[str, tuple[str, object]]:
+    """Every attribute, nested ones by their path (``Seq[2].Keyword``), with VR and value."""
+    out: dict[str, tuple[str, object]] = {}
+    for elem in ds:
+        key = prefix + (elem.keyword or str(elem.tag))
+        if elem.VR == "SQ":
+            out[key] = ("SQ", len(elem.value))
+            for n, item in enumerate(elem.value):
+                out.update(attributes(item, f"{key}[{n}]."))
+        else:
+            value = elem.value
+            out[key] = (elem.VR, list(value) if isinstance(value, MultiValue) else value)
+    return out
+
+
+def test_reduce_carries_over_every_attribute(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    source = shared_file(ECLIPSE_RS)
+    code, text, err = run(["contours", "reduce", str(source), str(tmp_path / "out"),
+                           "--max-points", "60", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(text)
+    before, after = dcmread(source), dcmread(report["output"])
+    a, b = attributes(before), attributes(after)
+    positions = {int(item.ReferencedROINumber): n
+                 for n, item in enumerate(before.ROIContourSequence)}
+    reduced = {f"ROIContourSequence[{positions[r['roi_number']]}]."
+               f"ContourSequence[{r['contour_number'] - 1}].{keyword}"
+               for r in report["reduced_contours"]
+               for keyword in ("ContourData", "NumberOfContourPoints")}
+    assert report["reduced"] > 100 and len(reduced) == 2 * report["reduced"]
+    assert set(a) - set(b) == set()  # nothing dropped
+    added = set(b) - set(a)
+    assert {k.split("[")[0].split(".")[0] for k in added} <= ADDED | CHANGED
+    assert "ContributingEquipmentSequence" in added
+    differ = {k for k in set(a) & set(b) if a[k] != b[k]}
+    assert differ - CHANGED - reduced == set()
+    assert reduced <= differ  # the reduced contours are the ones rewritten
+    # what the issue found dropped, by name
+    observation = after.RTROIObservationsSequence[0]
+    assert observation.RTROIIdentificationCodeSequence[0].CodeValue == "C44.9"
+    assert [int(o.ObservationNumber) for o in after.RTROIObservationsSequence] == \
+        [int(o.ObservationNumber) for o in before.RTROIObservationsSequence]
+    assert after.SeriesInstanceUID == before.SeriesInstanceUID
+    assert after.Manufacturer == before.Manufacturer
+    equipment = after.ContributingEquipmentSequence[-1]
+    assert equipment.Manufacturer == "rtforge"
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109103"
+    assert after.ApprovalStatus == "UNAPPROVED" and after.SOPInstanceUID != before.SOPInstanceUID
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
+def test_reduced_eclipse_structure_set_passes_dciodvfy(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    code, text, err = run(["contours", "reduce", str(shared_file(ECLIPSE_RS)),
+                           str(tmp_path / "out"), "--max-points", "60", "--json"], capsys)
+    assert code == 0, err
+    result = validate_file(Path(json.loads(text)["output"]))
+    assert result.dciodvfy_ran and result.iod == "RTStructureSet"
+    assert result.errors == []
