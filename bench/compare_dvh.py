@@ -42,20 +42,32 @@ its log) against the exact DVH of the contoured solid, computed here in
 closed form (half-plane clipping of each plane's polygons times slab
 thickness, or areas times the clipped slab length).
 
+``--tps STRUCT`` is a separate mode (no timing): rtforge's DVHs of a real
+structure set, with each end-cap convention (full, half, none), against those a
+treatment planning system stored: the DVH Sequence of ``--tps-dose`` (an RT
+Dose with a dose grid and a DVH Sequence: volume and mean dose differences per
+ROI), or the volumes in the header of an Eclipse DVH table (``--tps-table``;
+without the plan's RT Dose, rtforge's volumes are taken in a uniform dose grid
+and mean doses are not compared).  By default the Eclipse prostate structure
+set and its DVH table in ``tests/data/slicerrt_eclipse``.
+
 Usage::
 
     python bench/compare_dvh.py [--threads 2] [--repeat 7] [--accuracy]
                                 [--dicompyler-python auto|none|/path/to/python]
                                 [--cache-dir DIR] [--no-plastimatch] [--keep DIR]
+    python bench/compare_dvh.py --tps [STRUCT] [--tps-dose RTDOSE | --tps-table CSV]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -71,7 +83,7 @@ from pydicom import Dataset, dcmread
 from scipy.special import erf
 
 from rtforge.core.contours import Contour, Structure
-from rtforge.core.dvh import compute_dvh, compute_dvhs
+from rtforge.core.dvh import EndCap, compute_dvh, compute_dvhs, contour_spacing
 from rtforge.core.geometry import Grid, Volume
 from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
 from rtforge.io.rtstruct import build_rtstruct, read_rtstruct, write_rtstruct
@@ -81,6 +93,10 @@ from rtforge.io.uids import new_uid
 ORGAN_VOLUMES = (1, 5, 15, 40, 100, 200, 400, 700, 1200, 1800)
 #: Where the dicompyler-core virtual environment lives (``--cache-dir``).
 DEFAULT_CACHE = Path(os.environ.get("RTFORGE_BENCH_CACHE", Path.home() / ".cache" / "rtforge-bench"))
+#: The real set of ``--tps`` by default: Eclipse's structure set and its DVH table.
+_ECLIPSE = Path(__file__).resolve().parents[1] / "tests" / "data" / "slicerrt_eclipse"
+DEFAULT_TPS_STRUCT = _ECLIPSE / "RS.1.2.246.352.71.4.2088656855.2404649.20110920153449.dcm"
+DEFAULT_TPS_TABLE = _ECLIPSE / "EclipseProstate_DvhTable_Eclipse.csv"
 #: Issue 4's targets for the eleven DVHs of the realistic case (seconds, 2 cores).
 TARGET_COMPUTE_S = 0.25
 TARGET_TOTAL_S = 1.0
@@ -447,7 +463,8 @@ def run_accuracy(work: Path, dicompyler_python: str | None) -> None:
         struct, dose_path = case.write(work / case.name)
         print(f"{case.name:<12}{'truth':<30}{case.volume:.4f} cm3")
         dose = read_rtdose(dose_path)
-        dvh = compute_dvhs(dose.volume, read_rtstruct(struct).structures)[0]
+        # the truth's solid gives every plane a full slab (as dicompyler-core does)
+        dvh = compute_dvhs(dose.volume, read_rtstruct(struct).structures, end_cap="full")[0]
         curves = {"rtforge": (dvh.edges, dvh.cumulative)}
         for extents in (False, True) if dicompyler_python else ():
             proc = subprocess.run([dicompyler_python, "-c", _DICOMPYLER_CURVES, str(struct),
@@ -463,6 +480,64 @@ def run_accuracy(work: Path, dicompyler_python: str | None) -> None:
         for tool, (edges, cumulative) in curves.items():
             vol, cum, dd = _scores(case, edges, cumulative)
             print(f"{'':<12}{tool:<30}{vol:>+9.3f}{cum:>13.3f}{dd:>11.3f}")
+
+
+# ------------------------------------------------------------------ against a TPS
+def _table_volumes(table: Path) -> dict[str, float]:
+    """ROI name (spaces removed) to volume (cm3) from an Eclipse DVH table's header."""
+    with table.open(newline="") as handle:
+        header = next(csv.reader(handle))
+    found = (re.fullmatch(r"(.+)_DvhArray Value \(% of ([0-9.]+) cc\)", h) for h in header)
+    return {m.group(1): float(m.group(2)) for m in found if m}
+
+
+def _uniform_dose(structures: list[Structure], spacing: float = 2.5) -> Volume:
+    """1 Gy everywhere on a grid covering every contour (volumes only)."""
+    points = np.concatenate([c.points for s in structures for c in s.contours])
+    lo, hi = points.min(axis=0) - 2 * spacing, points.max(axis=0) + 2 * spacing
+    shape = tuple(int(n) for n in np.ceil((hi - lo) / spacing)[::-1] + 1)
+    return Volume(np.ones(shape), Grid(shape, origin=tuple(lo), spacing=(spacing,) * 3))
+
+
+def run_tps(struct: Path, dose_path: Path | None, table: Path | None) -> None:
+    """Print rtforge's volume and mean dose per ROI, each end cap, against the TPS's."""
+    ss = read_rtstruct(struct)
+    structures = [s for s in ss.structures if any(c.is_closed for c in s.contours)]
+    if dose_path is not None:
+        dose = read_rtdose(dose_path)
+        stored = {d.roi_number: d for d in dose.dvhs}
+        if dose.volume is None or not stored:
+            raise SystemExit(f"{dose_path}: needs both a dose grid and a DVH Sequence")
+        structures = [s for s in structures if s.number in stored]
+        truth = {s.name: (stored[s.number].volume_cm3, stored[s.number].mean_gy)
+                 for s in structures}
+        grid, source = dose.volume, f"the DVH Sequence of {dose_path.name}"
+    else:
+        volumes = _table_volumes(table or DEFAULT_TPS_TABLE)
+        structures = [s for s in structures if s.name.replace(" ", "") in volumes]
+        truth = {s.name: (volumes[s.name.replace(" ", "")], None) for s in structures}
+        grid, source = _uniform_dose(structures), f"the header of {(table or DEFAULT_TPS_TABLE).name}"
+    caps = list(EndCap)
+    slab = contour_spacing(ss.structures)  # the structure set's, as `rtforge dvh` takes it
+    mine = {cap: compute_dvhs(grid, structures, end_cap=cap, contour_spacing_mm=slab)
+            for cap in caps}
+    print(f"{struct.name}: {len(structures)} ROIs against {source}; rtforge's volume "
+          "difference (%) and mean dose difference (Gy) per end cap")
+    print(f"{'ROI':<18}{'TPS cm3':>10}" + "".join(f"{cap.value + ' vol %':>12}" for cap in caps)
+          + ("".join(f"{cap.value + ' mean Gy':>14}" for cap in caps) if dose_path else ""))
+    worst = {cap: 0.0 for cap in caps}
+    for n, s in enumerate(structures):
+        volume, mean = truth[s.name]
+        line = f"{s.name[:17]:<18}{volume:>10.2f}"
+        for cap in caps:
+            error = 100 * (mine[cap][n].volume_cm3 / volume - 1)
+            worst[cap] = max(worst[cap], abs(error))
+            line += f"{error:>+12.2f}"
+        if mean is not None:
+            line += "".join(f"{mine[cap][n].mean_gy - mean:>+14.3f}" for cap in caps)
+        print(line)
+    print("largest |volume difference|: " + ", ".join(f"{cap.value} {worst[cap]:.2f} %"
+                                                      for cap in caps))
 
 
 def _median_timing(runs: list[Timing]) -> Timing:
@@ -490,8 +565,18 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="write the case here instead of a temp folder")
     parser.add_argument("--accuracy", action="store_true",
                         help="also score every tool on the analytic cases")
+    parser.add_argument("--tps", type=Path, nargs="?", const=DEFAULT_TPS_STRUCT,
+                        metavar="STRUCT", help="only compare with a TPS's stored DVHs (module "
+                        "notes; default the Eclipse prostate set in tests/data)")
+    parser.add_argument("--tps-dose", type=Path, metavar="RTDOSE",
+                        help="--tps: an RT Dose with a dose grid and a DVH Sequence")
+    parser.add_argument("--tps-table", type=Path, metavar="CSV",
+                        help="--tps: an Eclipse DVH table (volumes in its header)")
     args = parser.parse_args()
     numba.set_num_threads(args.threads)
+    if args.tps is not None:
+        run_tps(args.tps, args.tps_dose, args.tps_table)
+        return
     dicompyler = resolve_dicompyler(args.dicompyler_python, args.cache_dir)
     plastimatch = None if args.no_plastimatch else shutil.which("plastimatch")
     with tempfile.TemporaryDirectory() as tmp:

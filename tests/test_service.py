@@ -23,10 +23,11 @@ from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
 from rtforge.service import CTStudy, DoseStudy, StudyCache
 
-#: The dose case: a 20 x 20 mm square column over 9 planes 2.5 mm apart (half-slab
-#: end caps: 22.5 mm tall, 9 cm3) in the dose 10 + 0.1 x Gy (x in mm).
+#: The dose case: a 20 x 20 mm square column over 9 planes 2.5 mm apart (the default end
+#: caps, half slabs: the solid stops at the end planes, 20 mm tall, 8 cm3) in the dose
+#: 10 + 0.1 x Gy (x in mm).
 SIDE, PLANES, GAP = 20.0, 9, 2.5
-TRUE_VOLUME_CM3 = SIDE * SIDE * PLANES * GAP / 1000
+TRUE_VOLUME_CM3 = SIDE * SIDE * (PLANES - 1) * GAP / 1000
 
 
 def write_dose_case(root: Path) -> tuple[Path, Path]:

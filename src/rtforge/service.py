@@ -44,7 +44,7 @@ from rtforge.core.drr import (
     prepare_volume,
     quantize,
 )
-from rtforge.core.dvh import DVH, compute_dvh
+from rtforge.core.dvh import DVH, compute_dvh, contour_spacing
 from rtforge.core.geometry import Volume
 from rtforge.core.reslice import default_output_grid, reslice
 from rtforge.errors import InvalidInputError
@@ -247,7 +247,10 @@ class DoseStudy:
         structure = self.structure(roi)
         with self._lock:
             if structure.number not in self._dvhs:
-                self._dvhs[structure.number] = compute_dvh(self.dose.volume, structure)  # type: ignore[arg-type]
+                # slabs of the structure set's contour spacing, not the ROI's own
+                self._dvhs[structure.number] = compute_dvh(
+                    self.dose.volume, structure,  # type: ignore[arg-type]
+                    contour_spacing_mm=contour_spacing(self.structure_set.structures))
             return self._dvhs[structure.number]
 
     def metrics(self, roi: int | str, *, dose_at_volume_percent: Sequence[float] = (),
