@@ -201,11 +201,12 @@ def attributes(ds: Dataset, prefix: str = "") -> dict[str, tuple[str, object]]:
     return out
 
 
-def test_reduce_carries_over_every_attribute(tmp_path: Path,
+@pytest.mark.parametrize("ts", ["explicit", "big"])  # the original is Implicit VR LE
+def test_reduce_carries_over_every_attribute(ts: str, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     source = shared_file(ECLIPSE_RS)
     code, text, err = run(["contours", "reduce", str(source), str(tmp_path / "out"),
-                           "--max-points", "60", "--json"], capsys)
+                           "--max-points", "60", "--ts", ts, "--json"], capsys)
     assert code == 0, err
     report = json.loads(text)
     before, after = dcmread(source), dcmread(report["output"])
