@@ -141,13 +141,20 @@ def test_roi_number_zero_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code, text, err = run(["contours", "stats", str(struct), "--json"], capsys)
     assert code == 0, err
     assert json.loads(text)["rois"][0]["roi_number"] == 0
+    # --images must be the series the structure set references (or in its frame)
+    images = tmp_path / "other_ct"
+    images.mkdir()
+    shutil.copy(shared_file("rt_utils/tests/mock_data/ct_1.dcm"), images / "ct_1.dcm")
+    code, _, err = run(["dvh", "--dose", str(dose), "--struct", str(struct), "--roi", "PTV",
+                        "--images", str(images)], capsys)
+    assert code == 1 and "neither referenced by the structure set" in err
     code, text, err = run(["contours", "reduce", str(struct), str(tmp_path / "out"),
                            "--max-points", "40", "--json"], capsys)
     assert code == 0, err
     assert read_rtstruct(json.loads(text)["output"]).structures[0].number == 0
 
 
-def test_single_plane_structure_set_needs_and_takes_slab_mm(tmp_path: Path,
+def test_single_plane_structure_set_needs_slab_mm_or_images(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]
                                                             ) -> None:
     # rt-utils' mock structure set: one ROI on one plane, no spacing to take from it
@@ -173,6 +180,21 @@ def test_single_plane_structure_set_needs_and_takes_slab_mm(tmp_path: Path,
     code, _, err = run(["dvh", "--dose", str(dose), "--struct", str(struct), "--slab-mm", "0"],
                        capsys)
     assert code == 1 and "--slab-mm must be a positive" in err
+    # or the slice spacing of the CT series it references (two slices 5 mm apart)
+    images = tmp_path / "ct"
+    images.mkdir()
+    for name in ("ct_1.dcm", "ct_2.dcm"):
+        shutil.copy(shared_file(f"rt_utils/tests/mock_data/{name}"), images / name)
+    code, out, err = run(["dvh", "--dose", str(dose), "--struct", str(struct), "--json",
+                          "--images", str(images)], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["slab_mm"] == pytest.approx(5.0)
+    assert report["slab_source"] == f"slice spacing of {images}"
+    assert report["rois"][0]["volume_cm3"] == pytest.approx(area * 5.0 / 1000, rel=2e-3)
+    code, _, err = run(["dvh", "--dose", str(dose), "--struct", str(struct), "--images",
+                        str(images), "--slab-mm", "2"], capsys)
+    assert code == 2 and "not allowed with" in err  # one or the other
 
 
 # ------------------------------------------------------------------ contours reduce

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import numpy as np
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
 from rtforge.config import load_config
-from rtforge.core.contours import Structure
 from rtforge.core.dosegrid import GridChoice, sum_doses
 from rtforge.core.dvh import (
     DEFAULT_BIN_WIDTH_GY,
@@ -33,7 +31,8 @@ from rtforge.io.rtdose import (
     read_rtdose,
     write_rtdose,
 )
-from rtforge.io.rtstruct import read_rtstruct
+from rtforge.io.rtstruct import StructureSet, read_rtstruct
+from rtforge.io.series import read_series
 
 __all__ = ["register"]
 
@@ -41,7 +40,8 @@ _DVH_EXAMPLE = """Each ROI's planar contours are integrated over the dose grid w
 sub-voxel sampling (holes by the even-odd rule, each contour a slab of one
 contour spacing); volume outside the dose grid is reported, never dosed.
 The slab thickness is the structure set's contour spacing (the median gap
-between the distinct planes of all its ROIs), or --slab-mm; the first and last
+between the distinct planes of all its ROIs), or --slab-mm, or the slice
+spacing of the image series given with --images; the first and last
 planes of an ROI get half a slab (--end-cap half, the convention of the
 volumes planning systems store), a full slab (full) or none (none).  The
 output says which slab and end cap were used.
@@ -80,9 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--end-cap", choices=[c.value for c in EndCap], default=EndCap.HALF.value,
                    help="slab of each ROI's first and last planes: half (default, as planning "
                         "systems compute volumes), full or none")
-    d.add_argument("--slab-mm", type=float, metavar="MM",
-                   help="slab thickness (default the structure set's contour spacing; needed "
-                        "when every ROI lies on one plane)")
+    slab = d.add_mutually_exclusive_group()
+    slab.add_argument("--slab-mm", type=float, metavar="MM",
+                      help="slab thickness (default the structure set's contour spacing; "
+                           "needed, or --images, when every ROI lies on one plane)")
+    slab.add_argument("--images", type=Path, metavar="DIR",
+                      help="the image series the structure set references: its slice spacing "
+                           "is the slab thickness")
     d.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(d)
     d.set_defaults(func=_dvh)
@@ -158,19 +162,43 @@ def _write_csv(path: Path, dvhs: list[DVH], differential: bool) -> None:
                 for d in dvhs])
 
 
-def _slab(args: argparse.Namespace, structures: Sequence[Structure]) -> tuple[float, str]:
-    """The slab thickness (mm) and where it came from: --slab-mm or the structure set."""
+def _slab(args: argparse.Namespace, ss: StructureSet) -> tuple[float, str]:
+    """The slab thickness (mm) and where it came from: --slab-mm, --images or the
+    structure set's contour planes."""
     if args.slab_mm is not None:
         if not (math.isfinite(args.slab_mm) and args.slab_mm > 0):
             raise InvalidInputError(f"--slab-mm must be a positive number of mm, got "
                                     f"{args.slab_mm:g}")
         return float(args.slab_mm), "--slab-mm"
-    spacing = contour_spacing(structures)
+    if args.images is not None:
+        return _image_spacing(args.images, ss), f"slice spacing of {args.images}"
+    spacing = contour_spacing(ss.structures)
     if spacing is None:
         raise InvalidInputError(f"{args.struct}: every contour lies on one plane, so the "
                                 "structure set gives no slab thickness: give --slab-mm (e.g. the "
-                                "CT slice spacing)")
+                                "CT slice spacing) or --images (the CT series)")
     return spacing, "structure set contour spacing"
+
+
+def _image_spacing(folder: Path, ss: StructureSet) -> float:
+    """Slice spacing (mm) of the image series the structure set references in ``folder``."""
+    series = read_series(folder, strict=False)
+    referenced = {s.series_uid for f in ss.references for study in f.studies
+                  for s in study.series}
+    frame = str(series.headers[0].get("FrameOfReferenceUID", ""))
+    if series.series_uid not in referenced and frame != ss.frame_of_reference_uid:
+        raise InvalidInputError(f"the series in {folder} ({series.series_uid}) is neither "
+                                "referenced by the structure set nor in its Frame of Reference",
+                                path=folder)
+    if series.gaps.size:
+        return float(np.median(series.gaps))
+    header = series.headers[0]
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = header.get(keyword)
+        if value not in (None, "") and float(value) > 0:
+            return float(value)
+    raise InvalidInputError(f"{folder} holds one slice without Spacing Between Slices or "
+                            "Slice Thickness: give --slab-mm", path=folder)
 
 
 def _dvh(args: argparse.Namespace) -> int:
@@ -191,7 +219,7 @@ def _dvh(args: argparse.Namespace) -> int:
         chosen = [s for s in ss.structures if any(c.is_closed for c in s.contours)]
     if not chosen:
         raise InvalidInputError(f"{args.struct} has no ROI with closed planar contours")
-    slab, source = _slab(args, ss.structures)
+    slab, source = _slab(args, ss)
     bar = progress_bar(args, len(chosen), "DVH", "ROI")
     dvhs = compute_dvhs(dose.volume, chosen, bin_width_gy=args.bin_width,  # type: ignore[arg-type]
                         end_cap=args.end_cap, contour_spacing_mm=slab,
