@@ -393,7 +393,8 @@ def contour_spacing(structures: Sequence[Structure | Sequence[ArrayLike]]) -> fl
     plane) are the image slices the set was drawn on; their median gap is
     the slab thickness of every structure, so that an ROI drawn on every
     fifteenth slice (gaps of 45 mm and 3 mm) gets 3 mm slabs, not 24 mm,
-    and an ROI on one plane gets the set's.
+    and an ROI on one plane gets the set's.  Contours that are not axial
+    (or not finite) are left out here; :func:`compute_dvh` refuses them.
 
     Parameters
     ----------
@@ -403,14 +404,18 @@ def contour_spacing(structures: Sequence[Structure | Sequence[ArrayLike]]) -> fl
     -------
     float or None
         In mm; None when the structures have fewer than two distinct planes.
-
-    Raises
-    ------
-    GeometryError
-        As :func:`compute_dvh` for a contour that is not axial, (N, 3) or finite.
     """
-    levels = np.sort([z for s in structures for z, _ in _planes(s)])
-    gaps = np.diff(levels)
+    levels = []
+    for structure in structures:
+        contours = [c.points for c in structure.contours if c.is_closed] \
+            if isinstance(structure, Structure) else \
+            [c.points if isinstance(c, Contour) else c for c in structure
+             if not isinstance(c, Contour) or c.is_closed]
+        for c in contours:
+            zs = np.asarray(c, dtype=np.float64).reshape(-1, 3)[:, 2]
+            if zs.size and np.all(np.isfinite(zs)) and zs.max() - zs.min() <= 2 * PLANE_TOLERANCE_MM:
+                levels.append(float(zs.mean()))
+    gaps = np.diff(np.sort(levels))
     gaps = gaps[gaps > PLANE_TOLERANCE_MM]
     return float(np.median(gaps)) if gaps.size else None
 
