@@ -278,6 +278,8 @@ def test_slab_is_the_structure_sets_spacing() -> None:
     dense = Structure(2, "dense", tuple(Contour(_circle(5, z)) for z in np.arange(-24, 25, 3.0)))
     single = Structure(0, "single", (Contour(_circle(5, 0.0)),))
     assert contour_spacing([sparse, dense, single]) == pytest.approx(3.0)
+    sagittal = Structure(3, "sagittal", (Contour(_circle(5, 0.0)[:, [2, 0, 1]]),))
+    assert contour_spacing([sparse, dense, sagittal]) == pytest.approx(3.0)  # left out
     assert contour_spacing([single]) is None
     got = compute_dvhs(dose, [sparse, dense, single], end_cap="full")
     assert got[0].volume_cm3 == pytest.approx(area * 3 * 3 / 1000, rel=5e-4)
