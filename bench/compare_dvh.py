@@ -521,8 +521,10 @@ def run_tps(struct: Path, dose_path: Path | None, table: Path | None) -> None:
     slab = contour_spacing(ss.structures)  # the structure set's, as `rtforge dvh` takes it
     mine = {cap: compute_dvhs(grid, structures, end_cap=cap, contour_spacing_mm=slab)
             for cap in caps}
-    print(f"{struct.name}: {len(structures)} ROIs against {source}; rtforge's volume "
-          "difference (%) and mean dose difference (Gy) per end cap")
+    compared = "volume difference (%) and mean dose difference (Gy)" if dose_path else \
+        "volume difference (%; no RT Dose of that plan: mean doses not compared)"
+    print(f"{struct.name}: {len(structures)} ROIs against {source}; rtforge's {compared} "
+          "per end cap")
     print(f"{'ROI':<18}{'TPS cm3':>10}" + "".join(f"{cap.value + ' vol %':>12}" for cap in caps)
           + ("".join(f"{cap.value + ' mean Gy':>14}" for cap in caps) if dose_path else ""))
     worst = {cap: 0.0 for cap in caps}
