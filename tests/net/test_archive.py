@@ -44,6 +44,12 @@ def archive(tmp_path: Path) -> Iterator[Archive]:
         peer.kill()  # its database is thrown away: no need for a clean shutdown
 
 
+def _file(catalog: Catalog, archive: Archive, **kwargs: object):
+    """File to Orthanc, with the temporary SCP where Orthanc moves and reports."""
+    return file_case(catalog, PATIENT, archive.node, scp_ae_title=RESTORE_AET,
+                     scp_port=archive.restore_port, scp_host=LOCALHOST, **kwargs)
+
+
 def _restore(catalog: Catalog, archive: Archive, **kwargs: object):
     return restore_case(catalog, PATIENT, scp_ae_title=RESTORE_AET,
                         scp_port=archive.restore_port, scp_host=LOCALHOST, **kwargs)
@@ -110,7 +116,7 @@ def test_file_refuses_a_patient_with_nothing_local(store: tuple[Catalog, dict]) 
 def test_file_verify_delete_restore_byte_identical(store: tuple[Catalog, dict],
                                                    archive: Archive) -> None:
     catalog, files = store
-    report = file_case(catalog, PATIENT, archive.node)
+    report = _file(catalog, archive)
     assert report.ok, report.failure
     assert report.sent == report.verified == report.deleted == len(files)
     assert not any(p.exists() for p in files)
@@ -140,14 +146,14 @@ def test_archive_stopped_mid_filing_deletes_nothing_and_rerun_completes(
         if sent == 2:
             archive.kill()
 
-    report = file_case(catalog, PATIENT, archive.node, progress=stop_after_two)
+    report = _file(catalog, archive, progress=stop_after_two)
     assert not report.ok and report.deleted == 0
     assert report.missing and "failed" in report.failure
     assert all(p.exists() for p in files)
     assert {r.state for r in catalog.instances(PATIENT)} == {InstanceState.LOCAL}
 
     archive.start()
-    again = file_case(catalog, PATIENT, archive.node)
+    again = _file(catalog, archive)
     assert again.ok and again.deleted == len(files)
     assert again.already >= 2 and again.already + again.sent == len(files)  # resumed
     assert not any(p.exists() for p in files)
@@ -163,7 +169,7 @@ def test_instance_missing_at_verification_deletes_nothing(
         if sent == total:
             archive.delete_instance(victim)
 
-    report = file_case(catalog, PATIENT, archive.node, progress=drop_one)
+    report = _file(catalog, archive, progress=drop_one)
     assert not report.ok
     assert report.missing == [victim]
     assert report.verified == len(files) - 1 and report.deleted == 0
@@ -175,7 +181,7 @@ def test_instance_missing_at_verification_deletes_nothing(
 def test_archive_stopped_during_restore_is_reported_and_later_completes(
         tmp_path: Path, store: tuple[Catalog, dict], archive: Archive) -> None:
     catalog, files = store
-    assert file_case(catalog, PATIENT, archive.node).ok
+    assert _file(catalog, archive).ok
 
     def kill_after_first(received: int, expected: int) -> None:
         if received == 1:
@@ -196,14 +202,15 @@ def test_archive_stopped_during_restore_is_reported_and_later_completes(
     assert all(p.read_bytes() == data for p, data in files.items())
 
 
-def _file_and_crash_before_commit(catalog_path: Path, node: Node) -> None:
+def _file_and_crash_before_commit(catalog_path: Path, node: Node, scp_port: int) -> None:
     """In a child process: file, and die (no clean-up at all) right after the deletions."""
     def crash(self: Catalog, uids: list[str]) -> None:
         os._exit(9)
 
     Catalog.mark_filed = crash  # type: ignore[method-assign]
     with Catalog(catalog_path) as catalog:
-        file_case(catalog, PATIENT, node)
+        file_case(catalog, PATIENT, node, scp_ae_title=RESTORE_AET, scp_port=scp_port,
+                  scp_host=LOCALHOST)
 
 
 @pytest.mark.interop
@@ -211,7 +218,7 @@ def test_crash_between_deletion_and_commit_loses_nothing(
         store: tuple[Catalog, dict], archive: Archive) -> None:
     catalog, files = store
     child = multiprocessing.get_context("fork").Process(
-        target=_file_and_crash_before_commit, args=(catalog.path, archive.node))
+        target=_file_and_crash_before_commit, args=(catalog.path, archive.node, archive.restore_port))
     child.start()
     child.join(60)
     assert child.exitcode == 9
@@ -240,7 +247,8 @@ def test_compressed_and_implicit_files_come_back_byte_identical(tmp_path: Path,
         assert catalog.import_paths([folder]).added == len(files)
         syntaxes = {r.transfer_syntax for r in catalog.instances("MIXED")}
         assert len(syntaxes) >= 4  # implicit, explicit, JPEG baseline, JPEG lossless, RLE
-        assert file_case(catalog, "MIXED", archive.node).ok
+        assert file_case(catalog, "MIXED", archive.node, scp_ae_title=RESTORE_AET,
+                         scp_port=archive.restore_port, scp_host=LOCALHOST).ok
         assert not any(p.exists() for p in files)
         report = restore_case(catalog, "MIXED", scp_ae_title=RESTORE_AET,
                               scp_port=archive.restore_port, scp_host=LOCALHOST)
