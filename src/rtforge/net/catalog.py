@@ -485,6 +485,14 @@ def scan_file(path: str | os.PathLike[str]) -> ScannedFile | None:
         dataset_sha256=hashlib.sha256(dataset).hexdigest(), meta=meta)
 
 
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 (hex) of a file's bytes; ``None`` when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def temporary_path(path: Path) -> Path:
     """Where a store file is written before its rename: ``.<name>.<pid>.tmp`` beside it."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -927,14 +935,6 @@ class Catalog:
                            "%d filed, %d local (%d indexed again with other content)",
                            self.path, len(gone) + len(back), len(gone), len(back), len(changed))
         return {"filed": len(gone), "local": len(back)}
-
-
-def file_sha256(path: Path) -> str | None:
-    """SHA-256 (hex) of a file's bytes; ``None`` when it cannot be read."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 class CatalogIndexer:

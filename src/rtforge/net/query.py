@@ -134,6 +134,8 @@ def _associate(node: Node, ae_title: str, abstract_syntax: UID,
             raise NetworkError(rejection_words(int(answer.result or 0),
                                                int(answer.result_source or 0),
                                                int(answer.diagnostic or 0)), peer=str(node))
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            raise ServiceRejected(f"{abstract_syntax.name} was not accepted", peer=str(node))
         raise NetworkError("association aborted or unanswered during negotiation",
                            peer=str(node))
     try:
