@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,31 +16,10 @@ from rtforge.net import echo
 from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog, InstanceState
 from tests.datafiles import pydicom_file
-from tests.net.archive_peers import RESTORE_AET, Archive, phantom_store
+from tests.net.archive_peers import RESTORE_AET, Archive
 from tests.net.peers import COMPRESSED_FILES, LOCALHOST, SMALL_FILES, free_port, without_padding
 
 PATIENT = "RTF-PHANTOM-001"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[Catalog, dict[Path, bytes]]]:
-    """A catalogued phantom store and the original bytes of each of its files."""
-    files = phantom_store(tmp_path / "store")
-    catalog = Catalog(tmp_path / "store" / "catalog.sqlite")
-    catalog.import_paths([tmp_path / "store"])
-    yield catalog, {p: p.read_bytes() for p in files}
-    catalog.close()
-
-
-@pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    """Orthanc, empty, moving to the restore SCP's port."""
-    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
-    peer.start()
-    try:
-        yield peer
-    finally:
-        peer.kill()  # its database is thrown away: no need for a clean shutdown
 
 
 def _file(catalog: Catalog, archive: Archive, **kwargs: object):

@@ -7,29 +7,19 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog, InstanceState, file_sha256
-from tests.net.archive_peers import RESTORE_AET, Archive, phantom_store
-from tests.net.peers import LOCALHOST, free_port
+from tests.net.archive_peers import RESTORE_AET, Archive
+from tests.net.peers import LOCALHOST
 
 PATIENT = "RTF-PHANTOM-001"
 #: A pid above Linux's pid_max (2**22): no process has it.
 DEAD_PID = 99999999
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[Catalog, dict[Path, bytes]]]:
-    """A catalogued phantom store and the original bytes of each of its files."""
-    files = phantom_store(tmp_path / "store", nslices=6)
-    catalog = Catalog(tmp_path / "store" / "catalog.sqlite")
-    catalog.import_paths([tmp_path / "store"])
-    yield catalog, {p: p.read_bytes() for p in files}
-    catalog.close()
 
 
 def _leftovers(store: Path) -> list[Path]:
@@ -97,16 +87,6 @@ def test_interrupted_restore_rows_are_settled_from_the_disk(store: tuple[Catalog
 
 
 # -- kill -9 of the real commands ---------------------------------------------------------------
-
-@pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
-    peer.start()
-    try:
-        yield peer
-    finally:
-        peer.kill()
-
 
 def _config(tmp_path: Path, archive: Archive, store: Path, verify: str) -> dict[str, str]:
     config = tmp_path / "config.toml"

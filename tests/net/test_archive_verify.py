@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,37 +12,16 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from rtforge.cli import main
-from rtforge.config import Node
-from rtforge.errors import NetworkError
+from rtforge.config import Node, load_config
+from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog, InstanceState
 from rtforge.net.commitment import request_commitment
 from rtforge.net.store import send
-from tests.net.archive_peers import RESTORE_AET, Archive, LyingArchive, phantom_store
+from tests.net.archive_peers import RESTORE_AET, Archive, LyingArchive
 from tests.net.peers import LOCALHOST, free_port, run_dcmqrscp
 
 PATIENT = "RTF-PHANTOM-001"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[Catalog, dict[Path, bytes]]]:
-    """A catalogued phantom store and the original bytes of each of its files."""
-    files = phantom_store(tmp_path / "store")
-    catalog = Catalog(tmp_path / "store" / "catalog.sqlite")
-    catalog.import_paths([tmp_path / "store"])
-    yield catalog, {p: p.read_bytes() for p in files}
-    catalog.close()
-
-
-@pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    """Orthanc, empty; its only modality is the restore SCP (AE and port)."""
-    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
-    peer.start()
-    try:
-        yield peer
-    finally:
-        peer.kill()
 
 
 def _file(catalog: Catalog, node: Node, port: int, **kwargs: object):
@@ -189,7 +168,8 @@ def test_retrieve_mode_with_orthanc(store: tuple[Catalog, dict], archive: Archiv
 
 
 @pytest.mark.interop
-def test_retrieve_mode_with_dcmqrscp(tmp_path: Path, store: tuple[Catalog, dict]) -> None:
+def test_retrieve_mode_with_dcmqrscp(tmp_path: Path, store: tuple[Catalog, dict],
+                                     caplog: pytest.LogCaptureFixture) -> None:
     catalog, files = store
     port = free_port()
     peer_gen = run_dcmqrscp(tmp_path / "dcmqrscp", Node(RESTORE_AET, LOCALHOST, port))
@@ -197,6 +177,7 @@ def test_retrieve_mode_with_dcmqrscp(tmp_path: Path, store: tuple[Catalog, dict]
     try:
         report = _file(catalog, peer.node, port)  # auto: dcmqrscp has no Storage Commitment
         assert report.ok, report.failure
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # not an error
         assert report.verified_by == ["retrieve"] and report.deleted == len(files)
         assert not any(p.exists() for p in files)
         restored = _restore(catalog, port)
@@ -224,3 +205,13 @@ def test_cli_file_verify_flag_and_json(tmp_path: Path, store: tuple[Catalog, dic
     report = json.loads(capsys.readouterr().out)
     assert report["verified_by"] == ["retrieve"] and report["deleted"] == len(files)
     assert main(["file", PATIENT, "--to", "archive", "--verify", "uid"]) == 2
+
+
+def test_verify_setting_is_checked(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[network.nodes.pacs]\nae_title = "PACS"\nhost = "h"\nport = 104\n'
+                      'verify = "uid"\n')
+    with pytest.raises(InvalidInputError, match="verify must be one of auto, commitment, "
+                       "retrieve"):
+        load_config(config)
+    assert Node("PACS", "h", 104).verify == "auto"

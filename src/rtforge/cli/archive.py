@@ -37,13 +37,16 @@ Commitment, the report coming to the temporary SCP's AE; "retrieve" = C-MOVE bac
 the data set SHA-256; "auto" = commitment where the node supports it); then delete the local
 files; the catalog keeps the records and the archive's name. Any instance not proven:
 nothing is deleted, exit 1, the instances are listed ("missing: UID"); run again.
-A folder target: each copy is read back and compared.
+A folder target: each copy is read back and compared. A run killed at any point is
+reconciled by the next file or restore.
 """
 _RESTORE_EXAMPLE = """examples:
   rtforge restore RTF-PHANTOM-001
   rtforge restore RTF-PHANTOM-001 --aet RTFORGE_RST --port 11113
 a temporary SCP ([archive] restore_ae_title/restore_port) receives the C-MOVE from the
 archive the records name; every instance is checked against the catalog (UID and checksum).
+A run killed at any point is reconciled by the next file or restore (rows settled from the
+disk, temporary .restore/*.partial folders and .tmp files removed).
 """
 
 

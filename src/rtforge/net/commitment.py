@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,24 @@ class CommitmentResult:
     committed: set[str] = field(default_factory=set)
     failed: dict[str, int] = field(default_factory=dict)
     same_association: bool = False
+
+
+class _NoContextIsAnAnswer(logging.Filter):
+    """pynetdicom logs an archive without Storage Commitment as an ERROR; it is an answer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No accepted presentation contexts" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_rejection() -> Iterator[None]:
+    acse = logging.getLogger("pynetdicom.acse")
+    quiet = _NoContextIsAnAnswer()
+    acse.addFilter(quiet)
+    try:
+        yield
+    finally:
+        acse.removeFilter(quiet)
 
 
 class _Waiter:
@@ -175,8 +194,9 @@ def request_commitment(node: Node, references: Sequence[tuple[str, str]], *, ae_
         raise NetworkError(f"cannot listen on port {listen_port} for the Storage Commitment "
                            f"report: {exc.strerror or exc}") from None
     try:
-        with _associate(node, ae_title, STORAGE_COMMITMENT_PUSH_MODEL,
-                        [(evt.EVT_N_EVENT_REPORT, waiter.handler(True))]) as assoc:
+        with _quiet_rejection(), \
+                _associate(node, ae_title, STORAGE_COMMITMENT_PUSH_MODEL,
+                           [(evt.EVT_N_EVENT_REPORT, waiter.handler(True))]) as assoc:
             status, _ = assoc.send_n_action(_request(references, waiter.transaction_uid),
                                             _REQUEST_COMMITMENT, STORAGE_COMMITMENT_PUSH_MODEL,
                                             _WELL_KNOWN_INSTANCE)
