@@ -42,10 +42,15 @@ RESTORE_AET = "RTFORGE_RST"
 
 @dataclass
 class Archive:
-    """Orthanc on fixed free ports under ``work``, restartable."""
+    """Orthanc on fixed free ports under ``work``, restartable.
+
+    ``overwrite=False``: a C-STORE of a SOP Instance UID it holds keeps the
+    copy it has (Orthanc's default) and still answers success.
+    """
 
     work: Path
     restore_port: int
+    overwrite: bool = True
     port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
@@ -63,7 +68,9 @@ class Archive:
         config.write_text(ORTHANC_CONFIG.format(port=self.port, http_port=self.http_port,
                                                 aet="ORTHANC", work=self.work,
                                                 dest_aet=RESTORE_AET,
-                                                dest_port=self.restore_port))
+                                                dest_port=self.restore_port)
+                          .replace('"OverwriteInstances": true',
+                                   f'"OverwriteInstances": {str(self.overwrite).lower()}'))
         self.proc = subprocess.Popen([ORTHANC, "--no-jobs", str(config)], cwd=self.work,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_echo(self.node, self.proc, seconds=30)

@@ -148,10 +148,37 @@ def test_edited_object_under_a_filed_uid_is_sent_again(store: tuple[Catalog, dic
     report = _file(catalog, archive.node, archive.restore_port)
     assert report.ok, report.failure
     assert report.differed == [uid] and report.sent == 1
+    assert report.verified_by == ["retrieve"]  # a commitment would not prove the new content
     assert report.already == len(files) - 1 and report.deleted == len(files)
     restored = _restore(catalog, archive.restore_port)
     assert restored.ok, restored.failure  # on main: refused, one checksum differs
     assert edited.read_bytes() == new_bytes
+
+
+@pytest.mark.interop
+def test_archive_keeping_its_old_copy_gets_nothing_deleted(tmp_path: Path,
+                                                           store: tuple[Catalog, dict]) -> None:
+    """Orthanc as configured by default (no overwrite) commits to the UID of its old copy."""
+    catalog, files = store
+    archive = Archive(tmp_path / "orthanc-keeps", restore_port=free_port(), overwrite=False)
+    archive.start()
+    try:
+        node = replace(archive.node, verify="commitment")
+        assert _file(catalog, node, archive.restore_port).ok
+        assert _restore(catalog, archive.restore_port).ok
+        edited = sorted(files)[0]
+        ds = dcmread(edited)
+        ds.SeriesDescription = "edited after restore"
+        ds.save_as(edited)
+        catalog.import_paths([edited])
+        new_bytes = edited.read_bytes()
+        report = _file(catalog, node, archive.restore_port)
+    finally:
+        archive.kill()
+    assert not report.ok and report.deleted == 0
+    assert report.missing == [str(ds.SOPInstanceUID)] == report.differed
+    assert edited.read_bytes() == new_bytes
+    assert all(p.exists() for p in files) and _states(catalog) == {InstanceState.LOCAL}
 
 
 # -- retrieve mode -----------------------------------------------------------------------------

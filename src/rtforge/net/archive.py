@@ -347,6 +347,29 @@ def _commit(node: Node, records: Sequence[InstanceRecord], listener: _Listener,
     return result.committed
 
 
+def _prove_sent(node: Node, sent: Sequence[InstanceRecord], trust_commitment: set[str],
+                listener: _Listener, aside: Path, ae_title: str, report: FileReport) -> set[str]:
+    """Step 3 of the module notes: the UIDs of ``sent`` proven held by the archive.
+
+    ``trust_commitment``: the UIDs a commitment may prove (the archive did not
+    hold them before, and stored them without a warning).
+    """
+    committed = None
+    fresh = [r for r in sent if r.sop_instance_uid in trust_commitment]
+    if fresh and node.verify != "retrieve":
+        committed = _commit(node, fresh, listener, report)
+    proven = set(committed or ())
+    rest = [r for r in sent if committed is None or r.sop_instance_uid not in trust_commitment]
+    if rest:
+        good, failure = _retrieve_identical(node, rest, aside, listener, ae_title)
+        proven |= good
+        if "retrieve" not in report.verified_by:
+            report.verified_by.append("retrieve")
+        if failure is not None and len(good) < len(rest):
+            report.failure = f"verification by retrieval failed: {failure}"
+    return proven
+
+
 def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileReport,
                   ae_title: str, listener: _Listener, aside: Path,
                   progress: Callable[[int, int], None] | None) -> None:
@@ -357,7 +380,7 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
         identical = _retrieve_identical(node, held, aside, listener, ae_title)[0] \
             if held else set()
     except NetworkError as exc:
-        report.failure = f"the archive cannot be queried: {exc}"
+        report.failure = f"the archive cannot be queried or retrieved from: {exc}"
         report.missing = [r.sop_instance_uid for r in records]
         return
     report.already = len(identical)
@@ -365,10 +388,10 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
     if report.differed:
         logger.warning("%s holds %d instance(s) with other content (or could not return "
                        "them): sending them again", node, len(report.differed))
-    to_send = [r for r in records if r.sop_instance_uid not in identical]
-    proven = set(identical)
     if identical:
         report.verified_by.append("retrieve")
+    to_send = [r for r in records if r.sop_instance_uid not in identical]
+    proven = set(identical)
     if to_send:
         store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress)
         report.sent = store.sent
@@ -378,22 +401,10 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
             report.missing = [r.sop_instance_uid for r in to_send if str(r.path) in unsent]
             return
         coerced = {str(w.file) for w in store.warnings}
-        fresh = [r for r in to_send if r.sop_instance_uid not in before
-                 and str(r.path) not in coerced]
-        committed = None
+        trust = {r.sop_instance_uid for r in to_send
+                 if r.sop_instance_uid not in before and str(r.path) not in coerced}
         try:
-            if fresh and node.verify != "retrieve":
-                committed = _commit(node, fresh, listener, report)
-            if committed is not None:
-                proven |= committed
-            rest = [r for r in to_send if committed is None or r not in fresh]
-            if rest:
-                good, failure = _retrieve_identical(node, rest, aside, listener, ae_title)
-                proven |= good
-                if "retrieve" not in report.verified_by:
-                    report.verified_by.append("retrieve")
-                if failure is not None and len(good) < len(rest):
-                    report.failure = f"verification by retrieval failed: {failure}"
+            proven |= _prove_sent(node, to_send, trust, listener, aside, ae_title, report)
         except NetworkError as exc:
             report.failure = f"verification failed: {exc}"
     report.missing = [r.sop_instance_uid for r in records if r.sop_instance_uid not in proven]
