@@ -63,10 +63,17 @@ def test_filed_rows_whose_files_are_back_are_local_again(tmp_path: Path,
     edited = records[1].path
     edited.write_bytes(edited.read_bytes() + b"\0\0")  # changed after the restore
 
+    r = records[2]  # and a copy to the folder archive was killed half-way
+    media_tmp = tmp_path / "media" / PATIENT / r.study_uid / r.series_uid / \
+        f".{r.sop_instance_uid}.dcm.{DEAD_PID}.tmp"
+    media_tmp.parent.mkdir(parents=True)
+    media_tmp.write_bytes(b"half a copy")
+
     report = file_case(catalog, PATIENT, tmp_path / "media")  # on main: refuses, 'filed'
     assert report.ok, report.failure
     assert report.total == len(records) - 1
     assert not stale_tmp.exists() and live_tmp.exists() and not stale_aside.exists()
+    assert not media_tmp.exists()
     by_uid = {r.sop_instance_uid: r for r in catalog.instances(PATIENT)}
     assert by_uid[records[1].sop_instance_uid].sha256 != records[1].sha256  # indexed again
     assert {r.archive for r in by_uid.values()} == {folder}

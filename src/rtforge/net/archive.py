@@ -48,7 +48,9 @@ only once every instance is *proven* to be held by the archive:
    flushed; the rows become ``filed``, committed.
 
 Filing to a folder (a Part 10 file set on external storage, 4.1.2.3.3)
-copies each file there atomically and verifies it by reading it back.
+copies each file there atomically (``.<name>.<pid>.tmp``, then a rename; the
+next filing to the folder removes what a killed one left) and verifies it by
+reading it back.
 
 Restoring (Oncentra 4.2.3.3.2) opens a temporary Storage SCP with the
 configured AE title and port, enumerates the filed instances on the archive
@@ -99,6 +101,7 @@ from rtforge.net.catalog import (
     InstanceState,
     file_sha256,
     pid_alive,
+    scan_folders,
     split_part10,
     temporary_path,
 )
@@ -274,6 +277,7 @@ def _archive_has(node: Node, records: Sequence[InstanceRecord], ae_title: str) -
 def _file_to_folder(folder: Path, records: Sequence[InstanceRecord], report: FileReport,
                     progress: Callable[[int, int], None] | None) -> None:
     """Copy each file atomically, then read each copy back and compare its checksum."""
+    scan_folders(_folder_path(folder, r) for r in records)  # a killed run's temporaries
     for record in records:
         try:
             _atomic_write(_folder_path(folder, record), record.path.read_bytes())

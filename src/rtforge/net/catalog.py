@@ -78,6 +78,7 @@ __all__ = [
     "split_part10",
     "scan_file",
     "temporary_path",
+    "scan_folders",
     "file_sha256",
     "pid_alive",
     "Catalog",
@@ -512,8 +513,13 @@ def pid_alive(pid: int) -> bool:
 _TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp$")
 
 
-def _scan_folders(paths: Iterable[Path]) -> set[Path]:
-    """Which of ``paths`` exist (one listing per folder); stale temporaries removed."""
+def scan_folders(paths: Iterable[Path]) -> set[Path]:
+    """Which of ``paths`` exist (one listing per folder); stale temporaries removed.
+
+    A temporary ``.<name>.<pid>.tmp`` (:func:`temporary_path`) of one of
+    ``paths`` is removed when process ``pid`` no longer exists: a killed
+    writer left it.
+    """
     wanted: dict[Path, set[str]] = {}
     for path in paths:
         wanted.setdefault(path.parent, set()).add(path.name)
@@ -913,7 +919,7 @@ class Catalog:
                                  "WHERE state IN (?, ?, ?)",
                                  (InstanceState.DELETING.value, InstanceState.RESTORING.value,
                                   InstanceState.FILED.value))]
-        present = _scan_folders(path for _, path, _, _ in rows)
+        present = scan_folders(path for _, path, _, _ in rows)
         gone = [uid for uid, path, _, state in rows
                 if path not in present and state is not InstanceState.FILED]
         back = [(uid, path, sha) for uid, path, sha, _ in rows if path in present]
