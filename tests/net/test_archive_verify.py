@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
 
 from rtforge.cli import main
 from rtforge.config import Node, load_config
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog, InstanceState
-from rtforge.net.commitment import request_commitment
+from rtforge.net.commitment import STORAGE_COMMITMENT_PUSH_MODEL, request_commitment
 from rtforge.net.store import send
 from tests.net.archive_peers import RESTORE_AET, Archive, LyingArchive
 from tests.net.peers import LOCALHOST, free_port, run_dcmqrscp
 
 PATIENT = "RTF-PHANTOM-001"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _file(catalog: Catalog, node: Node, port: int, **kwargs: object):
@@ -99,6 +103,41 @@ def test_orthanc_commits_on_a_new_association_and_names_what_it_lacks(
     assert result.committed == {r.sop_instance_uid for r in records[1:]}
     assert result.failed == {records[0].sop_instance_uid: 0x0112}  # no such object instance
     assert not result.same_association  # Orthanc reports on its own association
+
+
+def test_report_on_the_association_of_the_n_action_is_taken() -> None:
+    """PS3.4 J.3.3 allows it; a pynetdicom SCP commits to one UID, fails the other."""
+    def on_action(event: evt.Event) -> tuple[int, None]:
+        request = event.action_information
+
+        def report() -> None:
+            time.sleep(0.2)  # after the N-ACTION-RSP
+            info = Dataset()
+            info.TransactionUID = request.TransactionUID
+            first, second = request.ReferencedSOPSequence
+            info.ReferencedSOPSequence = [first]
+            second.FailureReason = 0x0112
+            info.FailedSOPSequence = [second]
+            event.assoc.send_n_event_report(info, 2, STORAGE_COMMITMENT_PUSH_MODEL,
+                                            "1.2.840.10008.1.20.1.1")
+
+        threading.Thread(target=report, daemon=True).start()
+        return 0x0000, None
+
+    ae = AE(ae_title="COMMITTER")
+    ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL)
+    port = free_port()
+    server = ae.start_server((LOCALHOST, port), block=False,
+                             evt_handlers=[(evt.EVT_N_ACTION, on_action)])
+    try:
+        result = request_commitment(Node("COMMITTER", LOCALHOST, port, timeout=10.0),
+                                    [(CT_IMAGE, "1.2.3.1"), (CT_IMAGE, "1.2.3.2")],
+                                    ae_title=RESTORE_AET, listen_port=free_port(),
+                                    listen_host=LOCALHOST)
+    finally:
+        server.shutdown()
+    assert result.same_association
+    assert result.committed == {"1.2.3.1"} and result.failed == {"1.2.3.2": 0x0112}
 
 
 @pytest.mark.interop

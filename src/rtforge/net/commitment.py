@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
@@ -103,7 +102,7 @@ class _Waiter:
         self.same_association = False
         self.done = threading.Event()
 
-    def handler(self, same_association: bool) -> Any:
+    def handler(self, same_association: bool) -> Callable[[evt.Event], tuple[int, None]]:
         def on_report(event: evt.Event) -> tuple[int, None]:
             info = event.event_information
             if str(info.get("TransactionUID", "")) != self.transaction_uid:
@@ -131,10 +130,9 @@ def _request(references: Sequence[tuple[str, str]], transaction_uid: str) -> Dat
     return ds
 
 
-def _result(waiter: _Waiter, references: Sequence[tuple[str, str]]) -> CommitmentResult:
+def _result(waiter: _Waiter, report: Dataset,
+            references: Sequence[tuple[str, str]]) -> CommitmentResult:
     result = CommitmentResult(waiter.transaction_uid, same_association=waiter.same_association)
-    report = waiter.report
-    assert report is not None
     for item in report.get("ReferencedSOPSequence", []):
         result.committed.add(str(item.get("ReferencedSOPInstanceUID", "")))
     for item in report.get("FailedSOPSequence", []):
@@ -208,14 +206,15 @@ def request_commitment(node: Node, references: Sequence[tuple[str, str]], *, ae_
                 raise NetworkError(f"Storage Commitment N-ACTION answered "
                                    f"{status_meaning(status.Status)}", peer=str(node),
                                    status=status.Status)
-            if not waiter.done.wait(node.timeout):
+            if not waiter.done.wait(node.timeout) or waiter.report is None:
                 raise NetworkError(
                     f"no Storage Commitment report within {node.timeout:g} s (the archive "
                     f"must know AE {ae_title} at port {listen_port} to report on a new "
                     "association; or set verify = \"retrieve\" for this node)", peer=str(node))
+            report = waiter.report
     finally:
         server.shutdown()
-    result = _result(waiter, references)
+    result = _result(waiter, report, references)
     logger.info("%s: committed %d of %d instance(s) (transaction %s, report on %s association)",
                 node, len(result.committed), len(references), result.transaction_uid,
                 "the same" if result.same_association else "a new")
