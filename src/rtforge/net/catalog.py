@@ -534,7 +534,7 @@ def scan_folders(paths: Iterable[Path]) -> set[Path]:
             if entry.name in names:
                 present.add(folder / entry.name)
             elif match and match["name"] in names and not pid_alive(int(match["pid"])):
-                logger.warning("removing %s, left by an interrupted restore", entry.path)
+                logger.warning("removing %s, left by a killed writer", entry.path)
                 Path(entry.path).unlink(missing_ok=True)
     return present
 
