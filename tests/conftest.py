@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from rtforge.demo import PhantomSeries, make_phantom_patient
+
+if TYPE_CHECKING:  # the network peers are imported only by tests that use them
+    from tests.net.archive_peers import Archive
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +28,17 @@ def phantom_patient(tmp_path_factory: pytest.TempPathFactory) -> list[PhantomSer
 def phantom_root(phantom_patient: list[PhantomSeries]) -> Path:
     """Folder holding the phantom patient's two series."""
     return phantom_patient[0].folder.parents[2]
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Iterator[Archive]:
+    """Orthanc, empty; its only modality is the restore SCP (AE title and port)."""
+    from tests.net.archive_peers import Archive
+    from tests.net.peers import free_port
+
+    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.kill()  # its database is thrown away: no need for a clean shutdown

@@ -19,6 +19,8 @@ A missing file means the defaults.  Example::
     port = 4242
     timeout = 30          # seconds (iPlan 4.4.2 default)
     max_pdu = 28672       # bytes we accept per PDU (iPlan 4.4.2 default)
+    verify = "commitment" # how 'rtforge file' proves the archive holds a copy: "auto",
+                          # "commitment" (Storage Commitment) or "retrieve" (C-MOVE back)
 
     [archive]
     store = "/srv/rtforge/store"   # the local store (catalog.sqlite in it by default)
@@ -55,6 +57,7 @@ __all__ = [
     "config_path",
     "load_config",
     "check_ae_title",
+    "VERIFY_METHODS",
 ]
 
 #: pydicom's registered UID root, usable by anyone; organisations set their own.
@@ -64,6 +67,8 @@ _NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: Network defaults: iPlan 4.4.2 (timeout 30 s, maximum PDU 28672).
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PDU = 28672
+#: How filing proves an archive node holds each instance (see :mod:`rtforge.net.archive`).
+VERIFY_METHODS = ("auto", "commitment", "retrieve")
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,13 @@ class Node:
     max_pdu : int
         Largest PDU we accept from this node, in bytes (default 28672); 0
         means no limit.
+    verify : str
+        How ``rtforge file`` proves, before deleting anything, that this
+        node holds each instance filed to it: ``"commitment"`` (Storage
+        Commitment, PS3.4 Annex J), ``"retrieve"`` (C-MOVE each study back
+        and compare the data set checksums), or ``"auto"`` (default:
+        commitment where the node accepts the Storage Commitment Push Model,
+        else retrieve).  :mod:`rtforge.net.archive` says what each proves.
 
     Raises
     ------
@@ -168,9 +180,13 @@ class Node:
     port: int
     timeout: float = DEFAULT_TIMEOUT
     max_pdu: int = DEFAULT_MAX_PDU
+    verify: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        if self.verify not in VERIFY_METHODS:
+            raise InvalidInputError(f"verify must be one of {', '.join(VERIFY_METHODS)}, got "
+                                    f"{self.verify!r}")
         if not isinstance(self.host, str) or not self.host or any(c.isspace() for c in self.host):
             raise InvalidInputError(f"host must be a host name or address, got {self.host!r}")
         _check_port(self.port, "port")

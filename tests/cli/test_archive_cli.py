@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,16 +72,6 @@ def test_file_to_folder_and_restore(tmp_path: Path, config: Path,
     assert main(["file", PATIENT, "--to-folder", str(tmp_path / "usb2"), "--store",
                  str(store)]) == 0
     assert f"{len(files)} local files deleted" in capsys.readouterr().out
-
-
-@pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
-    peer.start()
-    try:
-        yield peer
-    finally:
-        peer.kill()  # its database is thrown away: no need for a clean shutdown
 
 
 @pytest.mark.interop

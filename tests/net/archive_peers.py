@@ -1,4 +1,4 @@
-"""Peers of the File/Restore tests: a restartable Orthanc archive, a phantom store.
+"""Peers of the File/Restore tests: a restartable Orthanc archive, a lying archive, a store.
 
 Orthanc keeps its ports and database across :meth:`Archive.kill` and
 :meth:`Archive.start`, so a test can stop the archive in the middle of an
@@ -11,8 +11,19 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
 
 from rtforge.config import Node
 from rtforge.demo import make_phantom_patient
@@ -31,10 +42,15 @@ RESTORE_AET = "RTFORGE_RST"
 
 @dataclass
 class Archive:
-    """Orthanc on fixed free ports under ``work``, restartable."""
+    """Orthanc on fixed free ports under ``work``, restartable.
+
+    ``overwrite=False``: a C-STORE of a SOP Instance UID it holds keeps the
+    copy it has (Orthanc's default) and still answers success.
+    """
 
     work: Path
     restore_port: int
+    overwrite: bool = True
     port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
@@ -52,7 +68,9 @@ class Archive:
         config.write_text(ORTHANC_CONFIG.format(port=self.port, http_port=self.http_port,
                                                 aet="ORTHANC", work=self.work,
                                                 dest_aet=RESTORE_AET,
-                                                dest_port=self.restore_port))
+                                                dest_port=self.restore_port)
+                          .replace('"OverwriteInstances": true',
+                                   f'"OverwriteInstances": {str(self.overwrite).lower()}'))
         self.proc = subprocess.Popen([ORTHANC, "--no-jobs", str(config)], cwd=self.work,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_echo(self.node, self.proc, seconds=30)
@@ -89,3 +107,77 @@ def phantom_store(store: Path, *, size: int = 16, nslices: int = 3) -> list[Path
     """A small phantom patient (two CT series) written under ``store``; its files."""
     make_phantom_patient(store, size=size, nslices=nslices)
     return sorted(p for p in store.rglob("*.dcm"))
+
+
+class LyingArchive:
+    """A Query/Retrieve and Storage SCP (pynetdicom) that lies about what it holds.
+
+    It answers C-FIND with every SOP Instance UID of ``known`` (whatever it
+    stored) and C-STORE with success, but stores nothing (``lie="nothing"``)
+    or a copy with one Pixel Data byte changed (``lie="corrupt"``); C-MOVE
+    sends what it stored to the restore SCP at ``restore_port``.
+
+    Parameters
+    ----------
+    known : dict of str to Dataset
+        SOP Instance UID to an identifier with its Study and Series
+        Instance UIDs and SOP Class UID.
+    """
+
+    def __init__(self, known: dict[str, Dataset], lie: str, restore_port: int) -> None:
+        self.known = known
+        self.lie = lie
+        self.restore_port = restore_port
+        self.stored: dict[str, Dataset] = {}
+        self.port = free_port()
+        ae = AE(ae_title="LIAR")
+        ae.supported_contexts = StoragePresentationContexts
+        for context in (StudyRootQueryRetrieveInformationModelFind,
+                        StudyRootQueryRetrieveInformationModelMove, Verification):
+            ae.add_supported_context(context)
+        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        self.ae = ae
+        self.server = ae.start_server((LOCALHOST, self.port), block=False, evt_handlers=[
+            (evt.EVT_C_STORE, self._store), (evt.EVT_C_FIND, self._find),
+            (evt.EVT_C_MOVE, self._move)])
+
+    @property
+    def node(self) -> Node:
+        return Node("LIAR", LOCALHOST, self.port, timeout=10.0)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def _store(self, event: evt.Event) -> int:
+        if self.lie == "corrupt":
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            pixels = bytearray(ds.PixelData)
+            pixels[0] ^= 0xFF
+            ds.PixelData = bytes(pixels)
+            self.stored[str(ds.SOPInstanceUID)] = ds
+        return 0x0000
+
+    def _find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        query = event.identifier
+        for uid, ident in self.known.items():
+            if "SeriesInstanceUID" in query and query.SeriesInstanceUID \
+                    and query.SeriesInstanceUID != ident.SeriesInstanceUID:
+                continue
+            match = Dataset()
+            match.QueryRetrieveLevel = "IMAGE"
+            match.StudyInstanceUID = ident.StudyInstanceUID
+            match.SeriesInstanceUID = ident.SeriesInstanceUID
+            match.SOPClassUID = ident.SOPClassUID
+            match.SOPInstanceUID = uid
+            yield 0xFF00, match
+        yield 0x0000, None
+
+    def _move(self, event: evt.Event) -> Iterator[object]:
+        yield LOCALHOST, self.restore_port
+        study = event.identifier.StudyInstanceUID
+        matches = [ds for ds in self.stored.values() if ds.StudyInstanceUID == study]
+        yield len(matches)
+        for ds in matches:
+            yield 0xFF00, ds

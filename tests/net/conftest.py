@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from rtforge.net import StorageSCP
+from rtforge.net.catalog import Catalog
 from tests.datafiles import pydicom_file
+from tests.net.archive_peers import phantom_store
 from tests.net.peers import LOCALHOST, SMALL_FILES, Peer, run_storescp
 
 
@@ -37,3 +39,13 @@ def storescp(tmp_path: Path) -> Iterator[Peer]:
 def storescp_big_endian(tmp_path: Path) -> Iterator[Peer]:
     """dcmtk storescp preferring Explicit VR Big Endian among what we propose (+xb)."""
     yield from run_storescp(tmp_path, "+xb")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[Catalog, dict[Path, bytes]]]:
+    """A catalogued phantom store (``tmp_path/store``) and the original bytes of its files."""
+    files = phantom_store(tmp_path / "store")
+    catalog = Catalog(tmp_path / "store" / "catalog.sqlite")
+    catalog.import_paths([tmp_path / "store"])
+    yield catalog, {p: p.read_bytes() for p in files}
+    catalog.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,31 +16,16 @@ from rtforge.net import echo
 from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog, InstanceState
 from tests.datafiles import pydicom_file
-from tests.net.archive_peers import RESTORE_AET, Archive, phantom_store
+from tests.net.archive_peers import RESTORE_AET, Archive
 from tests.net.peers import COMPRESSED_FILES, LOCALHOST, SMALL_FILES, free_port, without_padding
 
 PATIENT = "RTF-PHANTOM-001"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[Catalog, dict[Path, bytes]]]:
-    """A catalogued phantom store and the original bytes of each of its files."""
-    files = phantom_store(tmp_path / "store")
-    catalog = Catalog(tmp_path / "store" / "catalog.sqlite")
-    catalog.import_paths([tmp_path / "store"])
-    yield catalog, {p: p.read_bytes() for p in files}
-    catalog.close()
-
-
-@pytest.fixture
-def archive(tmp_path: Path) -> Iterator[Archive]:
-    """Orthanc, empty, moving to the restore SCP's port."""
-    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
-    peer.start()
-    try:
-        yield peer
-    finally:
-        peer.kill()  # its database is thrown away: no need for a clean shutdown
+def _file(catalog: Catalog, archive: Archive, **kwargs: object):
+    """File to Orthanc, with the temporary SCP where Orthanc moves and reports."""
+    return file_case(catalog, PATIENT, archive.node, scp_ae_title=RESTORE_AET,
+                     scp_port=archive.restore_port, scp_host=LOCALHOST, **kwargs)
 
 
 def _restore(catalog: Catalog, archive: Archive, **kwargs: object):
@@ -110,7 +94,7 @@ def test_file_refuses_a_patient_with_nothing_local(store: tuple[Catalog, dict]) 
 def test_file_verify_delete_restore_byte_identical(store: tuple[Catalog, dict],
                                                    archive: Archive) -> None:
     catalog, files = store
-    report = file_case(catalog, PATIENT, archive.node)
+    report = _file(catalog, archive)
     assert report.ok, report.failure
     assert report.sent == report.verified == report.deleted == len(files)
     assert not any(p.exists() for p in files)
@@ -140,14 +124,14 @@ def test_archive_stopped_mid_filing_deletes_nothing_and_rerun_completes(
         if sent == 2:
             archive.kill()
 
-    report = file_case(catalog, PATIENT, archive.node, progress=stop_after_two)
+    report = _file(catalog, archive, progress=stop_after_two)
     assert not report.ok and report.deleted == 0
     assert report.missing and "failed" in report.failure
     assert all(p.exists() for p in files)
     assert {r.state for r in catalog.instances(PATIENT)} == {InstanceState.LOCAL}
 
     archive.start()
-    again = file_case(catalog, PATIENT, archive.node)
+    again = _file(catalog, archive)
     assert again.ok and again.deleted == len(files)
     assert again.already >= 2 and again.already + again.sent == len(files)  # resumed
     assert not any(p.exists() for p in files)
@@ -163,7 +147,7 @@ def test_instance_missing_at_verification_deletes_nothing(
         if sent == total:
             archive.delete_instance(victim)
 
-    report = file_case(catalog, PATIENT, archive.node, progress=drop_one)
+    report = _file(catalog, archive, progress=drop_one)
     assert not report.ok
     assert report.missing == [victim]
     assert report.verified == len(files) - 1 and report.deleted == 0
@@ -175,7 +159,7 @@ def test_instance_missing_at_verification_deletes_nothing(
 def test_archive_stopped_during_restore_is_reported_and_later_completes(
         tmp_path: Path, store: tuple[Catalog, dict], archive: Archive) -> None:
     catalog, files = store
-    assert file_case(catalog, PATIENT, archive.node).ok
+    assert _file(catalog, archive).ok
 
     def kill_after_first(received: int, expected: int) -> None:
         if received == 1:
@@ -196,14 +180,15 @@ def test_archive_stopped_during_restore_is_reported_and_later_completes(
     assert all(p.read_bytes() == data for p, data in files.items())
 
 
-def _file_and_crash_before_commit(catalog_path: Path, node: Node) -> None:
+def _file_and_crash_before_commit(catalog_path: Path, node: Node, scp_port: int) -> None:
     """In a child process: file, and die (no clean-up at all) right after the deletions."""
     def crash(self: Catalog, uids: list[str]) -> None:
         os._exit(9)
 
     Catalog.mark_filed = crash  # type: ignore[method-assign]
     with Catalog(catalog_path) as catalog:
-        file_case(catalog, PATIENT, node)
+        file_case(catalog, PATIENT, node, scp_ae_title=RESTORE_AET, scp_port=scp_port,
+                  scp_host=LOCALHOST)
 
 
 @pytest.mark.interop
@@ -211,7 +196,7 @@ def test_crash_between_deletion_and_commit_loses_nothing(
         store: tuple[Catalog, dict], archive: Archive) -> None:
     catalog, files = store
     child = multiprocessing.get_context("fork").Process(
-        target=_file_and_crash_before_commit, args=(catalog.path, archive.node))
+        target=_file_and_crash_before_commit, args=(catalog.path, archive.node, archive.restore_port))
     child.start()
     child.join(60)
     assert child.exitcode == 9
@@ -240,7 +225,8 @@ def test_compressed_and_implicit_files_come_back_byte_identical(tmp_path: Path,
         assert catalog.import_paths([folder]).added == len(files)
         syntaxes = {r.transfer_syntax for r in catalog.instances("MIXED")}
         assert len(syntaxes) >= 4  # implicit, explicit, JPEG baseline, JPEG lossless, RLE
-        assert file_case(catalog, "MIXED", archive.node).ok
+        assert file_case(catalog, "MIXED", archive.node, scp_ae_title=RESTORE_AET,
+                         scp_port=archive.restore_port, scp_host=LOCALHOST).ok
         assert not any(p.exists() for p in files)
         report = restore_case(catalog, "MIXED", scp_ae_title=RESTORE_AET,
                               scp_port=archive.restore_port, scp_host=LOCALHOST)

@@ -12,7 +12,6 @@ import copy
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,6 @@ from tests.net.peers import (
     DCMTK_ENV,
     LOCALHOST,
     STORESCU,
-    free_port,
     needs,
     start_receiver,
     stop_process,
@@ -162,31 +160,21 @@ def test_the_receivers_indexer_quarantines_and_reports(
             PATIENT: {"local": 8}, "OTHER": {"quarantined": 8}}
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Archive]:
-    peer = Archive(tmp_path / "orthanc", restore_port=free_port())
-    peer.start()
-    try:
-        yield peer
-    finally:
-        peer.kill()
-
-
 @pytest.mark.interop
-def test_a_pacs_sent_two_relinked_patients_shows_two_studies(orthanc: Archive,
+def test_a_pacs_sent_two_relinked_patients_shows_two_studies(archive: Archive,
                                                               tmp_path: Path) -> None:
     objects = relinkable_set()
     patients = ("NEW-1", "NEW-2")
     for patient in patients:
         result = relink(objects, PatientChange(patient), config=CONFIG)
         write_set(tmp_path / patient, [ds for ds in result.datasets if ds.Modality != "RTDOSE"])
-        report = send(sorted((tmp_path / patient).rglob("*.dcm")), orthanc.node)
+        report = send(sorted((tmp_path / patient).rglob("*.dcm")), archive.node)
         assert report.ok and report.sent == 7
-    studies = find(orthanc.node, QueryLevel.STUDY, filters={"PatientID": "NEW-*"})
+    studies = find(archive.node, QueryLevel.STUDY, filters={"PatientID": "NEW-*"})
     assert sorted(str(ds.PatientID) for ds in studies) == sorted(patients * 2)  # CT and MR
     for ds in studies:  # a study-level query (or C-MOVE) finds one patient, never both
-        (match,) = find(orthanc.node, QueryLevel.STUDY,
+        (match,) = find(archive.node, QueryLevel.STUDY,
                         filters={"StudyInstanceUID": str(ds.StudyInstanceUID)})
         assert match.PatientID == ds.PatientID
-    assert len(orthanc.rest("GET", "/patients")) == 2
+    assert len(archive.rest("GET", "/patients")) == 2
     assert STUDY not in {str(ds.StudyInstanceUID) for ds in studies}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
-from rtforge.config import Config, load_config
+from rtforge.config import VERIFY_METHODS, Config, Node, load_config
 from rtforge.errors import RtforgeError
 from rtforge.net import resolve_node
 from rtforge.net.archive import file_case, restore_case
@@ -29,15 +30,23 @@ _FILE_EXAMPLE = """examples:
   rtforge file RTF-PHANTOM-001 --to pacs
   rtforge file RTF-PHANTOM-001 --to ORTHANC@10.0.0.5:4242 --study 1.2.3
   rtforge file RTF-PHANTOM-001 --to-folder /media/usb/archive
-order: store every instance, verify each SOP Instance UID by C-FIND (IMAGE level) or by
-reading the copy back, then delete the local files; the catalog keeps the records and the
-archive's name. Any failure: nothing is deleted, the missing instances are listed; run again.
+order: C-FIND what the archive already holds and retrieve it (C-MOVE to the temporary SCP
+of [archive] restore_ae_title/restore_port): an identical copy is not sent again, another is;
+store the rest; prove each instance (the node's verify setting: "commitment" = Storage
+Commitment, the report coming to the temporary SCP's AE; "retrieve" = C-MOVE back and compare
+the data set SHA-256; "auto" = commitment where the node supports it); then delete the local
+files; the catalog keeps the records and the archive's name. Any instance not proven:
+nothing is deleted, exit 1, the instances are listed ("missing: UID"); run again.
+A folder target: each copy is read back and compared. A run killed at any point is
+reconciled by the next file or restore.
 """
 _RESTORE_EXAMPLE = """examples:
   rtforge restore RTF-PHANTOM-001
   rtforge restore RTF-PHANTOM-001 --aet RTFORGE_RST --port 11113
 a temporary SCP ([archive] restore_ae_title/restore_port) receives the C-MOVE from the
 archive the records name; every instance is checked against the catalog (UID and checksum).
+A run killed at any point is reconciled by the next file or restore (rows settled from the
+disk, temporary .restore/*.partial folders and .tmp files removed).
 """
 
 
@@ -97,6 +106,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aet", metavar="AET", help="our calling AE title (default: [network] "
                    "ae_title)")
     p.add_argument("--timeout", type=float, metavar="S", help="network timeout in seconds")
+    p.add_argument("--verify", choices=VERIFY_METHODS,
+                   help="how the archive's copies are proven (default: the node's verify "
+                   "setting, else auto)")
+    p.add_argument("--scp-aet", metavar="AET", help="AE title of the temporary SCP (default: "
+                   "[archive] restore_ae_title)")
+    p.add_argument("--scp-port", type=int, metavar="PORT",
+                   help="its port (default: [archive] restore_port)")
+    p.add_argument("--bind", default="", metavar="ADDR",
+                   help="address it listens on (default: every interface)")
     add_store_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_file)
@@ -204,14 +222,20 @@ def _store_ls(args: argparse.Namespace) -> int:
 
 def _file(args: argparse.Namespace) -> int:
     config, catalog = open_catalog(args)
-    target = args.folder if args.folder is not None else \
-        resolve_node(args.node, config.network, timeout=args.timeout)
+    target: Node | Path = args.folder
+    if args.folder is None:
+        target = resolve_node(args.node, config.network, timeout=args.timeout)
+        if args.verify is not None:
+            target = replace(target, verify=args.verify)
     bar = progress_bar(args, None, "file", "obj")
     try:
         with catalog:
-            report = file_case(catalog, args.patient_id, target, study_uid=args.study,
-                               ae_title=args.aet or config.network.ae_title,
-                               progress=lambda done, total: bar.set(done, total))
+            report = file_case(
+                catalog, args.patient_id, target, study_uid=args.study,
+                ae_title=args.aet or config.network.ae_title,
+                scp_ae_title=args.scp_aet or config.archive.restore_ae_title,
+                scp_port=config.archive.restore_port if args.scp_port is None else args.scp_port,
+                scp_host=args.bind, progress=lambda done, total: bar.set(done, total))
     finally:
         bar.close()
     if args.json:
@@ -220,6 +244,8 @@ def _file(args: argparse.Namespace) -> int:
         print(f"{args.patient_id}: {report.sent} of {report.total} stored ({report.already} "
               f"already there), {report.verified} verified, {report.deleted} local files "
               f"deleted ({report.archive})")
+        for uid in report.differed:
+            print(f"sent again (the archive held other content): {uid}")
         for uid in report.missing:
             print(f"missing: {uid}")
     if not report.ok:

@@ -1,4 +1,4 @@
-"""DICOM networking: nodes, Verification, Storage SCU and SCP, Query/Retrieve SCU.
+"""DICOM networking: nodes, Verification, Storage SCU and SCP, Query/Retrieve SCU, Storage Commitment SCU.
 
 Storage and Verification run on :mod:`rtforge.net._upper_layer`, a blocking,
 thread-per-association implementation of the DICOM Upper Layer (pynetdicom's
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names directly
     from rtforge.net._association import AssociationRejected  # noqa: F401
     from rtforge.net.archive import file_case, restore_case  # noqa: F401
     from rtforge.net.catalog import Catalog  # noqa: F401
+    from rtforge.net.commitment import CommitmentResult, request_commitment  # noqa: F401
     from rtforge.net.echo import EchoResult, echo  # noqa: F401
     from rtforge.net.nodes import resolve_node  # noqa: F401
     from rtforge.net.printing import print_images  # noqa: F401
@@ -36,6 +37,8 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names directly
 #: Where each public name lives (Node is the configuration's).
 _EXPORTS = {
     "Catalog": "catalog",
+    "CommitmentResult": "commitment",
+    "request_commitment": "commitment",
     "file_case": "archive",
     "restore_case": "archive",
     "print_images": "printing",

@@ -1,37 +1,80 @@
 """File/Restore: move a patient's case to an archive and back (Oncentra 4.1.2.3, 4.2.3).
 
-Filing (Oncentra 4.2.3.3.1) sends every local instance of a patient (or of
-one study) that the archive does not hold yet (C-FIND first, so a re-run
-resumes) to an archive node with C-STORE, each file proposed in its own
-transfer syntax (:func:`rtforge.net.store.send`), then verifies with C-FIND at
-IMAGE level, series by series, that the archive holds every SOP Instance
-UID; only then are the local files deleted.  The catalog keeps the records
-and the archive's name.  Filing to a folder (a Part 10 file set on external
-storage, 4.1.2.3.3) copies each file there atomically and verifies it by
-reading it back.  A failed store, a failed query or an instance missing from
-the archive deletes nothing; the report lists what is missing, and running
-again sends only what the archive still lacks.
+Filing (Oncentra 4.2.3.3.1) sends a patient's (or one study's) local
+instances to an archive node with C-STORE, each file proposed in its own
+transfer syntax (:func:`rtforge.net.store.send`), and deletes the local files
+only once every instance is *proven* to be held by the archive:
 
-Order of the deletion, so that a crash loses nothing (see
-:mod:`rtforge.net.catalog`): (1) the archive is verified; (2) the rows become
-``deleting``, with the archive and the time, and that is committed; (3) the
-files are unlinked and their folders flushed; (4) the rows become ``filed``,
-committed.  A crash after (2) leaves ``deleting`` rows, which
-:meth:`~rtforge.net.catalog.Catalog.recover` (run at the start of every
-file and restore) settles from the disk; the archive holds every one of them.
+1. C-FIND (IMAGE level, series by series) lists the SOP Instance UIDs the
+   archive already holds.  Those are C-MOVEd back to a temporary Storage SCP
+   (the one restore uses) and their data set SHA-256 compared with the
+   catalog's: an identical copy is not sent again (a re-run resumes); a copy
+   with other content, or one that does not arrive, is sent again.
+2. C-STORE of everything not proven identical in step 1.
+3. Verification of what was sent, by the node's ``verify`` setting
+   (:class:`rtforge.config.Node`):
+
+   ``"commitment"``
+       Storage Commitment Push Model (PS3.4 Annex J,
+       :mod:`rtforge.net.commitment`): one N-ACTION for the instances the
+       archive did not hold before step 2; the N-EVENT-REPORT comes on the
+       same association or a new one to the temporary SCP's AE title and
+       port (the N-ACTION's calling AE is that title, so an archive that
+       knows the restore destination can report), within the node's
+       timeout.  A commitment proves that the archive holds, and takes
+       responsibility for, an instance of that SOP Class with that SOP
+       Instance UID; it does not prove the content.  It is relied on only
+       for UIDs the archive did not hold before this run sent them, so the
+       copy it holds is the one sent (unless a third party stored the same
+       UID in between).  Instances the archive held with other content
+       (sent again in step 2, and an archive may keep its old copy) and
+       instances stored with a warning status (the archive may have coerced
+       attributes) are verified by retrieval instead.
+   ``"retrieve"``
+       Every instance sent is C-MOVEd back and its data set SHA-256
+       compared with the catalog's (an uncompressed object returned in
+       another uncompressed transfer syntax is first re-encoded, losslessly,
+       in its own).  This proves the archive returns exactly the data set
+       filed.
+   ``"auto"`` (default)
+       Commitment where the node accepts the Storage Commitment Push Model
+       SOP Class, retrieve otherwise.
+
+   A UID alone (C-FIND) never proves anything.  Any instance not proven is
+   listed in ``FileReport.missing``; nothing of the patient is deleted.
+4. Deletion, in an order such that a crash loses nothing (see
+   :mod:`rtforge.net.catalog`): the rows become ``deleting``, with the
+   archive and the time, committed; the files are unlinked and their folders
+   flushed; the rows become ``filed``, committed.
+
+Filing to a folder (a Part 10 file set on external storage, 4.1.2.3.3)
+copies each file there atomically (``.<name>.<pid>.tmp``, then a rename; the
+next filing to the folder removes what a killed one left) and verifies it by
+reading it back.
 
 Restoring (Oncentra 4.2.3.3.2) opens a temporary Storage SCP with the
-configured AE title and port (one association at a time, Oncentra 4.2.3.2.2),
-enumerates the filed instances on the archive with C-FIND, C-MOVEs each study
-to itself, stops the SCP once the C-MOVE association is released, and checks
-every expected instance arrived with the data set checksum recorded at
-filing (an uncompressed object sent back in another uncompressed transfer
-syntax is first re-encoded, losslessly, in the one it was filed in: Orthanc
-returns Implicit VR objects as Explicit VR).  Each is then written back to
-its recorded path, File Meta Information included, so the file is
-byte-identical to the one filed, and its record becomes local.  Only instances filed from this catalog can be
-restored: their records name the archive.  An incomplete restore is reported;
-what arrived stays in the aside folder and the records stay filed.
+configured AE title and port, enumerates the filed instances on the archive
+with C-FIND, C-MOVEs each study to itself, stops the SCP once the C-MOVE
+association is released, and checks every expected instance arrived with the
+data set checksum recorded at filing (re-encoded as above where the archive
+changed the uncompressed transfer syntax).  Only when every one is intact:
+the rows become ``restoring`` (committed); each file is written back to its
+recorded path, File Meta Information included (byte-identical to the one
+filed), through ``.<name>.<pid>.tmp`` and a rename; the rows become
+``local`` (committed); the received copies are removed.  Only instances filed
+from this catalog can be restored: their records name the archive.  An
+incomplete restore is reported; what arrived stays in the aside folder and
+the records stay filed.
+
+Crash recovery: what the temporary SCP receives (in both commands) goes to
+``.restore/<name>.<pid>.partial`` beside the catalog, removed when the command
+ends.  Every ``file`` and ``restore`` first reconciles what a killed run
+left: ``.partial`` folders of processes that no longer exist are removed,
+and :meth:`~rtforge.net.catalog.Catalog.recover` settles ``deleting`` and
+``restoring`` rows (and ``filed`` rows whose file is back) from the disk and
+removes their stale temporary files.  A kill before the deletion step leaves
+every row local and every file in place; the archive may hold copies, which
+the next run proves identical and does not send again.
 """
 
 from __future__ import annotations
@@ -52,9 +95,19 @@ from pydicom.errors import InvalidDicomError
 
 from rtforge.config import Node
 from rtforge.errors import InvalidInputError, NetworkError
-from rtforge.net.catalog import Catalog, InstanceRecord, InstanceState, split_part10
+from rtforge.net.catalog import (
+    Catalog,
+    InstanceRecord,
+    InstanceState,
+    file_sha256,
+    pid_alive,
+    scan_folders,
+    split_part10,
+    temporary_path,
+)
+from rtforge.net.commitment import request_commitment
 from rtforge.net.nodes import resolve_node
-from rtforge.net.query import QueryLevel, find, move
+from rtforge.net.query import QueryLevel, ServiceRejected, find, move
 from rtforge.net.receiver import StorageSCP, StoredObject
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES, encode_for_transfer_syntax, send
 
@@ -66,6 +119,8 @@ logger = logging.getLogger(__name__)
 FOLDER_PREFIX = "folder:"
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: A folder of the temporary SCP while a command runs: ``<name>.<pid>.partial``.
+_PARTIAL_RE = re.compile(r"^.+\.(?P<pid>[0-9]+)\.partial$")
 
 
 @dataclass
@@ -80,16 +135,24 @@ class FileReport:
     total : int
         Local instances to file.
     already : int
-        Found in the archive before sending (an earlier, interrupted run
-        stored them); not sent again.
+        Held by the archive before sending (an earlier, interrupted run
+        stored them) and proven identical by retrieval; not sent again.
     sent : int
         Stored by the archive (or copied to the folder) in this run.
     verified : int
-        Found in the archive by the verification.
+        Proven held by the archive (identical, where retrieved).
     deleted : int
         Local files deleted (their records are now filed).
     missing : list of str
-        SOP Instance UIDs not stored or not found in the archive.
+        SOP Instance UIDs not stored, or not proven held (or identical) in
+        the archive.
+    differed : list of str
+        SOP Instance UIDs the archive already held with other content (or
+        could not return): sent again.
+    verified_by : list of str
+        How the instances were proven: ``"retrieve"`` (C-MOVE back,
+        checksum), ``"commitment"`` (Storage Commitment), ``"read back"``
+        (folder).
     failure : str or None
         Why nothing was deleted.
     """
@@ -102,6 +165,8 @@ class FileReport:
     verified: int = 0
     deleted: int = 0
     missing: list[str] = field(default_factory=list)
+    differed: list[str] = field(default_factory=list)
+    verified_by: list[str] = field(default_factory=list)
     failure: str | None = None
 
     @property
@@ -113,8 +178,8 @@ class FileReport:
         """JSON-ready form."""
         return {"patient_id": self.patient_id, "archive": self.archive, "total": self.total,
                 "already": self.already, "sent": self.sent, "verified": self.verified,
-                "deleted": self.deleted, "missing": self.missing, "failure": self.failure,
-                "ok": self.ok}
+                "deleted": self.deleted, "missing": self.missing, "differed": self.differed,
+                "verified_by": self.verified_by, "failure": self.failure, "ok": self.ok}
 
 
 @dataclass
@@ -174,7 +239,7 @@ def _fsync_dir(folder: Path) -> None:
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a flushed temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = temporary_path(path)
     try:
         with open(temp, "wb") as fp:
             fp.write(data)
@@ -198,13 +263,6 @@ def _folder_path(folder: Path, record: InstanceRecord) -> Path:
         f"{record.sop_instance_uid}.dcm"
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
 def _archive_has(node: Node, records: Sequence[InstanceRecord], ae_title: str) -> set[str]:
     """SOP Instance UIDs the archive answers at IMAGE level, queried series by series."""
     present: set[str] = set()
@@ -219,6 +277,7 @@ def _archive_has(node: Node, records: Sequence[InstanceRecord], ae_title: str) -
 def _file_to_folder(folder: Path, records: Sequence[InstanceRecord], report: FileReport,
                     progress: Callable[[int, int], None] | None) -> None:
     """Copy each file atomically, then read each copy back and compare its checksum."""
+    scan_folders(_folder_path(folder, r) for r in records)  # a killed run's temporaries
     for record in records:
         try:
             _atomic_write(_folder_path(folder, record), record.path.read_bytes())
@@ -230,21 +289,113 @@ def _file_to_folder(folder: Path, records: Sequence[InstanceRecord], report: Fil
         if progress is not None:
             progress(report.sent, report.total)
     report.missing = [r.sop_instance_uid for r in records
-                      if _sha256(_folder_path(folder, r)) != r.sha256]
+                      if file_sha256(_folder_path(folder, r)) != r.sha256]
     report.verified = len(records) - len(report.missing)
 
 
+@dataclass(frozen=True)
+class _Listener:
+    """The temporary Storage SCP (and Storage Commitment report listener) of a command."""
+
+    ae_title: str
+    port: int
+    host: str
+
+
+def _partial_folder(catalog: Catalog, name: str) -> Path:
+    """A new folder for what the temporary SCP receives, removed when the command ends."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return catalog.path.parent / ".restore" / \
+        f"{_UNSAFE.sub('_', name)}-{stamp}.{os.getpid()}.partial"
+
+
+def _recover(catalog: Catalog) -> None:
+    """Reconcile what a killed ``file`` or ``restore`` left (module notes, crash recovery)."""
+    root = catalog.path.parent / ".restore"
+    if root.is_dir():
+        for entry in root.iterdir():
+            match = _PARTIAL_RE.match(entry.name)
+            if match and entry.is_dir() and not pid_alive(int(match["pid"])):
+                logger.warning("removing %s, left by an interrupted file or restore", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+    catalog.recover()
+
+
+def _retrieve_identical(node: Node, records: Sequence[InstanceRecord], aside: Path,
+                        listener: _Listener, ae_title: str) -> tuple[set[str], str | None]:
+    """C-MOVE ``records`` back to the temporary SCP: (UIDs that came back identical, failure)."""
+    try:
+        arrived, failure = _receive_from_node(node, records, aside, listener=listener,
+                                              ae_title=ae_title, progress=None)
+        good, _ = _check_arrived(records, arrived)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+    return set(good), failure
+
+
+def _commit(node: Node, records: Sequence[InstanceRecord], listener: _Listener,
+            report: FileReport) -> set[str] | None:
+    """UIDs the archive commits to; ``None`` when it does not support Storage Commitment."""
+    try:
+        result = request_commitment(node, [(r.sop_class_uid, r.sop_instance_uid)
+                                           for r in records],
+                                    ae_title=listener.ae_title, listen_port=listener.port,
+                                    listen_host=listener.host)
+    except ServiceRejected:
+        if node.verify == "commitment":
+            raise
+        return None
+    report.verified_by.append("commitment")
+    for uid, reason in result.failed.items():
+        logger.warning("%s did not commit to %s (Failure Reason 0x%04X)", node, uid, reason)
+    return result.committed
+
+
+def _prove_sent(node: Node, sent: Sequence[InstanceRecord], trust_commitment: set[str],
+                listener: _Listener, aside: Path, ae_title: str, report: FileReport) -> set[str]:
+    """Step 3 of the module notes: the UIDs of ``sent`` proven held by the archive.
+
+    ``trust_commitment``: the UIDs a commitment may prove (the archive did not
+    hold them before, and stored them without a warning).
+    """
+    committed = None
+    fresh = [r for r in sent if r.sop_instance_uid in trust_commitment]
+    if fresh and node.verify != "retrieve":
+        committed = _commit(node, fresh, listener, report)
+    proven = set(committed or ())
+    rest = [r for r in sent if committed is None or r.sop_instance_uid not in trust_commitment]
+    if rest:
+        good, failure = _retrieve_identical(node, rest, aside, listener, ae_title)
+        proven |= good
+        if "retrieve" not in report.verified_by:
+            report.verified_by.append("retrieve")
+        if failure is not None and len(good) < len(rest):
+            report.failure = f"verification by retrieval failed: {failure}"
+    return proven
+
+
 def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileReport,
-                  ae_title: str, progress: Callable[[int, int], None] | None) -> None:
-    """Send what the archive lacks (a re-run resumes), then verify by C-FIND."""
+                  ae_title: str, listener: _Listener, aside: Path,
+                  progress: Callable[[int, int], None] | None) -> None:
+    """Steps 1 to 3 of the module notes: what the archive holds, send, prove."""
     try:
         before = _archive_has(node, records, ae_title)
+        held = [r for r in records if r.sop_instance_uid in before]
+        identical = _retrieve_identical(node, held, aside, listener, ae_title)[0] \
+            if held else set()
     except NetworkError as exc:
-        report.failure = f"the archive cannot be queried: {exc}"
+        report.failure = f"the archive cannot be queried or retrieved from: {exc}"
         report.missing = [r.sop_instance_uid for r in records]
         return
-    to_send = [r for r in records if r.sop_instance_uid not in before]
-    report.already = len(records) - len(to_send)
+    report.already = len(identical)
+    report.differed = [r.sop_instance_uid for r in held if r.sop_instance_uid not in identical]
+    if report.differed:
+        logger.warning("%s holds %d instance(s) with other content (or could not return "
+                       "them): sending them again", node, len(report.differed))
+    if identical:
+        report.verified_by.append("retrieve")
+    to_send = [r for r in records if r.sop_instance_uid not in identical]
+    proven = set(identical)
     if to_send:
         store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress)
         report.sent = store.sent
@@ -253,18 +404,19 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
             unsent = {str(p) for p in store.remaining} | {str(store.failed.file)}
             report.missing = [r.sop_instance_uid for r in to_send if str(r.path) in unsent]
             return
-    try:
-        present = _archive_has(node, records, ae_title)
-    except NetworkError as exc:
-        report.failure = f"verification by C-FIND failed: {exc}"
-        report.missing = [r.sop_instance_uid for r in records]
-        return
-    report.missing = [r.sop_instance_uid for r in records if r.sop_instance_uid not in present]
+        coerced = {str(w.file) for w in store.warnings}
+        trust = {r.sop_instance_uid for r in to_send
+                 if r.sop_instance_uid not in before and str(r.path) not in coerced}
+        try:
+            proven |= _prove_sent(node, to_send, trust, listener, aside, ae_title, report)
+        except NetworkError as exc:
+            report.failure = f"verification failed: {exc}"
+    report.missing = [r.sop_instance_uid for r in records if r.sop_instance_uid not in proven]
     report.verified = len(records) - len(report.missing)
 
 
 def _delete_local(catalog: Catalog, records: Sequence[InstanceRecord], archive: str) -> int:
-    """Steps (2) to (4) of the deletion order in the module notes; the count deleted."""
+    """Step 4 of the module notes; the count deleted."""
     uids = [r.sop_instance_uid for r in records]
     catalog.mark_deleting(uids, archive)
     folders: set[Path] = set()
@@ -280,6 +432,7 @@ def _delete_local(catalog: Catalog, records: Sequence[InstanceRecord], archive: 
 
 def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[str], *,
               study_uid: str | None = None, ae_title: str = "RTFORGE",
+              scp_ae_title: str = "RTFORGE_RST", scp_port: int = 11113, scp_host: str = "",
               progress: Callable[[int, int], None] | None = None) -> FileReport:
     """File a patient's local instances (or one study's) to an archive node or a folder.
 
@@ -289,27 +442,37 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         The local store's catalog.
     patient_id : str
     to : Node, str or path-like
-        The archive: a :class:`~rtforge.config.Node`, or a folder (a
+        The archive: a :class:`~rtforge.config.Node` (its ``verify`` says
+        how the copies are proven, see the module notes), or a folder (a
         ``str`` or path) where a Part 10 file set is written.
     study_uid : str, optional
         Only this study.
     ae_title : str
-        Our (calling) AE title.
+        Our (calling) AE title for C-FIND, C-STORE and C-MOVE.
+    scp_ae_title : str
+        AE title of the temporary SCP that receives the retrieved copies and
+        the Storage Commitment report (the archive must know it, as for
+        restore); also the calling AE title of the N-ACTION.
+    scp_port : int
+        Its port.
+    scp_host : str
+        Address it listens on (default every interface).
     progress : callable, optional
         Called as ``progress(sent, total)`` after each stored object.
 
     Returns
     -------
     FileReport
-        ``report.ok`` is false, with the reason and the missing SOP Instance
-        UIDs, when anything failed; nothing was deleted then.
+        ``report.ok`` is false, with the reason and the SOP Instance UIDs
+        not proven in the archive, when anything failed; nothing was deleted
+        then.
 
     Raises
     ------
     InvalidInputError
         If the patient has no local instances or a recorded file is gone.
     """
-    catalog.recover()
+    _recover(catalog)
     records = catalog.instances(patient_id, study_uid=study_uid, states=[InstanceState.LOCAL])
     what = f"patient {patient_id!r}" + (f", study {study_uid}" if study_uid else "")
     if not records:
@@ -326,12 +489,14 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         archive = FOLDER_PREFIX + str(folder)
     report = FileReport(patient_id=patient_id, archive=archive, total=len(records))
     if isinstance(to, Node):
-        _file_to_node(to, records, report, ae_title, progress)
+        _file_to_node(to, records, report, ae_title, _Listener(scp_ae_title, scp_port, scp_host),
+                      _partial_folder(catalog, f"file-{patient_id}"), progress)
     else:
         _file_to_folder(folder, records, report, progress)
+        report.verified_by.append("read back")
     if report.failure is None and report.missing:
-        report.failure = (f"{len(report.missing)} of {len(records)} instance(s) not found in "
-                          f"{archive}")
+        report.failure = (f"{len(report.missing)} of {len(records)} instance(s) not proven "
+                          f"identical in {archive}")
     if report.failure is not None:
         logger.warning("filing %s to %s: %s; nothing deleted", what, archive, report.failure)
         return report
@@ -385,7 +550,7 @@ _RESTORE_ASSOCIATIONS = 4
 
 
 def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Path, *,
-                       scp_ae_title: str, scp_port: int, scp_host: str, ae_title: str,
+                       listener: _Listener, ae_title: str,
                        progress: Callable[[int, int], None] | None
                        ) -> tuple[dict[str, Path], str | None]:
     """Run the temporary SCP around C-FIND and C-MOVE; (SOP Instance UID -> file, failure)."""
@@ -399,7 +564,7 @@ def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Pat
 
     # The archive may open a new association for each group of transfer syntaxes and
     # start the next before the last is fully closed: one at a time is not enough.
-    scp = StorageSCP(aside, ae_title=scp_ae_title, port=scp_port, host=scp_host,
+    scp = StorageSCP(aside, ae_title=listener.ae_title, port=listener.port, host=listener.host,
                      max_associations=_RESTORE_ASSOCIATIONS, network_timeout=node.timeout,
                      on_stored=on_stored)
     failure = None
@@ -408,9 +573,9 @@ def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Pat
         available = _archive_has(node, records, ae_title)
         absent = sum(r.sop_instance_uid not in available for r in records)
         if absent:
-            failure = f"{absent} filed instance(s) not found in {node} by C-FIND"
+            failure = f"{absent} instance(s) not found in {node} by C-FIND"
         for study_uid in dict.fromkeys(r.study_uid for r in records):
-            move(node, scp_ae_title, study_uid=study_uid, ae_title=ae_title)
+            move(node, listener.ae_title, study_uid=study_uid, ae_title=ae_title)
     except NetworkError as exc:
         failure = str(exc)
     finally:
@@ -446,8 +611,10 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
     ae_title : str
         Our (calling) AE title.
     aside_dir : path-like, optional
-        Where received objects land (default ``.restore/<patient>-<time>``
-        beside the catalog); kept when the restore is incomplete.
+        Where received objects land (default
+        ``.restore/<patient>-<time>.<pid>.partial`` beside the catalog,
+        renamed without ``.<pid>.partial`` and kept when the restore is
+        incomplete; removed by the next command when this one is killed).
     progress : callable, optional
         Called as ``progress(received, expected)`` as objects arrive.
 
@@ -465,15 +632,13 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
     NetworkError
         If the temporary SCP cannot listen.
     """
-    catalog.recover()
+    _recover(catalog)
     records = catalog.instances(patient_id, states=[InstanceState.FILED])
     if not records:
         raise InvalidInputError(f"patient {patient_id!r} has no filed instances in the catalog "
                                 "(only cases filed from this system can be restored)",
                                 path=catalog.path)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    aside = Path(aside_dir) if aside_dir is not None else \
-        catalog.path.parent / ".restore" / f"{_UNSAFE.sub('_', patient_id)}-{stamp}"
+    aside = Path(aside_dir) if aside_dir is not None else _partial_folder(catalog, patient_id)
     by_archive: dict[str, list[InstanceRecord]] = {}
     for record in records:
         by_archive.setdefault(record.archive or "", []).append(record)
@@ -489,9 +654,8 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
         if node is not None and node.ae_title != recorded.ae_title:
             raise InvalidInputError(f"the records name archive {archive}, not {node}")
         got, failure = _receive_from_node(node or recorded, members, aside,
-                                          scp_ae_title=scp_ae_title, scp_port=scp_port,
-                                          scp_host=scp_host, ae_title=ae_title,
-                                          progress=progress)
+                                          listener=_Listener(scp_ae_title, scp_port, scp_host),
+                                          ae_title=ae_title, progress=progress)
         arrived.update(got)
         if failure is not None:
             failures.append(failure)
@@ -502,14 +666,17 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
                         "intact")
     if failures:
         report.failure = "; ".join(failures)
-        report.aside = aside if aside.exists() else None
+        report.aside = _keep_aside(aside) if aside_dir is None else aside
+        report.aside = report.aside if report.aside.exists() else None
         logger.warning("restore of %r incomplete: %s; records stay filed", patient_id,
                        report.failure)
         return report
+    uids = [r.sop_instance_uid for r in records]
+    catalog.mark_restoring(uids)
     for record in records:
         _atomic_write(record.path, catalog.meta(record.sop_instance_uid)
                       + good[record.sop_instance_uid])
-    catalog.mark_restored([r.sop_instance_uid for r in records])
+    catalog.mark_restored(uids)
     report.restored = len(records)
     for path in arrived.values():
         if aside in path.parents:
@@ -518,3 +685,13 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
         shutil.rmtree(aside, ignore_errors=True)
     logger.info("restored %r: %d instances", patient_id, report.restored)
     return report
+
+
+def _keep_aside(partial: Path) -> Path:
+    """The temporary SCP's folder of an incomplete restore, kept: ``.partial`` dropped."""
+    kept = partial.with_name(partial.name.rsplit(".", 2)[0])
+    try:
+        partial.rename(kept)
+    except OSError:
+        return partial
+    return kept

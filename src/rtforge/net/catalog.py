@@ -13,7 +13,20 @@ File Meta Information kept in the catalog and the data set received.
 
 States of an instance (:class:`InstanceState`)::
 
-    local ──file──> deleting ──unlink, commit──> filed ──restore──> local
+    local ──file──> deleting ──unlink, commit──> filed
+    filed ──restore──> restoring ──write, commit──> local
+
+``deleting`` is written (and committed) before the file is unlinked, and
+``filed`` after; ``restoring`` is written before the file is written back
+(through a temporary ``.<name>.<pid>.tmp`` beside it and a rename), and
+``local`` after.  A crash leaves rows in one of the two transient states,
+which :meth:`Catalog.recover` settles from what is on disk: file gone:
+``filed``; file there with the recorded checksum: ``local``; file there with
+other content: indexed again as it is (``local``, new checksums).  It does
+the same for ``filed`` rows whose file is back on disk, and removes the
+temporary files that a dead process left beside the rows it settles.  No
+state ever claims a file is local when it is not, and no file is unlinked
+before the archive was verified to hold it.
 
 Identity: a study belongs to one patient.  An object is catalogued under
 (Patient ID, Study Instance UID): one whose study, series or SOP Instance UID
@@ -24,12 +37,6 @@ patients) and listed by ``rtforge store ls``; no query of a patient's
 instances (export, filing, restore) returns it.  Catalogs of schema 1 (which
 merged such objects) are migrated on opening: each local row whose file holds
 another Patient ID than its study's is moved to the quarantine.
-
-``deleting`` is written (and committed) before the file is unlinked, and
-``filed`` after: a crash between the two leaves ``deleting`` rows, which
-:meth:`Catalog.recover` settles from what is on disk (file gone: ``filed``;
-file still there: ``local``).  No state ever claims a file is local when it
-is not, and no file is unlinked before the archive was verified to hold it.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,6 +77,10 @@ __all__ = [
     "ScannedFile",
     "split_part10",
     "scan_file",
+    "temporary_path",
+    "scan_folders",
+    "file_sha256",
+    "pid_alive",
     "Catalog",
     "CatalogIndexer",
 ]
@@ -141,6 +153,8 @@ class InstanceState(str, Enum):
     """Only in the archive the record names."""
     QUARANTINED = "quarantined"
     """Kept aside: its study (series, SOP Instance UID) belongs to another patient."""
+    RESTORING = "restoring"
+    """Received intact from the archive; the local file is being written back."""
 
 
 @dataclass(frozen=True)
@@ -470,6 +484,59 @@ def scan_file(path: str | os.PathLike[str]) -> ScannedFile | None:
         transfer_syntax=str(file_meta.get("TransferSyntaxUID", "")), size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         dataset_sha256=hashlib.sha256(dataset).hexdigest(), meta=meta)
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 (hex) of a file's bytes; ``None`` when it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def temporary_path(path: Path) -> Path:
+    """Where a store file is written before its rename: ``.<name>.<pid>.tmp`` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a temporary file or folder it names is in use)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp$")
+
+
+def scan_folders(paths: Iterable[Path]) -> set[Path]:
+    """Which of ``paths`` exist (one listing per folder); stale temporaries removed.
+
+    A temporary ``.<name>.<pid>.tmp`` (:func:`temporary_path`) of one of
+    ``paths`` is removed when process ``pid`` no longer exists: a killed
+    writer left it.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for path in paths:
+        wanted.setdefault(path.parent, set()).add(path.name)
+    present: set[Path] = set()
+    for folder, names in wanted.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            match = _TEMPORARY_RE.match(entry.name)
+            if entry.name in names:
+                present.add(folder / entry.name)
+            elif match and match["name"] in names and not pid_alive(int(match["pid"])):
+                logger.warning("removing %s, left by a killed writer", entry.path)
+                Path(entry.path).unlink(missing_ok=True)
+    return present
 
 
 def _files_under(paths: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
@@ -823,27 +890,57 @@ class Catalog:
         """Record that these instances' files are back in the local store."""
         self._set_state(uids, InstanceState.LOCAL, restored_at=_now())
 
+    def _state(self, uid: str) -> InstanceState | None:
+        row = self._db.execute("SELECT state FROM instances WHERE sop_instance_uid = ?",
+                               (uid,)).fetchone()
+        return None if row is None else InstanceState(row[0])
+
+    def mark_restoring(self, uids: Sequence[str]) -> None:
+        """Record that these filed instances' files are being written back."""
+        self._set_state(uids, InstanceState.RESTORING)
+
     def recover(self) -> dict[str, int]:
-        """Settle instances left in ``deleting`` by a crash, from what is on disk.
+        """Settle what a crash of File or Restore left, from what is on disk.
+
+        Rows in ``deleting`` or ``restoring``, and ``filed`` rows whose file
+        is on disk again: file gone, ``filed``; file there with the recorded
+        checksum, ``local``; file there with other content, indexed again as
+        it is (``local``).  Temporary files a dead process left beside these
+        rows are removed.
 
         Returns
         -------
         dict of str to int
-            ``{"filed": n, "local": m}``: rows whose file is gone (the archive
-            holds them: filed) and rows whose file is still there (local).
+            ``{"filed": n, "local": m}``: rows settled as filed (transient
+            rows whose file is gone) and as local (rows whose file is there).
         """
-        rows = self._db.execute("SELECT sop_instance_uid, path FROM instances WHERE state = ?",
-                                (InstanceState.DELETING.value,)).fetchall()
-        gone = [uid for uid, path in rows if not Path(path).exists()]
-        kept = [uid for uid, path in rows if Path(path).exists()]
+        rows = [(uid, Path(path), sha, InstanceState(state)) for uid, path, sha, state in
+                self._db.execute("SELECT sop_instance_uid, path, sha256, state FROM instances "
+                                 "WHERE state IN (?, ?, ?)",
+                                 (InstanceState.DELETING.value, InstanceState.RESTORING.value,
+                                  InstanceState.FILED.value))]
+        present = scan_folders(path for _, path, _, _ in rows)
+        gone = [uid for uid, path, _, state in rows
+                if path not in present and state is not InstanceState.FILED]
+        back = [(uid, path, sha) for uid, path, sha, _ in rows if path in present]
+        same = {uid for uid, path, sha in back if file_sha256(path) == sha}
+        changed = {uid: path for uid, path, _ in back if uid not in same}
         if gone:
             self.mark_filed(gone)
-        if kept:
-            self._set_state(kept, InstanceState.LOCAL)
-        if rows:
-            logger.warning("catalog %s: recovered %d interrupted deletion(s): %d filed, %d local",
-                           self.path, len(rows), len(gone), len(kept))
-        return {"filed": len(gone), "local": len(kept)}
+        if same:
+            self._set_state(sorted(same), InstanceState.LOCAL)
+        if changed:
+            self.import_paths(changed.values())
+            # a row whose path now holds another object: the archive's copy is the only one
+            stuck = [uid for uid in changed if self._state(uid) in (InstanceState.DELETING,
+                                                                     InstanceState.RESTORING)]
+            if stuck:
+                self.mark_filed(stuck)
+        if gone or back:
+            logger.warning("catalog %s: recovered %d interrupted deletion(s) or restore(s): "
+                           "%d filed, %d local (%d indexed again with other content)",
+                           self.path, len(gone) + len(back), len(gone), len(back), len(changed))
+        return {"filed": len(gone), "local": len(back)}
 
 
 class CatalogIndexer:

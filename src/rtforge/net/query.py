@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
@@ -26,7 +27,8 @@ from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net._upper_layer import rejection_words
 from rtforge.net.status import StatusCategory, status_category, status_meaning
 
-__all__ = ["QueryModel", "QueryLevel", "RETURN_KEYS", "return_keys", "find", "MoveResult", "move"]
+__all__ = ["QueryModel", "QueryLevel", "RETURN_KEYS", "return_keys", "find", "MoveResult", "move",
+           "ServiceRejected"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +109,13 @@ def return_keys(model: QueryModel | str, level: QueryLevel | str) -> tuple[str, 
     return RETURN_KEYS[key]
 
 
+class ServiceRejected(NetworkError):
+    """The peer accepted the association but not the presentation context of the service."""
+
+
 @contextmanager
-def _associate(node: Node, ae_title: str, abstract_syntax: UID) -> Iterator[Association]:
+def _associate(node: Node, ae_title: str, abstract_syntax: UID,
+               evt_handlers: list[tuple[Any, Any]] | None = None) -> Iterator[Association]:
     ae = AE(ae_title=check_ae_title(ae_title))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout
     ae.connection_timeout = node.timeout
@@ -116,7 +123,8 @@ def _associate(node: Node, ae_title: str, abstract_syntax: UID) -> Iterator[Asso
     ae.add_requested_context(abstract_syntax, _TRANSFER_SYNTAXES)
     connected: list[bool] = []
     assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, max_pdu=node.max_pdu,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
+                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
+                                       *(evt_handlers or [])])
     if not assoc.is_established:
         if not connected:
             raise NetworkError(f"cannot connect (refused, or no answer within {node.timeout:g} s)",
@@ -126,11 +134,13 @@ def _associate(node: Node, ae_title: str, abstract_syntax: UID) -> Iterator[Asso
             raise NetworkError(rejection_words(int(answer.result or 0),
                                                int(answer.result_source or 0),
                                                int(answer.diagnostic or 0)), peer=str(node))
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            raise ServiceRejected(f"{abstract_syntax.name} was not accepted", peer=str(node))
         raise NetworkError("association aborted or unanswered during negotiation",
                            peer=str(node))
     try:
         if not assoc.accepted_contexts:
-            raise NetworkError(f"{abstract_syntax.name} was not accepted", peer=str(node))
+            raise ServiceRejected(f"{abstract_syntax.name} was not accepted", peer=str(node))
         yield assoc
     finally:
         if assoc.is_established:
