@@ -248,6 +248,7 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
     report.clamped_low = wreport.clamped_low
     report.clamped_high = wreport.clamped_high
     report.files_written = len(wreport.paths)
+    report.warnings.extend(wreport.dropped_values)
     if wreport.clamped_low or wreport.clamped_high:
         report.warnings.append(
             f"{wreport.clamped_low + wreport.clamped_high} voxels outside the storable range "

@@ -458,3 +458,15 @@ def test_laterality_follows_body_part_examined(tmp_path: Path) -> None:
         _, _, report = write_derived(tmp_path / str(n), source=source)
         ds = dcmread(report.paths[0])
         assert (ds["Laterality"].value or "" if "Laterality" in ds else None) == expected, body_part
+
+
+def test_invalid_source_values_are_dropped_and_reported(tmp_path: Path) -> None:
+    source = source_dataset()
+    source.PatientAge = "0Y"  # AS is nnnD/W/M/Y (PS3.5 table 6.2-1); some scanners write this
+    source.StudyDate = "2024-05-01"
+    _, _, report = write_derived(tmp_path, source=source)
+    ds = dcmread(report.paths[0])
+    assert "PatientAge" not in ds
+    assert ds.StudyDate == ""  # Type 2: written empty, not copied wrong
+    assert any("PatientAge '0Y' is not a valid AS" in line for line in report.dropped_values)
+    assert any("StudyDate" in line for line in report.dropped_values)

@@ -214,6 +214,9 @@ class CTWriteReport:
         SOP Instance UIDs, in slice order.
     clamped_low, clamped_high : int
         Voxels below / above the storable HU range, written as its limits.
+    dropped_values : tuple of str
+        One line per source value that was not carried over because it breaks
+        its VR's rules (e.g. a Patient's Age of ``0Y``).
     """
 
     series_uid: str
@@ -222,6 +225,7 @@ class CTWriteReport:
     sop_instance_uids: tuple[str, ...]
     clamped_low: int
     clamped_high: int
+    dropped_values: tuple[str, ...] = ()
 
 
 def _code_item(code: tuple[str, str, str]) -> Dataset:
@@ -384,6 +388,7 @@ class CTSeriesWriter:
             raise InvalidInputError(
                 f"attribute(s) {', '.join(fixed)} follow from the slices, the stack, "
                 "pixel_storage or series_uid and cannot be overridden")
+        self._dropped: list[str] = []
         self._values = self._series_values(source, derived, series_uid, slice_thickness,
                                            derivation_description, timestamp or datetime.now())
         self._values.update(overrides)
@@ -441,7 +446,7 @@ class CTSeriesWriter:
                        slice_thickness: float | None, description: str | None,
                        when: datetime) -> dict[str, object]:
         stack, storage, root = self._stack, self._storage, self._config.uid_root
-        values = carried_values(source, CT_IMAGE_IOD)
+        values = carried_values(source, CT_IMAGE_IOD, dropped=self._dropped)
         if ("WindowCenter" in values) != ("WindowWidth" in values):
             logger.warning("source has only one of Window Center and Window Width: "
                            "no window written")
@@ -645,7 +650,8 @@ class CTSeriesWriter:
             series_uid=self.series_uid, series_dir=self.series_dir,
             paths=tuple(self.path(k) for k in range(self._stack.nslices)),
             sop_instance_uids=self.sop_instance_uids,
-            clamped_low=self._clamped_low, clamped_high=self._clamped_high)
+            clamped_low=self._clamped_low, clamped_high=self._clamped_high,
+            dropped_values=tuple(self._dropped))
         return self._report
 
     def __enter__(self) -> CTSeriesWriter:

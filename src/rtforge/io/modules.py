@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -221,6 +222,14 @@ _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT",
                          "OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _IS_RANGE = (-(2**31), 2**31 - 1)
+#: Value formats of the date and age VRs (PS3.5 table 6.2-1); checked on every value
+#: written, so that an invalid source value (a Patient's Age of ``0Y``) is dropped, not
+#: copied.
+_FORMATS = {
+    "AS": re.compile(r"^\d{3}[DWMY]$"),
+    "DA": re.compile(r"^\d{4}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$"),
+    "TM": re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?$"),
+}
 
 
 # --------------------------------------------------------------- value rules
@@ -372,11 +381,15 @@ def _conform(keyword: str, value: object) -> object:
         raise ConformanceError(f"{keyword} {value!r} exceeds {limit} characters ({vr})")
     if vr == "UI" and not all(t.replace(".", "").isdigit() for t in texts):
         raise ConformanceError(f"{keyword} {value!r} is not a UID")
+    pattern = _FORMATS.get(vr)
+    if pattern is not None and not all(pattern.match(t) for t in texts):
+        raise ConformanceError(f"{keyword} {value!r} is not a valid {vr}")
     return texts[0] if len(texts) == 1 else texts
 
 
-def _carry(keyword: str, value: object) -> object:
-    """A source value made writable, or None (with a log line) when it cannot be."""
+def _carry(keyword: str, value: object, dropped: list[str] | None) -> object:
+    """A source value made writable, or None (with a log line, and a line in
+    ``dropped``) when it cannot be."""
     vr = _vr(keyword)
     if vr == "PN":
         value = [str(v) for v in _values_of(value)]
@@ -391,21 +404,27 @@ def _carry(keyword: str, value: object) -> object:
         return _conform(keyword, value)
     except ConformanceError as exc:
         logger.warning("source value dropped: %s", exc)
+        if dropped is not None:
+            dropped.append(f"source value dropped: {exc}")
         return None
 
 
-def carried_values(source: Dataset | None, modules: Iterable[Module]) -> dict[str, object]:
+def carried_values(source: Dataset | None, modules: Iterable[Module], *,
+                   dropped: list[str] | None = None) -> dict[str, object]:
     """Values of the attributes marked ``carry`` that ``source`` has.
 
     Source values that break their VR's rules are repaired where that keeps
     the information (overlong text truncated to the VR's maximum, DS
-    re-formatted) and dropped otherwise; each repair is logged as a warning.
+    re-formatted) and dropped otherwise (an invalid date or age); each repair
+    is logged as a warning.
 
     Parameters
     ----------
     source : pydicom.Dataset or None
         The data set the new object derives from.
     modules : iterable of Module
+    dropped : list of str, optional
+        Receives one line per source value dropped, for the caller's report.
 
     Returns
     -------
@@ -423,10 +442,12 @@ def carried_values(source: Dataset | None, modules: Iterable[Module]) -> dict[st
                 value = source.get(attr.keyword)
             except (TypeError, ValueError) as exc:  # a source value pydicom cannot decode
                 logger.warning("source %s dropped: %s", attr.keyword, exc)
+                if dropped is not None:
+                    dropped.append(f"source value dropped: {attr.keyword}: {exc}")
                 continue
             if _is_empty(value):
                 continue
-            carried = _carry(attr.keyword, value)
+            carried = _carry(attr.keyword, value, dropped)
             if carried is not None:
                 out[attr.keyword] = carried
     return out
