@@ -131,14 +131,15 @@ def wait_ready(node: Node, seconds: float = 20.0) -> None:
 
 
 def count_files(folder: Path) -> int:
-    """Files a receiver wrote (its temporary folder left out)."""
-    return sum(1 for path in folder.rglob("*") if path.is_file() and ".incoming" not in path.parts)
+    """Files a receiver wrote (hidden entries left out: its temporary folder, its lock file)."""
+    return sum(1 for path in folder.rglob("*") if path.is_file()
+               and not any(part.startswith(".") for part in path.relative_to(folder).parts))
 
 
 def empty(folder: Path) -> None:
     """Remove what a receiver wrote (its folder stays)."""
     for child in folder.iterdir():
-        if child.name == ".incoming":
+        if child.name.startswith("."):  # the receiver's temporary folder and lock file
             continue
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 

@@ -23,12 +23,17 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_preamble
-from pydicom.uid import generate_uid
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from rtforge.config import Node
 from rtforge.errors import NetworkError
 from rtforge.net import StorageSCP, echo
+from rtforge.net._association import RequestedAssociation
+from rtforge.net._dimse import C_STORE_RQ, Command
+from rtforge.net._upper_layer import ProposedContext
 from tests.datafiles import pydicom_file
 
 STORESCP = "/usr/bin/storescp"
@@ -94,9 +99,29 @@ def dataset_bytes(path: Path) -> bytes:
         return fp.read()
 
 
+def encode_data_set(ds: Dataset, ts: str = ExplicitVRLittleEndian) -> bytes:
+    """The data set bytes of ``ds`` in a little endian transfer syntax, as a C-STORE carries them."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = ts == ImplicitVRLittleEndian
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def store_raw(node: Node, sop_class: str, sop_instance: str, data: bytes,
+              ts: str = ExplicitVRLittleEndian, calling: str = "SCRIPTED") -> Command:
+    """One C-STORE on its own association, with whatever data set bytes we like."""
+    with RequestedAssociation(node, calling, [ProposedContext(sop_class, (ts,))]) as assoc:
+        command = Command(C_STORE_RQ, message_id=assoc.next_message_id(),
+                          affected_sop_class_uid=sop_class, affected_sop_instance_uid=sop_instance,
+                          priority=0)
+        return assoc.request(next(iter(assoc.accepted)), command, data)
+
+
 def received_files(root: Path) -> list[Path]:
-    """The files a receiver wrote (its ``.incoming`` folder excluded)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and ".incoming" not in p.parts)
+    """The files a receiver wrote (hidden entries excluded: ``.incoming``, the lock file)."""
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def copy_with_new_uids(source: Path, folder: Path, count: int, *, patient_id: str = "LOAD") -> \

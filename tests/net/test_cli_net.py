@@ -107,8 +107,8 @@ def test_receive_answers_a700_when_the_disk_is_full_and_stops_on_sigterm(
         stop_process(receiver.proc)
     assert receiver.proc.returncode == 0, err
     summary = json.loads(out)
-    assert summary == {"stored": 2, "duplicates": 0, "failed": 1, "rejected_associations": 0,
-                       "out": str(receiver.out)}
+    assert summary == {"stored": 2, "duplicates": 0, "conflicts": 0, "failed": 1,
+                       "rejected_associations": 0, "out": str(receiver.out)}
 
 
 def test_receive_on_a_busy_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -41,30 +39,14 @@ from tests.net.peers import (
     COMPRESSED_FILES,
     LOCALHOST,
     dataset_bytes,
+    encode_data_set,
     fresh_copies,
     received_files,
     scp_node,
+    store_raw,
 )
 
 COMPRESSED_SYNTAXES = (JPEGBaseline8Bit, JPEGLosslessSV1, RLELossless)
-
-
-def _encode(ds, ts: str = ExplicitVRLittleEndian) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = ts == ImplicitVRLittleEndian
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
-def _store(node: Node, sop_class: str, sop_instance: str, data: bytes,
-           ts: str = ExplicitVRLittleEndian, calling: str = "SCRIPTED") -> Command:
-    """One C-STORE with whatever data set bytes we like."""
-    with RequestedAssociation(node, calling, [ProposedContext(sop_class, (ts,))]) as assoc:
-        command = Command(C_STORE_RQ, message_id=assoc.next_message_id(),
-                          affected_sop_class_uid=sop_class, affected_sop_instance_uid=sop_instance,
-                          priority=0)
-        return assoc.request(next(iter(assoc.accepted)), command, data)
 
 
 def _stored_path(root: Path, path: Path) -> Path:
@@ -123,18 +105,23 @@ def test_jpeg_2000_is_not_accepted(scp: StorageSCP) -> None:
 
 @pytest.mark.parametrize("policy", list(DuplicatePolicy))
 def test_duplicate_sop_instance_uid(tmp_path: Path, policy: DuplicatePolicy) -> None:
+    """Identical content: a duplicate, one copy.  Other content: kept beside, or replacing."""
     ds = dcmread(pydicom_file("CT_small.dcm"))
-    first = _encode(ds)
+    first = encode_data_set(ds)
     ds.PatientName = "CHANGED^SECOND"
-    second = _encode(ds)
+    second = encode_data_set(ds)
     with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, duplicates=policy) as server:
         node = scp_node(server)
-        assert _store(node, ds.SOPClassUID, ds.SOPInstanceUID, first).status == 0x0000
-        assert _store(node, ds.SOPClassUID, ds.SOPInstanceUID, second).status == 0x0000
+        for data in (first, first, second, second):
+            assert store_raw(node, ds.SOPClassUID, ds.SOPInstanceUID, data).status == 0x0000
         files = received_files(server.out_dir)
-        assert len(files) == 1 and server.stored == 1 and server.duplicate_count == 1
-        expected = first if policy is DuplicatePolicy.KEEP_FIRST else second
-        assert dataset_bytes(files[0]) == expected
+        assert server.stored == 2 and server.duplicate_count == 2 and server.conflicts == 1
+        if policy is DuplicatePolicy.KEEP_FIRST:
+            assert [dataset_bytes(f) for f in files] == [first, second]
+            assert [f.name for f in files] == [f"{ds.SOPInstanceUID}.dcm",
+                                               f"{ds.SOPInstanceUID}_2.dcm"]
+        else:
+            assert [dataset_bytes(f) for f in files] == [second]
         assert _incoming_empty(server.out_dir)
 
 
@@ -155,7 +142,7 @@ def test_ten_associations_of_fifty_objects_and_the_eleventh_rejected(tmp_path: P
         batch = []
         for _ in range(50):
             template.SOPInstanceUID = generate_uid()
-            batch.append((template.SOPInstanceUID, _encode(template)))
+            batch.append((template.SOPInstanceUID, encode_data_set(template)))
         batches.append(batch)
     context = [ProposedContext(CTImageStorage, (ExplicitVRLittleEndian,))]
     with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, max_associations=10) as server:
@@ -200,7 +187,7 @@ def test_ten_associations_of_fifty_objects_and_the_eleventh_rejected(tmp_path: P
 
 def test_unparseable_data_set_answers_cannot_understand(scp: StorageSCP) -> None:
     garbage = b"\x08\x00\x16\x00UI\xff\xff" + os.urandom(300)
-    response = _store(scp_node(scp), CTImageStorage, generate_uid(), garbage)
+    response = store_raw(scp_node(scp), CTImageStorage, generate_uid(), garbage)
     assert 0xC000 <= (response.status or 0) <= 0xCFFF
     assert response.error_comment
     assert received_files(scp.out_dir) == [] and _incoming_empty(scp.out_dir)
@@ -208,7 +195,7 @@ def test_unparseable_data_set_answers_cannot_understand(scp: StorageSCP) -> None
 
 def test_mismatched_sop_instance_uid_answers_a900(scp: StorageSCP) -> None:
     ds = dcmread(pydicom_file("CT_small.dcm"))
-    response = _store(scp_node(scp), CTImageStorage, generate_uid(), _encode(ds))
+    response = store_raw(scp_node(scp), CTImageStorage, generate_uid(), encode_data_set(ds))
     assert response.status == 0xA900
     assert received_files(scp.out_dir) == [] and _incoming_empty(scp.out_dir)
 
@@ -223,12 +210,12 @@ def test_failing_write_answers_a700_and_keeps_nothing(scp: StorageSCP,
 
     monkeypatch.setattr(part10, "_write_all", disk_full)
     ds = dcmread(pydicom_file("CT_small.dcm"))
-    response = _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, _encode(ds))
+    response = store_raw(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, encode_data_set(ds))
     assert response.status == 0xA700
     assert "No space left" in (response.error_comment or "")
     assert received_files(scp.out_dir) == [] and _incoming_empty(scp.out_dir)
     monkeypatch.setattr(part10, "_write_all", real)
-    assert _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, _encode(ds)).status == 0
+    assert store_raw(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, encode_data_set(ds)).status == 0
     assert scp.failed == 1 and scp.stored == 1
 
 
@@ -263,7 +250,7 @@ def test_random_bytes_and_half_open_connections_do_not_hurt(tmp_path: Path,
 
 def test_abort_in_the_middle_of_a_data_set_leaves_nothing(scp: StorageSCP) -> None:
     ds = dcmread(pydicom_file("CT_small.dcm"))
-    data = _encode(ds)
+    data = encode_data_set(ds)
     assoc = RequestedAssociation(scp_node(scp), "QUITTER",
                                  [ProposedContext(CTImageStorage, (ExplicitVRLittleEndian,))])
     command = Command(C_STORE_RQ, message_id=1, affected_sop_class_uid=CTImageStorage,
@@ -281,7 +268,7 @@ def test_abort_in_the_middle_of_a_data_set_leaves_nothing(scp: StorageSCP) -> No
 
 def test_stop_finishes_the_store_in_flight(tmp_path: Path) -> None:
     ds = dcmread(pydicom_file("CT_small.dcm"))
-    data = _encode(ds)
+    data = encode_data_set(ds)
     server = StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST).start()
     node = scp_node(server)
     assoc = RequestedAssociation(node, "SLOW", [ProposedContext(CTImageStorage,
@@ -384,7 +371,7 @@ def test_abort_after_a_piece_was_written_leaves_nothing(scp: StorageSCP,
     command = Command(C_STORE_RQ, message_id=1, affected_sop_class_uid=CTImageStorage,
                       affected_sop_instance_uid=ds.SOPInstanceUID, priority=0,
                       has_data_set=True)
-    first = next(encode_message(1, encode_command(command), _encode(ds), 4096))
+    first = next(encode_message(1, encode_command(command), encode_data_set(ds), 4096))
     assoc._stream.send(first[:len(first) // 2])
     deadline = time.monotonic() + 5
     while not written and time.monotonic() < deadline:  # a piece is in the temporary file
@@ -403,14 +390,14 @@ def test_a_folder_removed_while_receiving_is_made_again(scp: StorageSCP) -> None
     import shutil
 
     ds = dcmread(pydicom_file("CT_small.dcm"))
-    assert _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, _encode(ds)).status == 0
+    assert store_raw(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, encode_data_set(ds)).status == 0
     shutil.rmtree(scp.out_dir / ds.PatientID)
     ds.SOPInstanceUID = generate_uid()
-    assert _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, _encode(ds)).status == 0
+    assert store_raw(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, encode_data_set(ds)).status == 0
     stored = scp.out_dir / ds.PatientID / ds.StudyInstanceUID / ds.SeriesInstanceUID / \
         f"{ds.SOPInstanceUID}.dcm"
     assert received_files(scp.out_dir) == [stored]
-    assert dataset_bytes(stored) == _encode(ds) and _incoming_empty(scp.out_dir)
+    assert dataset_bytes(stored) == encode_data_set(ds) and _incoming_empty(scp.out_dir)
 
 
 @pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -422,11 +409,11 @@ def test_sequence_of_undefined_length_before_the_series_uid(scp: StorageSCP, ts:
     item.ReferencedSOPInstanceUID = generate_uid()
     ds.ReferencedImageSequence = [item]  # (0008,1140), before (0020,000E)
     ds["ReferencedImageSequence"].is_undefined_length = True
-    data = _encode(ds, ts)
+    data = encode_data_set(ds, ts)
     assert data.find(b"\xfe\xff\xdd\xe0") > 0  # a sequence delimiter: undefined length
     head = memoryview(data)
     assert part10._head_texts(head, ts == ImplicitVRLittleEndian, True) is None
-    response = _store(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, data, ts)
+    response = store_raw(scp_node(scp), CTImageStorage, ds.SOPInstanceUID, data, ts)
     assert response.status == 0x0000
     stored = scp.out_dir / ds.PatientID / ds.StudyInstanceUID / ds.SeriesInstanceUID / \
         f"{ds.SOPInstanceUID}.dcm"

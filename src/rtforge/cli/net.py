@@ -31,8 +31,9 @@ from rtforge.net import (
     send,
     status_meaning,
 )
-from rtforge.net.catalog import CatalogIndexer
-from rtforge.net.receiver import SyncPolicy
+from rtforge.net.catalog import Catalog, CatalogIndexer
+from rtforge.net.receiver import LOCK_NAME, SyncPolicy
+from rtforge.net.reconcile import reconcile_store
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
 
 __all__ = ["register"]
@@ -58,6 +59,14 @@ files: OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.d
 under a temporary name and renamed; with --sync object (default) each file and its folder are
 flushed to disk before success is answered. Ctrl-C or SIGTERM: stop accepting, finish the
 stores in flight, exit.
+refused (0xA900): an object whose SOP Instance, Study or Series Instance UID is not a valid
+UID (digits and dots, at most 64 characters); nothing of it is kept. The Patient ID folder is
+the ID with every byte other than letters, digits, - _ . written %XX.
+a SOP Instance UID received again: identical content is a duplicate (one copy kept); other
+content is kept beside the first as <UID>_2.dcm (and reported), never dropped.
+one receiver per OUT: a second one exits 1 (lock file OUT/""" + LOCK_NAME + """). With
+--catalog, start-up first reconciles the catalog with OUT (after a crash, kill -9 included):
+files without rows are indexed, rows whose file is gone are settled.
 """
 _FIND_EXAMPLE = """examples:
   rtforge find pacs --patient-name "DOE^*" --study-date 20240101-20240131
@@ -120,8 +129,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accept only this calling AE title (repeatable; default: anyone)")
     p.add_argument("--duplicates", choices=[d.value for d in DuplicatePolicy],
                    default=DuplicatePolicy.KEEP_FIRST.value,
-                   help="a SOP Instance UID received again: keep the first copy (default) or "
-                        "replace it; either way success is answered and it is logged")
+                   help="a SOP Instance UID received again with other content: keep it beside "
+                        "the first as <UID>_2.dcm (keep-first, default) or replace the first; "
+                        "identical content is a duplicate either way (one copy kept, success "
+                        "answered, logged)")
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="speak TLS with this certificate")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
     p.add_argument("--tls-ca", type=Path, metavar="PEM",
@@ -129,7 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--catalog", nargs="?", type=Path, const=True, default=None,
                    metavar="FILE",
                    help="index every stored object in the SQLite catalog (default FILE: the "
-                        "[archive] catalog), so that 'rtforge store ls' and 'rtforge file' see it")
+                        "[archive] catalog), so that 'rtforge store ls' and 'rtforge file' see "
+                        "it; at start-up the catalog is first reconciled with OUT")
     durability = p.add_mutually_exclusive_group()
     durability.add_argument("--sync", choices=[s.value for s in SyncPolicy], default=None,
                             help="what a success status promises: 'object' (default) flushes each "
@@ -257,16 +269,17 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 def _receive(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    bar = progress_bar(args, None, "received", "obj")
-    indexer = None
+    catalog_path = None
     if args.catalog is not None:
-        path = config.archive.catalog_path if args.catalog is True else args.catalog
-        indexer = CatalogIndexer(path, on_quarantine=lambda line: sys.stderr.write(
-            f"rtforge receive: warning: {line}\n"))
+        catalog_path = config.archive.catalog_path if args.catalog is True else args.catalog
+    bar = progress_bar(args, None, "received", "obj")
+    indexer: CatalogIndexer | None = None
 
     def on_stored(obj: StoredObject) -> None:
         bar.update(1)
-        if indexer is not None and obj.path is not None and not obj.duplicate:
+        # A copy kept beside another of its SOP Instance UID is not indexed: one row per UID.
+        if indexer is not None and obj.path is not None and not obj.duplicate \
+                and not (obj.conflict and scp.duplicates is DuplicatePolicy.KEEP_FIRST):
             indexer.add(obj.path)
 
     scp = StorageSCP(args.out, ae_title=args.aet or config.network.ae_title,
@@ -278,27 +291,42 @@ def _receive(args: argparse.Namespace) -> int:
                      network_timeout=args.network_timeout,
                      sync=SyncPolicy.NONE if args.no_fsync else args.sync or SyncPolicy.OBJECT,
                      on_stored=on_stored)
-    scp.listen()
-    previous = {sig: signal.signal(sig, lambda _sig, _frame: scp.request_stop())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    if not (args.quiet or args.json):
-        sys.stderr.write(f"rtforge receive: {scp.ae_title} listening on port {scp.port}, "
-                         f"writing under {args.out} (--sync {scp.sync.value}); Ctrl-C to stop\n")
+    scp.prepare()  # the folder's lock: a second receiver on OUT stops here
+    previous: dict[int, Any] = {}
     try:
+        if catalog_path is not None:
+            with Catalog(catalog_path) as catalog:
+                reconciled = reconcile_store(catalog, args.out)
+            if (reconciled.changed or reconciled.conflicts) and not (args.quiet or args.json):
+                sys.stderr.write(f"rtforge receive: catalog reconciled with {args.out}: "
+                                 f"{reconciled.summary()}\n")
+            indexer = CatalogIndexer(catalog_path, on_quarantine=lambda line: sys.stderr.write(
+                f"rtforge receive: warning: {line}\n"))
+        scp.listen()
+        previous = {sig: signal.signal(sig, lambda _sig, _frame: scp.request_stop())
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        if not (args.quiet or args.json):
+            sys.stderr.write(f"rtforge receive: {scp.ae_title} listening on port {scp.port}, "
+                             f"writing under {args.out} (--sync {scp.sync.value}); "
+                             "Ctrl-C to stop\n")
         scp.serve_forever()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        scp.stop()  # unlocks the folder if serving never began
         bar.close()
         if indexer is not None:
             indexer.close()
-    summary = {"stored": scp.stored, "duplicates": scp.duplicate_count, "failed": scp.failed,
+    summary = {"stored": scp.stored, "duplicates": scp.duplicate_count,
+               "conflicts": scp.conflicts, "failed": scp.failed,
                "rejected_associations": scp.rejected, "out": str(args.out)}
     if args.json:
         emit_json(summary)
     elif not args.quiet:
-        print(f"received {scp.stored} objects ({scp.duplicate_count} duplicates, {scp.failed} "
-              f"failed, {scp.rejected} associations rejected) under {args.out}")
+        beside = f", {scp.conflicts} kept beside another copy of their UID" \
+            if scp.conflicts else ""
+        print(f"received {scp.stored} objects ({scp.duplicate_count} duplicates{beside}, "
+              f"{scp.failed} failed, {scp.rejected} associations rejected) under {args.out}")
     return 0
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names directly
         StoredObject,
         SyncPolicy,
     )
+    from rtforge.net.reconcile import ReconcileReport, reconcile_store  # noqa: F401
     from rtforge.net.status import StatusCategory, status_category, status_meaning  # noqa: F401
     from rtforge.net.store import StoreIssue, StoreReport, encode_for_transfer_syntax, send  # noqa: F401
 
@@ -54,6 +55,8 @@ _EXPORTS = {
     "StoredObject": "receiver",
     "SyncPolicy": "receiver",
     "StorageSCP": "receiver",
+    "ReconcileReport": "reconcile",
+    "reconcile_store": "reconcile",
     "QueryModel": "query",
     "QueryLevel": "query",
     "return_keys": "query",

@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import mmap
 import os
+import re
 import struct
 from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
+from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import UID
 
 from rtforge.net._structure import check_data_set
@@ -26,8 +28,10 @@ from rtforge.net._upper_layer import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VE
 
 __all__ = [
     "SOP_CLASS_UID", "SOP_INSTANCE_UID", "PATIENT_ID", "STUDY_UID", "SERIES_UID",
-    "Arena", "IncomingObject", "file_meta", "fsync_dir", "unlink_quietly",
+    "Arena", "IncomingObject", "file_meta", "fsync_dir", "unlink_quietly", "uid_problem",
 ]
+
+logger = logging.getLogger(__name__)
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 #: Objects up to this size are kept whole in memory; larger ones are written in pieces this big.
@@ -37,12 +41,52 @@ _ARENA_BYTES = 1 << 20
 #: Received bytes are written to the temporary file in pieces of at least this size.
 _WRITE_BYTES = 1 << 17
 
+#: Files are compared (:meth:`IncomingObject.same_content`) in pieces this big.
+_COMPARE_BYTES = 1 << 20
+_TRANSFER_SYNTAX = 0x00020010
+
 #: fdatasync where there is one (it skips the inode times, which we do not need).
 _SYNC = getattr(os, "fdatasync", os.fsync)
 
 #: The attributes the receiver reads: where a file goes and whether it matches its request.
 SOP_CLASS_UID, SOP_INSTANCE_UID = 0x00080016, 0x00080018
 PATIENT_ID, STUDY_UID, SERIES_UID = 0x00100020, 0x0020000D, 0x0020000E
+
+
+#: A UID: components of digits, no leading zero unless the component is 0 (PS3.5 9.1).
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+_UID_MAX = 64
+
+
+def uid_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid UID (PS3.5 9.1), or ``None`` when it is one.
+
+    Parameters
+    ----------
+    value : str
+        As received (bytes outside ASCII decoded with ``surrogateescape``).
+
+    Returns
+    -------
+    str or None
+        The problem in a few words, for a log line and an Error Comment.
+    """
+    if not value.isascii():
+        return "has characters outside ASCII"
+    if len(value) > _UID_MAX:
+        return f"is {len(value)} characters long (at most {_UID_MAX})"
+    if not _UID.fullmatch(value):
+        return "is not digits and dots (components without leading zeros)"
+    return None
+
+
+def _decode(raw: bytes) -> str:
+    """A received value as text, losslessly: bytes outside ASCII become lone surrogates.
+
+    Two different values never give the same text (``surrogateescape`` is
+    reversible), so names derived from the text can be injective.
+    """
+    return raw.decode("ascii", "surrogateescape").strip("\x00 ")
 
 
 def _texts(ds: Dataset) -> dict[int, str]:
@@ -52,8 +96,9 @@ def _texts(ds: Dataset) -> dict[int, str]:
         if elem.tag in (SOP_CLASS_UID, SOP_INSTANCE_UID, PATIENT_ID, STUDY_UID, SERIES_UID):
             value = elem.value
             if isinstance(value, (bytes, bytearray)):
-                value = bytes(value).decode("ascii", "replace")
-            found[elem.tag] = str(value or "").strip("\x00 ")
+                found[elem.tag] = _decode(bytes(value))
+            else:
+                found[elem.tag] = str(value or "").strip("\x00 ")
     return found
 
 
@@ -95,7 +140,7 @@ def _head_texts(data: memoryview, implicit: bool, little: bool) -> dict[int, str
         if length == _UNDEFINED_LENGTH or pos + length > end:
             return None
         if tag in _WANTED:
-            found[tag] = bytes(data[pos:pos + length]).decode("ascii", "replace").strip("\x00 ")
+            found[tag] = _decode(bytes(data[pos:pos + length]))
         pos += length
     return found
 
@@ -330,6 +375,30 @@ class IncomingObject:
         fp, self._fp = self._fp, None
         fp.close()
 
+    def same_content(self, path: Path) -> bool:
+        """Whether the Part 10 file ``path`` holds this object: same transfer syntax, same data set.
+
+        Call after :meth:`persist` (the temporary file is whole).  A file
+        that cannot be read or parsed holds something else.
+        """
+        try:
+            transfer_syntax, offset = _data_set_start(path)
+            with open(path, "rb") as theirs, open(self.temp, "rb") as ours:
+                size = os.fstat(ours.fileno()).st_size - self._meta_length
+                if transfer_syntax != self._ts or os.fstat(theirs.fileno()).st_size - offset != size:
+                    return False
+                theirs.seek(offset)
+                ours.seek(self._meta_length)
+                while True:
+                    piece = ours.read(_COMPARE_BYTES)
+                    if piece != theirs.read(_COMPARE_BYTES):
+                        return False
+                    if not piece:
+                        return True
+        except (OSError, ValueError, EOFError, KeyError) as exc:
+            logger.warning("%s cannot be compared, taken as different: %s", path, exc)
+            return False
+
     def rename(self, final: Path) -> None:
         """Give the persisted file its final name (atomically, replacing any file there)."""
         os.replace(self.temp, final)
@@ -346,6 +415,21 @@ class IncomingObject:
         if self._created:
             self._created = False
             unlink_quietly(self.temp)
+
+
+def _data_set_start(path: Path) -> tuple[str, int]:
+    """(Transfer Syntax UID, offset of the data set) of a Part 10 file (PS3.10 7.1).
+
+    Raises
+    ------
+    OSError, ValueError, EOFError, KeyError
+        If the file cannot be read, or is not a Part 10 file with a Transfer Syntax UID.
+    """
+    with open(path, "rb") as fp:
+        read_preamble(fp, False)
+        meta = read_dataset(fp, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
+        offset = fp.tell()
+    return str(meta[_TRANSFER_SYNTAX].value).strip("\x00 "), offset
 
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,

@@ -942,6 +942,19 @@ class Catalog:
                            self.path, len(gone) + len(back), len(gone), len(back), len(changed))
         return {"filed": len(gone), "local": len(back)}
 
+    def records_under(self, root: str | os.PathLike[str]) -> list[InstanceRecord]:
+        """The instances whose file is (or was) under the folder ``root``, in path order."""
+        prefix = str(Path(root).resolve()).rstrip(os.sep) + os.sep
+        rows = self._db.execute(_SELECT + " WHERE substr(i.path, 1, ?) = ? ORDER BY i.path",
+                                (len(prefix), prefix))
+        return [_record(row) for row in rows]
+
+    def forget(self, uids: Sequence[str]) -> None:
+        """Delete these instances' rows (their files are gone and no archive holds them)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM instances WHERE sop_instance_uid = ?",
+                           [(uid,) for uid in uids])
+
 
 class CatalogIndexer:
     """Index files into a :class:`Catalog` from any thread, as they arrive.

@@ -17,6 +17,13 @@ matters):
 Each object is kept exactly as received: the data set bytes go unchanged
 into a Part 10 file behind a File Meta Information header, under
 ``OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
+An answered success is a stored object: no two objects ever get one name.
+The UIDs name their file and folders as they are, so they must be valid
+UIDs (PS3.5 9.1: ASCII digits and dots, components without leading zeros,
+at most 64 characters); the Patient ID folder is the ID as received with
+every byte other than letters, digits, ``-``, ``_`` and ``.`` (and a leading
+dot) written ``%XX`` (an empty ID: ``%NO_PATIENT_ID``); an object without
+Study or Series Instance UID goes to ``NO_STUDY_UID`` / ``NO_SERIES_UID``.
 The object is gathered in memory (up to 32 MiB) and written, while it
 arrives, to ``OUT/.incoming/<random>.part``; once complete it is parsed
 (structure only, values larger than 1 KiB are skipped), flushed as the
@@ -25,6 +32,16 @@ success answered (:mod:`rtforge.net._part10`).  A write that fails answers
 0xA700 (Refused: Out of Resources) and deletes the partial file; a data set
 that cannot be parsed, or lacks its SOP Class/Instance UIDs, answers 0xC000
 (Cannot understand); one whose UIDs differ from the request answers 0xA900.
+
+Invalid UIDs answer 0xA900 (Error: Data Set does not match SOP Class, PS3.4
+B.2.3; pynetdicom's storage status table) with the attribute, the value and
+the problem in Error Comment: SOP Class UID, SOP Instance UID, Study and
+Series Instance UID of the data set (Type 1 attributes of every IOD, of VR
+UI), and the Affected SOP Class and Instance UIDs of the request, including
+values with bytes outside ASCII.  The data set is well formed and was
+understood (0xC000 stays for data sets that cannot be parsed); it does not
+conform to its IOD.  Nothing of the object is kept, the response leaves out
+an Affected SOP Instance UID it cannot encode, and the association goes on.
 Leftover ``.part`` files (never acknowledged) are deleted when the receiver
 starts.
 
@@ -51,9 +68,20 @@ Flushing once per batch of objects (one ``syncfs`` per association, say) was
 left out on purpose: success would then be answered before the object is on
 the disk, which is what ``none`` promises, not ``object``.
 
-A SOP Instance UID received twice (in this run, or already on disk at the
-same place) is handled by :class:`DuplicatePolicy`: by default the first copy
-is kept, the second is answered with success and logged.
+A SOP Instance UID received again (in this run, or already on disk at the
+same place) is compared by content (transfer syntax and data set bytes) with
+every copy stored: identical to one, it is a duplicate (success, counted,
+one copy kept).  Other content is never dropped: by default
+(:class:`DuplicatePolicy`) it is kept beside the first as ``<UID>_2.dcm``
+(``_3`` ...; no valid UID contains ``_``), logged and counted in
+:attr:`StorageSCP.conflicts`.
+
+One receiver per folder: :meth:`StorageSCP.prepare` takes an ``flock`` on
+``OUT/.rtforge-receive.lock`` (the kernel releases it when the process
+ends, however it ends) before it deletes leftover partial files; a second
+receiver on the same folder refuses to start.  The order of operations of
+``rtforge receive --catalog`` and what its start-up reconciles after a
+crash are in :mod:`rtforge.net.reconcile`.
 
 Stopping (:meth:`StorageSCP.request_stop`, e.g. from SIGTERM) closes the
 listening socket, lets every message in flight finish (file written and
@@ -63,15 +91,16 @@ answered), then aborts the associations at their next message boundary.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
-import re
 import select
 import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -104,6 +133,7 @@ from rtforge.net._part10 import (
     IncomingObject,
     file_meta,
     fsync_dir,
+    uid_problem,
     unlink_quietly,
 )
 from rtforge.net._upper_layer import (
@@ -149,20 +179,32 @@ _OUT_OF_RESOURCES = 0xA700
 _DOES_NOT_MATCH = 0xA900
 _CANNOT_UNDERSTAND = 0xC000
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Bytes of a Patient ID kept as they are in its folder name; any other is written %XX.
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+#: The folder of objects without a Patient ID (no escaped ID reads ``%N...``).
+_NO_PATIENT_ID = "%NO_PATIENT_ID"
+#: Longer escaped Patient IDs are cut and end in ``%%`` and their SHA-256 (file names: 255 bytes).
+_LONGEST_NAME = 160
 _INCOMING = ".incoming"
 _PART = ".part"
+#: Held (flock) by the receiver writing to the folder; a second one refuses to start.
+LOCK_NAME = ".rtforge-receive.lock"
 #: Connections that may wait for negotiation beyond ``max_associations`` (to be told "no").
 _EXTRA_CONNECTIONS = 8
 
 
 class DuplicatePolicy(str, Enum):
-    """What to do with a SOP Instance UID that was already received."""
+    """What to do with a SOP Instance UID that was already received with other content.
+
+    Either way, a copy identical to one already stored (same transfer syntax,
+    same data set bytes) is answered with success, counted as a duplicate and
+    not written again.
+    """
 
     KEEP_FIRST = "keep-first"
-    """Keep the first copy; answer success and log the duplicate."""
+    """Keep the first copy under its name; keep the new one beside it (``<UID>_2.dcm`` ...)."""
     REPLACE = "replace"
-    """Replace the earlier copy with the new one (atomically)."""
+    """Replace the earlier copy with the new one (atomically); the earlier one is deleted."""
 
 
 class SyncPolicy(str, Enum):
@@ -190,9 +232,13 @@ class StoredObject:
         Where it is (for a duplicate kept first, the earlier copy); ``None``
         on failure.
     duplicate : bool
-        Whether the SOP Instance UID had been received before.
+        Whether an identical copy was already stored (nothing was written).
     reason : str
         Why it failed, empty on success.
+    conflict : bool
+        Whether an object of the same SOP Instance UID but other content
+        was already stored: this one was kept beside it (``path`` ends in
+        ``_2.dcm`` ...) or, with :attr:`DuplicatePolicy.REPLACE`, replaced it.
     """
 
     sop_class_uid: str
@@ -202,6 +248,7 @@ class StoredObject:
     path: Path | None
     duplicate: bool = False
     reason: str = ""
+    conflict: bool = False
 
 
 @dataclass
@@ -221,14 +268,73 @@ class _StoreFailed(Exception):
         self.reason = reason
 
 
-def _safe_name(value: object, fallback: str) -> str:
-    text = _UNSAFE.sub("_", str(value or "").strip()).lstrip(".")[:64]
-    return text or fallback
+def _patient_folder(patient_id: str) -> str:
+    """The folder name of a Patient ID: injective, safe on any file system we write to.
+
+    Letters, digits, ``-``, ``_`` and ``.`` (but not a leading dot) stay; every
+    other byte of the value as received (``/``, space, ``%``, bytes outside
+    ASCII ...) is written ``%XX``, so two different IDs never share a folder
+    (``A/B`` is ``A%2FB``, ``A_B`` stays ``A_B``).  An empty ID gives
+    :data:`_NO_PATIENT_ID`, which no escaped ID can be; an escaped ID longer
+    than :data:`_LONGEST_NAME` is cut and ends in ``%%`` and the SHA-256 of
+    the whole value (no escaped ID contains ``%%``).
+    """
+    raw = patient_id.encode("utf-8", "surrogateescape")
+    if not raw:
+        return _NO_PATIENT_ID
+    pieces = [chr(b) if b in _PLAIN and (i or b != 0x2E) else f"%{b:02X}"
+              for i, b in enumerate(raw)]
+    name = "".join(pieces)
+    if len(name) <= _LONGEST_NAME:
+        return name
+    kept, length = [], 0
+    for piece in pieces:
+        if length + len(piece) > _LONGEST_NAME // 2:
+            break
+        kept.append(piece)
+        length += len(piece)
+    return "".join(kept) + "%%" + hashlib.sha256(raw).hexdigest()
+
+
+def _versions(folder: Path, uid: str) -> Iterator[Path]:
+    """``folder/<uid>.dcm``, then ``<uid>_2.dcm``, ``<uid>_3.dcm`` ...: where copies of ``uid`` go.
+
+    Valid UIDs have no ``_``: a suffixed name never equals another UID's name.
+    """
+    yield folder / f"{uid}.dcm"
+    number = 2
+    while True:
+        yield folder / f"{uid}_{number}.dcm"
+        number += 1
+
+
+def _uid_failure(keyword: str, value: str) -> _StoreFailed | None:
+    """The failure to answer for an invalid UID, or ``None`` (see the module's conformance notes)."""
+    problem = uid_problem(value)
+    if problem is None:
+        return None
+    return _StoreFailed(_DOES_NOT_MATCH, f"{keyword} {problem}: {ascii(value)}")
 
 
 class _Discard:
+    """Takes the data set of a message whose object is not kept; ``failure`` is then answered."""
+
+    def __init__(self, failure: _StoreFailed | None = None) -> None:
+        self.failure = failure
+
     def write(self, fragment: memoryview) -> None:
         del fragment
+
+
+def _command_failure(command: Command) -> _StoreFailed | None:
+    """Why a C-STORE-RQ's object cannot be kept, known from its command set alone."""
+    return (_uid_failure("Affected SOP Class UID", command.affected_sop_class_uid or "")
+            or _uid_failure("Affected SOP Instance UID", command.affected_sop_instance_uid or ""))
+
+
+def _ascii_or_none(value: str | None) -> str | None:
+    """``value`` when it can be sent back in a command set (ASCII), else ``None``."""
+    return value if value is not None and value.isascii() else None
 
 
 class StorageSCP:
@@ -330,15 +436,18 @@ class StorageSCP:
         self._commit_lock = threading.Lock()
         self._handlers: set[threading.Thread] = set()
         self._active = 0
-        self._seen: dict[str, Path] = {}
+        self._seen: dict[str, list[Path]] = {}  # SOP Instance UID -> copies stored in this run
         self._folders: set[Path] = set()  # output folders known to exist
         self._thread: threading.Thread | None = None
         #: Threads that wait for fdatasync while the associations' threads parse.
         self._flusher = ThreadPoolExecutor(max_workers=max_associations,
                                            thread_name_prefix="scp-flush")
         self._stopping = False
+        self._lock_fd = -1  # the open lock file while we hold it
+        self._serving = False
         self.stored = 0
         self.duplicate_count = 0
+        self.conflicts = 0
         self.failed = 0
         self.rejected = 0
 
@@ -356,32 +465,72 @@ class StorageSCP:
             return self._requested_port
         return int(self._listener.getsockname()[1])
 
-    def listen(self) -> None:
-        """Create the output folder (deleting leftover partial files) and bind the port.
+    def prepare(self) -> None:
+        """Create the output folder, lock it, and delete the partial files an earlier run left.
 
-        :meth:`start` and :meth:`serve_forever` do it when it is not done yet.
+        The lock (``flock`` on ``OUT/.rtforge-receive.lock``) is held until
+        the receiver stops, and the kernel drops it when the process ends,
+        however it ends: a second receiver on the same folder refuses to
+        start instead of deleting the first one's files in transfer, and the
+        lock of a dead process never blocks.  Only under the lock are the
+        partial files of ``OUT/.incoming`` deleted: they belong to a receiver
+        that died (never acknowledged).  :meth:`listen` calls it when not done
+        yet; call it first to do work of your own under the lock before the
+        port opens (``rtforge receive --catalog`` reconciles the catalog).
 
         Raises
         ------
-        NetworkError
-            If the port cannot be bound.
         InvalidInputError
-            If the output folder cannot be created.
+            If the output folder cannot be created, or another receiver holds it.
         """
-        if self._listener is not None:
-            raise RuntimeError("the receiver is already listening")
+        if self._lock_fd >= 0:
+            return
         incoming = self.out_dir / _INCOMING
         try:
             incoming.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise InvalidInputError(f"cannot create the output folder: {exc}",
                                     path=self.out_dir) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise InvalidInputError(f"another receiver (process {holder}) is writing to this "
+                                    "folder; give each receiver its own --out",
+                                    path=self.out_dir) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_fd = fd
         stale = list(incoming.glob("*" + _PART))
         for path in stale:
             unlink_quietly(path)
         if stale:
             logger.warning("deleted %d partial file(s) left by an earlier run (never acknowledged)",
                            len(stale))
+
+    def _unlock(self) -> None:
+        """Let another receiver use the folder (the lock file stays: deleting it would race)."""
+        fd, self._lock_fd = self._lock_fd, -1
+        if fd >= 0:
+            os.close(fd)  # closing the only descriptor of the open file drops the flock
+
+    def listen(self) -> None:
+        """Prepare the output folder (:meth:`prepare`) and bind the port.
+
+        :meth:`start` and :meth:`serve_forever` do it when it is not done yet.
+
+        Raises
+        ------
+        NetworkError
+            If the port cannot be bound (the folder is then unlocked).
+        InvalidInputError
+            If the output folder cannot be created, or another receiver holds it.
+        """
+        if self._listener is not None:
+            raise RuntimeError("the receiver is already listening")
+        self.prepare()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -390,6 +539,7 @@ class StorageSCP:
             listener.listen(64)
         except OSError as exc:
             listener.close()
+            self._unlock()
             raise NetworkError(f"cannot listen on port {self._requested_port}: {exc.strerror}"
                                ) from None
         self._listener = listener
@@ -438,11 +588,13 @@ class StorageSCP:
                 os.write(stop_w, b"x")
 
     def stop(self) -> None:
-        """Stop accepting, let messages in flight finish, and wait for every association."""
+        """Stop accepting, let messages in flight finish, wait for every association, unlock."""
         self.request_stop()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if not self._serving:  # prepared or listening, but never served
+            self._unlock()
 
     def __enter__(self) -> StorageSCP:
         return self.start()
@@ -454,6 +606,7 @@ class StorageSCP:
     def _serve(self) -> None:
         assert self._listener is not None
         listener = self._listener
+        self._serving = True
         try:
             while True:
                 ready, _, _ = select.select([listener.fileno(), self._stop_r], [], [])
@@ -487,9 +640,11 @@ class StorageSCP:
             self._stop_r = self._stop_w = -1
             os.close(stop_r)
             os.close(stop_w)
-            logger.info("%s stopped: %d stored, %d duplicates, %d failed, %d rejected",
-                        self.ae_title, self.stored, self.duplicate_count, self.failed,
-                        self.rejected)
+            self._serving = False
+            self._unlock()
+            logger.info("%s stopped: %d stored (%d beside another of their SOP Instance UID), "
+                        "%d duplicates, %d failed, %d rejected", self.ae_title, self.stored,
+                        self.conflicts, self.duplicate_count, self.failed, self.rejected)
 
     # -- one connection -------------------------------------------------------------------
 
@@ -617,6 +772,9 @@ class StorageSCP:
             nonlocal current
             if command.command_field != C_STORE_RQ:
                 return _Discard()
+            failure = _command_failure(command)
+            if failure is not None:  # nothing is written: the data set is read and dropped
+                return _Discard(failure)
             current = self._open_incoming(assoc, context_id, command, arena)
             return current
 
@@ -631,8 +789,9 @@ class StorageSCP:
                     return
             current = None
             try:
-                context_id, command, _ = reader.read_message(sink_for)
-                response = self._answer(assoc, context_id, command, current)
+                context_id, command, sink = reader.read_message(sink_for)
+                refusal = sink.failure if isinstance(sink, _Discard) else None
+                response = self._answer(assoc, context_id, command, current, refusal)
             except BaseException:
                 if current is not None:
                     current.discard()
@@ -644,25 +803,30 @@ class StorageSCP:
     # -- C-ECHO and C-STORE ---------------------------------------------------------------
 
     def _answer(self, assoc: _Association, context_id: int, command: Command,
-                obj: IncomingObject | None) -> Command:
+                obj: IncomingObject | None, refusal: _StoreFailed | None) -> Command:
         abstract = assoc.contexts[context_id][0]
         if command.command_field == C_ECHO_RQ and abstract == VERIFICATION_SOP_CLASS:
             return Command(C_ECHO_RSP, message_id_being_responded_to=command.message_id,
                            affected_sop_class_uid=VERIFICATION_SOP_CLASS, status=_SUCCESS)
         if command.command_field != C_STORE_RQ or abstract == VERIFICATION_SOP_CLASS \
-                or obj is None:
+                or (obj is None and refusal is None):
             raise ProtocolError(f"unsupported request 0x{command.command_field:04X} on "
                                 f"presentation context {context_id}", peer=assoc.peer)
         sop_class = command.affected_sop_class_uid or ""
         sop_instance = command.affected_sop_instance_uid or ""
+        path, duplicate, conflict = None, False, False
         try:
-            path, duplicate = self._commit(assoc, context_id, command, obj)
+            if refusal is not None:
+                raise refusal
+            assert obj is not None
+            path, duplicate, conflict = self._commit(assoc, command, obj)
             status, reason = _SUCCESS, ""
         except _StoreFailed as exc:
-            obj.discard()
-            path, duplicate, status, reason = None, False, exc.status, exc.reason
-            logger.warning("%s: C-STORE of %s answered 0x%04X: %s", assoc.peer, sop_instance,
-                           status, reason)
+            if obj is not None:
+                obj.discard()
+            status, reason = exc.status, exc.reason
+            logger.warning("%s: C-STORE of %s answered 0x%04X: %s", assoc.peer,
+                           ascii(sop_instance), status, reason)
         with self._lock:
             if status != _SUCCESS:
                 self.failed += 1
@@ -670,15 +834,18 @@ class StorageSCP:
                 self.duplicate_count += 1
             else:
                 self.stored += 1
+                self.conflicts += conflict
         if self.on_stored is not None:
             try:
                 self.on_stored(StoredObject(sop_class, sop_instance, assoc.calling_ae, status,
-                                            path, duplicate, reason))
+                                            path, duplicate, reason, conflict))
             except Exception:  # the object is stored: a failing observer must not undo that
                 logger.exception("on_stored callback failed")
+        comment = reason.encode("ascii", "replace").decode("ascii")[:64]
         return Command(C_STORE_RSP, message_id_being_responded_to=command.message_id,
-                       affected_sop_class_uid=sop_class, affected_sop_instance_uid=sop_instance,
-                       status=status, error_comment=reason[:64] or None)
+                       affected_sop_class_uid=_ascii_or_none(sop_class),
+                       affected_sop_instance_uid=_ascii_or_none(sop_instance),
+                       status=status, error_comment=comment or None)
 
     def _open_incoming(self, assoc: _Association, context_id: int, command: Command,
                        arena: Arena) -> IncomingObject:
@@ -688,9 +855,15 @@ class StorageSCP:
         temp = self.out_dir / _INCOMING / f"{uuid.uuid4().hex}{_PART}"
         return IncomingObject(temp, meta, assoc.contexts[context_id][1], arena)
 
-    def _commit(self, assoc: _Association, context_id: int, command: Command,
-                obj: IncomingObject) -> tuple[Path, bool]:
-        """Check, flush and rename a received object; (final path, whether a duplicate)."""
+    def _commit(self, assoc: _Association, command: Command,
+                obj: IncomingObject) -> tuple[Path, bool, bool]:
+        """Check, flush and rename a received object; (path, duplicate, conflict).
+
+        Raises
+        ------
+        _StoreFailed
+            With the status to answer; nothing of the object is then kept.
+        """
         obj.start_flush(self._flusher if self.durable else None)  # the disk works while we parse
         if obj.error is not None:
             raise _StoreFailed(_OUT_OF_RESOURCES, f"cannot write: {obj.error.strerror or obj.error}")
@@ -703,44 +876,78 @@ class StorageSCP:
         if not sop_class or not sop_instance:
             raise _StoreFailed(_CANNOT_UNDERSTAND, "the data set lacks its SOP Class UID or SOP "
                                                    "Instance UID")
+        study, series = values.get(STUDY_UID, ""), values.get(SERIES_UID, "")
+        failure = (_uid_failure("SOP Class UID", sop_class)
+                   or _uid_failure("SOP Instance UID", sop_instance)
+                   or (_uid_failure("Study Instance UID", study) if study else None)
+                   or (_uid_failure("Series Instance UID", series) if series else None))
+        if failure is not None:
+            raise failure
         if sop_class != command.affected_sop_class_uid \
                 or sop_instance != command.affected_sop_instance_uid:
             raise _StoreFailed(_DOES_NOT_MATCH, "SOP Class/Instance UID of the data set differ "
                                                 "from the request's")
-        folder = (self.out_dir / _safe_name(values.get(PATIENT_ID), "NO_PATIENT_ID")
-                  / _safe_name(values.get(STUDY_UID), "NO_STUDY_UID")
-                  / _safe_name(values.get(SERIES_UID), "NO_SERIES_UID"))
-        final = folder / f"{_safe_name(sop_instance, 'NO_SOP_INSTANCE_UID')}.dcm"
+        # Valid UIDs name their folders as they are; the fallbacks have letters: no UID.
+        folder = (self.out_dir / _patient_folder(values.get(PATIENT_ID, ""))
+                  / (study or "NO_STUDY_UID") / (series or "NO_SERIES_UID"))
         try:
             self._make_dirs(folder)
             obj.persist()
             with self._commit_lock:
-                earlier = self._seen.get(sop_instance)
-                if earlier is None or not earlier.exists():
-                    earlier = final if final.exists() else None
-                duplicate = earlier is not None
-                if duplicate and self.duplicates is DuplicatePolicy.KEEP_FIRST:
-                    obj.discard()
-                    logger.warning("%s: duplicate SOP Instance UID %s: kept the first copy %s",
-                                   assoc.peer, sop_instance, earlier)
-                    return earlier, True  # type: ignore[return-value]
-                try:
-                    obj.rename(final)
-                except FileNotFoundError:  # the folder was removed since we made it
-                    self._folders.discard(folder)
-                    self._make_dirs(folder)
-                    obj.rename(final)
-                self._seen[sop_instance] = final
-            if earlier is not None and earlier != final:
+                path, duplicate, conflict, replaced = self._place(obj, folder, sop_instance)
+            if duplicate:
+                logger.warning("%s: SOP Instance UID %s received again, identical to %s: "
+                               "kept one", assoc.peer, sop_instance, path)
+                return path, True, False
+            for earlier in replaced:
                 unlink_quietly(earlier)
             if self.durable:
                 fsync_dir(folder)
         except OSError as exc:
             raise _StoreFailed(_OUT_OF_RESOURCES, f"cannot write: {exc.strerror or exc}") from None
-        if duplicate:
-            logger.warning("%s: duplicate SOP Instance UID %s: replaced %s", assoc.peer,
-                           sop_instance, earlier)
-        return final, duplicate
+        if conflict:
+            logger.warning("%s: SOP Instance UID %s received again with other content: %s %s",
+                           assoc.peer, sop_instance,
+                           "replaced the earlier copy by" if self.duplicates is DuplicatePolicy.REPLACE
+                           else "kept beside the earlier copy as", path)
+        return path, False, conflict
+
+    def _place(self, obj: IncomingObject, folder: Path,
+               uid: str) -> tuple[Path, bool, bool, list[Path]]:
+        """Name a persisted object; (path, duplicate, conflict, earlier copies to delete).
+
+        The copies of ``uid`` already stored (in ``folder``, and wherever this
+        run put one) are compared with the object: an identical one makes it
+        a duplicate (the temporary file is deleted).  Otherwise it goes to
+        the first free name of :func:`_versions`, or, with
+        :attr:`DuplicatePolicy.REPLACE`, over the first copy.  Called under
+        ``_commit_lock``.
+        """
+        names = _versions(folder, uid)
+        free = next(names)
+        on_disk = []
+        while free.exists():
+            on_disk.append(free)
+            free = next(names)
+        copies = list(dict.fromkeys([*on_disk, *(p for p in self._seen.get(uid, ())
+                                                   if p.exists())]))
+        same = next((copy for copy in copies if obj.same_content(copy)), None)
+        if same is not None:
+            obj.discard()
+            return same, True, False, []
+        replace = bool(copies) and self.duplicates is DuplicatePolicy.REPLACE
+        final = folder / f"{uid}.dcm" if replace else free
+        try:
+            obj.rename(final)
+        except FileNotFoundError:  # the folder was removed since we made it
+            self._folders.discard(folder)
+            self._make_dirs(folder)
+            obj.rename(final)
+        if replace:
+            self._seen[uid] = [final]
+            return final, False, True, [copy for copy in copies if copy != final]
+        self._seen.setdefault(uid, []).append(final)
+        return final, False, bool(copies), []
 
     def _make_dirs(self, folder: Path) -> None:
         """Create ``folder`` and its parents, flushing each new entry to disk (when durable).
