@@ -20,13 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from rtforge.config import Node
 from rtforge.errors import NetworkError
@@ -230,6 +231,29 @@ def start_receiver(tmp_path: Path, *extra: str, file_size_limit: int | None = No
         stop_process(proc)
         raise
     return ReceiverProcess(node, proc, out)
+
+
+def ct_slices(folder: Path, count: int, size: int = 512) -> list[Path]:
+    """CT slices of ``size`` x ``size`` int16 (512 KiB each: several write pieces), seeded."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for k in range(count):
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "SYNC-TEST", study, series
+        ds.Modality, ds.InstanceNumber = "CT", k + 1
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = rng.integers(-1024, 3072, (size, size), dtype=np.int16).tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"CT{k:02d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
 
 
 def new_dataset(sop_class_uid: str, patient_id: str = "SYNTH") -> Dataset:

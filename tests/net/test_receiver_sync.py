@@ -7,11 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from rtforge.cli import main
 from tests.net.peers import (
@@ -19,6 +16,7 @@ from tests.net.peers import (
     LOCALHOST,
     STORESCU,
     Peer,
+    ct_slices,
     dataset_bytes,
     needs,
     received_files,
@@ -29,35 +27,12 @@ from tests.net.peers import (
 pytestmark = pytest.mark.interop
 
 
-def _ct_slices(folder: Path, count: int, size: int = 512) -> list[Path]:
-    """CT slices of ``size`` x ``size`` int16 (512 KiB each: several write pieces), seeded."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(7)
-    study, series = generate_uid(), generate_uid()
-    paths = []
-    for k in range(count):
-        ds = Dataset()
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "SYNC-TEST", study, series
-        ds.Modality, ds.InstanceNumber = "CT", k + 1
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows = ds.Columns = size
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = rng.integers(-1024, 3072, (size, size), dtype=np.int16).tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"CT{k:02d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
 @pytest.mark.parametrize("flags", [("--sync", "object"), ("--sync", "none"), ("--no-fsync",)])
 def test_storescu_series_arrives_whole_in_every_mode(tmp_path: Path, storescp: Peer,
                                                      flags: tuple[str, ...]) -> None:
     """Objects of several write pieces each hold exactly what dcmtk storescp +B keeps."""
     needs(STORESCU)
-    sources = _ct_slices(tmp_path / "series", 3)
+    sources = ct_slices(tmp_path / "series", 3)
     receiver = start_receiver(tmp_path, *flags)
     try:
         for node in (receiver.node, storescp.node):
