@@ -142,10 +142,10 @@ def _kill_when(receiver: ReceiverProcess, arrived: int, done: threading.Event) -
     receiver.proc.communicate(timeout=30)
 
 
-@pytest.mark.parametrize("arrived", [1, 5, 11])
+@pytest.mark.parametrize("arrived", [1, 6, 12])
 def test_kill_9_of_receive_catalog_while_rtforge_send_streams(tmp_path: Path,
                                                               arrived: int) -> None:
-    sources = ct_slices(tmp_path / "series", 12)
+    sources = ct_slices(tmp_path / "series", 20)
     catalog_path = tmp_path / "catalog.sqlite"
     receiver = start_receiver(tmp_path, "--catalog", str(catalog_path))
     reports: list[StoreReport] = []

@@ -118,17 +118,18 @@ def test_invalid_folder_uids_are_refused_and_the_association_goes_on(
     _account(server, statuses)
 
 
-def _raw_store_command(sop_instance_uid: bytes, message_id: int) -> bytes:
-    """A C-STORE-RQ command set whose Affected SOP Instance UID is ``sop_instance_uid``, raw."""
-    placeholder = "9" * len(sop_instance_uid)
+def _raw_store_command(sop_class_uid: bytes, sop_instance_uid: bytes, message_id: int) -> bytes:
+    """A C-STORE-RQ command set with its Affected SOP Class and Instance UIDs as raw bytes."""
+    placeholders = ("1" * len(sop_class_uid), "9" * len(sop_instance_uid))
     command = encode_command(Command(C_STORE_RQ, message_id=message_id,
-                                     affected_sop_class_uid=CTImageStorage,
-                                     affected_sop_instance_uid=placeholder, priority=0,
+                                     affected_sop_class_uid=placeholders[0],
+                                     affected_sop_instance_uid=placeholders[1], priority=0,
                                      has_data_set=True))
-    padded = placeholder.encode("ascii") + (b"\x00" if len(placeholder) % 2 else b"")
-    raw = sop_instance_uid + (b"\x00" if len(sop_instance_uid) % 2 else b"")
-    assert command.count(padded) == 1 and len(raw) == len(padded)
-    return command.replace(padded, raw)
+    for placeholder, raw in zip(placeholders, (sop_class_uid, sop_instance_uid), strict=True):
+        pad = b"\x00" if len(raw) % 2 else b""
+        assert command.count(placeholder.encode("ascii") + pad) == 1
+        command = command.replace(placeholder.encode("ascii") + pad, raw + pad)
+    return command
 
 
 def test_non_ascii_affected_sop_instance_uid_fails_without_a_traceback(
@@ -141,20 +142,22 @@ def test_non_ascii_affected_sop_instance_uid_fails_without_a_traceback(
         with RequestedAssociation(scp_node(server), "RAWBYTES", [
                 ProposedContext(CTImageStorage, (ExplicitVRLittleEndian,))]) as assoc:
             context_id = next(iter(assoc.accepted))
-            for uid in ("1.2.3.4.\u00fc".encode(), "1.2.3.4.\u00fc".encode("latin-1")):
-                command = _raw_store_command(uid, assoc.next_message_id())
+            ct_class = CTImageStorage.encode("ascii")
+            for sop_class, uid in ((ct_class, "1.2.3.4.\u00fc".encode()),
+                                   (ct_class, "1.2.3.4.\u00fc".encode("latin-1")),
+                                   (ct_class[:-1] + b"\xb2", b"1.2.3.4.5")):
+                command = _raw_store_command(sop_class, uid, assoc.next_message_id())
                 data = encode_data_set(_ct(uid.decode("latin-1")))
                 for pdu in encode_message(context_id, command, data, assoc.peer_max_pdu):
                     assoc._stream.send(pdu)
                 response = assoc._reader.read_message(lambda *_: None)[1]
                 statuses.append(response.status)
                 assert "outside ASCII" in (response.error_comment or "")
-                assert response.affected_sop_instance_uid is None
             command = Command(C_STORE_RQ, message_id=assoc.next_message_id(),
                               affected_sop_class_uid=CTImageStorage,
                               affected_sop_instance_uid=good.SOPInstanceUID, priority=0)
             statuses.append(assoc.request(context_id, command, encode_data_set(good)).status)
-    assert statuses == [0xA900, 0xA900, 0x0000]
+    assert statuses == [0xA900, 0xA900, 0xA900, 0x0000]
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     _account(server, statuses)
 
@@ -245,12 +248,11 @@ def test_a_stale_lock_file_does_not_block(tmp_path: Path) -> None:
 
 
 def test_raw_command_helper_builds_what_encode_command_builds() -> None:
-    """The crafted command set differs from a normal one only in the UID's bytes."""
-    uid = b"1.2.3.4.5"
-    raw = _raw_store_command(uid, 7)
+    """The crafted command set differs from a normal one only in the UIDs' bytes."""
+    raw = _raw_store_command(CTImageStorage.encode("ascii"), b"1.2.3.4.5", 7)
     normal = encode_command(Command(C_STORE_RQ, message_id=7,
                                     affected_sop_class_uid=CTImageStorage,
-                                    affected_sop_instance_uid=uid.decode(), priority=0,
+                                    affected_sop_instance_uid="1.2.3.4.5", priority=0,
                                     has_data_set=True))
     assert raw == normal
     assert struct.unpack_from("<I", raw, 8)[0] == len(raw) - 12

@@ -131,20 +131,23 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     by_path = {record.path: record for record in records}
     by_uid = {record.sop_instance_uid: record for record in records}
     files = _files(root) - {catalog.path.resolve()}
-    new, uids = [], set()
+    new: list[Path] = []
+    uids: dict[str, Path] = {}  # of the files indexed now (a name sorts before its _2 copy)
     for path in sorted(files - by_path.keys()):
         scanned = scan_file(path)
         if scanned is None:
             report.skipped.append(path)
             continue
-        holder = by_uid.get(scanned.sop_instance_uid)
-        if holder is not None and holder.path in files:
-            logger.warning("%s: not indexed: %s holds SOP Instance UID %s with other content",
-                           path, holder.path, scanned.sop_instance_uid)
+        uid = scanned.sop_instance_uid
+        holder = by_uid.get(uid)
+        first = uids.get(uid) or (holder.path if holder is not None and holder.path in files
+                                  else None)
+        if first is not None:
+            logger.warning("%s: not indexed: %s holds SOP Instance UID %s", path, first, uid)
             report.conflicts.append(path)
             continue
         new.append(path)
-        uids.add(scanned.sop_instance_uid)
+        uids[uid] = path
     changed = sorted(path for path in files & by_path.keys()
                      if by_path[path].state is InstanceState.LOCAL
                      and path.stat().st_size != by_path[path].size)
