@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from rtforge.net import StorageSCP, reconcile_store
 from rtforge.net.catalog import Catalog, InstanceState
@@ -67,3 +68,21 @@ def test_a_copy_kept_beside_is_reported_not_indexed(tmp_path: Path) -> None:
         assert report.indexed == 1 and report.conflicts == [beside.resolve()]
         assert _rows(catalog, out) == {kept.resolve(): InstanceState.LOCAL}
     assert len(received_files(out)) == 2
+
+
+def test_another_patients_study_is_quarantined_once_and_settled_when_gone(
+        tmp_path: Path) -> None:
+    out = tmp_path / "rx"
+    own = dcmread(pydicom_file("CT_small.dcm"))
+    intruder = dcmread(pydicom_file("CT_small.dcm"))
+    intruder.SOPInstanceUID = generate_uid()
+    intruder.PatientID = "ANOTHER-PATIENT"  # the same Study Instance UID
+    _, aside = _receive(out, own, intruder)
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        report = reconcile_store(catalog, out)
+        assert report.indexed == 2 and len(report.quarantined) == 1
+        assert [q.path for q in catalog.quarantined()] == [aside.resolve()]
+        assert reconcile_store(catalog, out).changed is False  # kept aside: not indexed again
+        aside.unlink()
+        assert reconcile_store(catalog, out).forgotten == 1
+        assert catalog.quarantined() == []

@@ -300,6 +300,8 @@ def _receive(args: argparse.Namespace) -> int:
             if (reconciled.changed or reconciled.conflicts) and not (args.quiet or args.json):
                 sys.stderr.write(f"rtforge receive: catalog reconciled with {args.out}: "
                                  f"{reconciled.summary()}\n")
+            for line in reconciled.quarantined:
+                sys.stderr.write(f"rtforge receive: warning: {line}\n")
             indexer = CatalogIndexer(catalog_path, on_quarantine=lambda line: sys.stderr.write(
                 f"rtforge receive: warning: {line}\n"))
         scp.listen()

@@ -949,11 +949,13 @@ class Catalog:
                                 (len(prefix), prefix))
         return [_record(row) for row in rows]
 
-    def forget(self, uids: Sequence[str]) -> None:
-        """Delete these instances' rows (their files are gone and no archive holds them)."""
+    def forget(self, uids: Sequence[str] = (), quarantined: Sequence[Path] = ()) -> None:
+        """Delete rows whose files are gone: instances no archive holds, quarantined files."""
         with self._transaction() as db:
             db.executemany("DELETE FROM instances WHERE sop_instance_uid = ?",
                            [(uid,) for uid in uids])
+            db.executemany("DELETE FROM quarantine WHERE path = ?",
+                           [(str(path),) for path in quarantined])
 
 
 class CatalogIndexer:

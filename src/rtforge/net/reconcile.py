@@ -27,10 +27,12 @@ before the port opens, :meth:`rtforge.net.StorageSCP.prepare` deletes the
    interrupted after the rename); a file whose SOP Instance UID already has
    a row for another file that exists (a copy of other content the receiver
    kept beside the first, ``<UID>_2.dcm``) is reported and left out: the
-   catalog holds one object per SOP Instance UID;
+   catalog holds one object per SOP Instance UID; a file of another
+   patient's study is quarantined, as the indexer does;
 3. settles ``local`` rows whose file is gone: ``filed`` when an archive
    holds the instance (it was filed before, then restored), otherwise the
-   row is deleted (nothing holds the object any more).
+   row is deleted (nothing holds the object any more); quarantine rows
+   whose file is gone are deleted.
 """
 
 from __future__ import annotations
@@ -61,13 +63,15 @@ class ReconcileReport:
     filed : int
         ``local`` rows without a file, of instances an archive holds: now ``filed``.
     forgotten : int
-        ``local`` rows without a file that no archive holds: deleted.
+        Rows without a file that no archive holds (``local`` or quarantined): deleted.
     recovered : int
         Rows an interrupted filing had left ``deleting``, settled.
     conflicts : list of Path
         Files left out: another file of their SOP Instance UID has the row.
     skipped : list of Path
         Files that are not DICOM Part 10 files.
+    quarantined : list of str
+        One line per patient and study of the files indexed into the quarantine.
     """
 
     indexed: int = 0
@@ -77,6 +81,7 @@ class ReconcileReport:
     recovered: int = 0
     conflicts: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -89,7 +94,7 @@ class ReconcileReport:
         return {"indexed": self.indexed, "refreshed": self.refreshed, "filed": self.filed,
                 "forgotten": self.forgotten, "recovered": self.recovered,
                 "conflicts": [str(p) for p in self.conflicts],
-                "skipped": [str(p) for p in self.skipped]}
+                "skipped": [str(p) for p in self.skipped], "quarantined": self.quarantined}
 
     def summary(self) -> str:
         """One line for the user."""
@@ -130,10 +135,11 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     records = catalog.records_under(root)
     by_path = {record.path: record for record in records}
     by_uid = {record.sop_instance_uid: record for record in records}
+    aside = {q.path for q in catalog.quarantined() if q.path.is_relative_to(root)}
     files = _files(root) - {catalog.path.resolve()}
     new: list[Path] = []
     uids: dict[str, Path] = {}  # of the files indexed now (a name sorts before its _2 copy)
-    for path in sorted(files - by_path.keys()):
+    for path in sorted(files - by_path.keys() - aside):
         scanned = scan_file(path)
         if scanned is None:
             report.skipped.append(path)
@@ -152,7 +158,7 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
                      if by_path[path].state is InstanceState.LOCAL
                      and path.stat().st_size != by_path[path].size)
     if new or changed:
-        catalog.import_paths([*new, *changed])
+        report.quarantined = catalog.import_paths([*new, *changed]).quarantine_lines()
     report.indexed, report.refreshed = len(new), len(changed)
     gone = [record for record in records if record.state is InstanceState.LOCAL
             and record.path not in files and record.sop_instance_uid not in uids]
@@ -160,9 +166,10 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     forgotten = [record.sop_instance_uid for record in gone if not record.archive]
     if filed:
         catalog.mark_filed(filed)
-    if forgotten:
-        catalog.forget(forgotten)
-    report.filed, report.forgotten = len(filed), len(forgotten)
+    gone_aside = sorted(aside - files)
+    if forgotten or gone_aside:
+        catalog.forget(forgotten, gone_aside)
+    report.filed, report.forgotten = len(filed), len(forgotten) + len(gone_aside)
     if report.changed or report.conflicts:
         logger.warning("catalog %s and %s reconciled: %s", catalog.path, root, report.summary())
     return report
