@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,12 @@ from rtforge.net._upper_layer import ProposedContext, encode_message
 from rtforge.net.receiver import LOCK_NAME
 from tests.datafiles import pydicom_file
 from tests.net.peers import (
+    DCMTK_ENV,
     LOCALHOST,
+    STORESCU,
     dataset_bytes,
     encode_data_set,
+    needs,
     received_files,
     scp_node,
     store_raw,
@@ -183,6 +188,35 @@ def test_same_uid_other_content_is_kept_beside_never_dropped(answered) -> None:
     assert server.duplicate_count == 2 and server.conflicts == 2
     _account(server, [status for status, obj in zip(statuses, seen, strict=True)
                       if not obj.duplicate])
+
+
+def test_storescu_same_uid_pair_and_normal_objects_all_accounted_for(
+        answered, tmp_path: Path, small_files: list[Path]) -> None:
+    """dcmtk storescu sends normal objects, a same-UID pair of other content and a resend."""
+    needs(STORESCU)
+    server, seen = answered
+    uid = generate_uid()
+    pair = []
+    for index, name in enumerate(("FIRST^VERSION", "SECOND^VERSION")):
+        ds = _ct(uid, PatientName=name)
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        path = tmp_path / f"pair{index}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        pair.append(path)
+    sent = [*small_files, *pair, pair[0]]
+    result = subprocess.run(
+        [STORESCU, "-v", "-aet", "DCMTK", "-aec", server.ae_title, LOCALHOST, str(server.port),
+         *map(str, sent)], env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    log = result.stdout + result.stderr
+    assert len(re.findall(r"Received Store Response \(Success\)", log)) == len(sent)
+    assert [obj.status for obj in seen] == [0] * len(sent)
+    assert [obj.conflict for obj in seen[-3:]] == [False, True, False] and seen[-1].duplicate
+    files = received_files(server.out_dir)
+    assert len(files) == len(sent) - 1 == server.stored  # one resend kept once
+    names = [str(dcmread(p).PatientName) for p in files if p.name.startswith(uid)]
+    assert sorted(names) == ["FIRST^VERSION", "SECOND^VERSION"]
+    _account(server, [0] * server.stored)
 
 
 def test_identical_copy_on_disk_from_an_earlier_run_is_a_duplicate(tmp_path: Path) -> None:
