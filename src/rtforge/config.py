@@ -32,6 +32,7 @@ Importing rtforge changes no other library's global state.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -275,6 +276,29 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class ResliceConfig:
+    """How CT series are reconverted (``[reslice]``).
+
+    Parameters
+    ----------
+    max_gap_factor : float
+        A gap between adjacent slices larger than this multiple of the
+        series' median slice spacing is refused (a missing part of the series
+        would be filled by interpolation) unless ``--allow-gaps`` is given.
+        Default 3.
+    """
+
+    max_gap_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_gap_factor, bool) \
+                or not isinstance(self.max_gap_factor, (int, float)) \
+                or not math.isfinite(self.max_gap_factor) or self.max_gap_factor <= 1:
+            raise InvalidInputError(
+                f"max_gap_factor must be a number above 1, got {self.max_gap_factor!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     """All of rtforge's settings.
 
@@ -286,11 +310,14 @@ class Config:
         Our AE title and port, and the remote nodes.
     archive : ArchiveConfig
         The local store and File/Restore.
+    reslice : ResliceConfig
+        CT reconversion.
     """
 
     export: ExportConfig = field(default_factory=ExportConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    reslice: ResliceConfig = field(default_factory=ResliceConfig)
 
 
 def config_path() -> Path:
@@ -357,17 +384,19 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
-    unknown = set(data) - {"export", "network", "archive"}
+    unknown = set(data) - {"export", "network", "archive", "reslice"}
     if unknown:
         raise InvalidInputError(f"unknown section(s): {', '.join(sorted(unknown))}", path=p)
     try:
         export = _section(ExportConfig, data.get("export", {}), p, "export")
         network = _network(data.get("network", {}), p)
         archive = _section(ArchiveConfig, data.get("archive", {}), p, "archive")
+        reslice = _section(ResliceConfig, data.get("reslice", {}), p, "reslice")
     except TypeError as exc:
         raise InvalidInputError(str(exc), path=p) from None
     except InvalidInputError as exc:
         if exc.path is None:
             raise InvalidInputError(exc.reason, path=p) from None
         raise
-    return Config(export=export, network=network, archive=archive)  # type: ignore[arg-type]
+    return Config(export=export, network=network, archive=archive,  # type: ignore[arg-type]
+                  reslice=reslice)  # type: ignore[arg-type]

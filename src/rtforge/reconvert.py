@@ -72,6 +72,12 @@ class ReconvertOptions:
         leave a renamed series with missing data.  ``False`` leaves write-back to the
         operating system: still atomic against an interrupted process, and
         much faster where the disk is the bottleneck.
+    max_gap_factor : float
+        Refuse a series with a gap between adjacent slices larger than this
+        multiple of its median slice spacing (default 3, ``[reslice]`` in the
+        configuration): the missing part would be filled by interpolation.
+    allow_gaps : bool
+        Reslice across such gaps anyway (reported as a warning).
     """
 
     spacing: tuple[float, float, float] | None = None
@@ -81,6 +87,8 @@ class ReconvertOptions:
     chunk: int = 16
     config: ExportConfig = field(default_factory=ExportConfig)
     durable: bool = True
+    max_gap_factor: float = 3.0
+    allow_gaps: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in ("linear", "nearest"):
@@ -160,6 +168,26 @@ def final_folder(out_root: Path, patient_id: str, study_uid: str, series_uid: st
     return series_dir(out_root, patient_id, study_uid, series_uid)
 
 
+def _check_gaps(series: ImageSeries, options: ReconvertOptions) -> str | None:
+    """Refuse a gap between slices beyond ``max_gap_factor`` times the median spacing
+    (a missing part of the series), or, with ``allow_gaps``, the warning to report."""
+    gaps = np.abs(np.asarray(series.gaps, dtype=float))
+    if gaps.size < 2:
+        return None
+    median = float(np.median(gaps))
+    widest = int(np.argmax(gaps))
+    if median <= 0 or gaps[widest] <= options.max_gap_factor * median:
+        return None
+    text = (f"a gap of {gaps[widest]:.2f} mm between slices {widest + 1} and {widest + 2} "
+            f"(sorted along the normal) is {gaps[widest] / median:.1f} times the median slice "
+            f"spacing of {median:.2f} mm (limit {options.max_gap_factor:g}x)")
+    if not options.allow_gaps:
+        raise InvalidInputError(f"{text}: part of the series is missing and would be filled "
+                                "by interpolation; give --allow-gaps to reslice across it",
+                                path=series.paths[widest + 1])
+    return f"{text}: resliced across it (--allow-gaps), the gap is interpolated"
+
+
 def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, out_root: str | Path,
                      options: ReconvertOptions | None = None, *,
                      progress: Callable[[int, int], None] | None = None) -> SeriesReport:
@@ -190,6 +218,7 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
     options = options or ReconvertOptions()
     series = source if isinstance(source, ImageSeries) else read_series(source)
     stack = series.stack
+    gap_warning = _check_gaps(series, options)
     from rtforge.core.reslice import default_output_grid  # see _compute_and_write
 
     grid = default_output_grid(stack, options.spacing)
@@ -210,7 +239,7 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
         output_origin=[float(v) for v in grid.origin],
         output_spacing=[float(v) for v in grid.spacing], clamped_low=0, clamped_high=0,
         padding_voxels=int(series.padding_voxels), files_written=0, output_dir=str(final),
-        warnings=list(series.warnings))
+        warnings=list(series.warnings) + ([gap_warning] if gap_warning else []))
     if final.is_dir():
         report.skipped = True
         report.files_written = sum(1 for _ in final.glob("*.dcm"))

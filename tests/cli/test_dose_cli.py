@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom import Dataset
 
@@ -16,6 +17,7 @@ from rtforge.core.geometry import Grid, Volume
 from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
 from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
 from rtforge.io.uids import new_uid
+from tests.datafiles import pydicom_file
 
 
 def _circle(r: float, z: float) -> np.ndarray:
@@ -105,3 +107,20 @@ def test_dose_info_sum_requantize(files: dict[str, Path], tmp_path: Path,
     assert np.abs(requantized.volume.array - single.volume.array).max() <= \
         requantized.scaling / 2 * (1 + 1e-9) + 1e-12
     assert main(["dose", "requantize", str(files["dose"]), "-o", str(small), "--bits", "8"]) == 2
+
+
+def test_dose_info_reads_like_a_report_and_keeps_the_frame_direction(tmp_path, capsys) -> None:
+    """A negative Grid Frame Offset Vector runs the frames along -z; info says so."""
+    ds = pydicom.dcmread(pydicom_file("rtdose.dcm"))
+    n = int(ds.NumberOfFrames)
+    ds.GridFrameOffsetVector = [-5.0 * k for k in range(n)]
+    path = tmp_path / "down.dcm"
+    ds.save_as(path)
+    assert main(["dose", "info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "frames 5 mm apart along -z (Grid Frame Offset Vector 0 to -70 mm, step -5)" in text
+    assert "None" not in text and "{" not in text and "[" not in text
+    assert main(["dose", "info", "--json", str(path)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frame_direction"] == [0.0, 0.0, -1.0]
+    assert info["grid_frame_offsets_mm"] == [0.0, -70.0]

@@ -14,6 +14,7 @@ from rtforge.cli import main
 from rtforge.core.reslice import default_output_grid, reslice
 from rtforge.io.series import read_series
 from rtforge.io.validate import dciodvfy_available
+from tests.datafiles import shared_file
 
 
 def _dcm_files(root: Path) -> list[Path]:
@@ -130,9 +131,6 @@ def _mutate_one(src: Path, fn) -> None:
 
 
 def _bad_cases():
-    def non_dicom(src: Path) -> None:
-        (src / "notes.txt").write_text("this is not DICOM")
-
     def mixed(src: Path) -> None:
         _mutate_one(src, lambda ds: setattr(ds, "ImageOrientationPatient",
                                             [1, 0, 0, 0, 1, 0]))
@@ -156,7 +154,7 @@ def _bad_cases():
         for f in src.iterdir():
             f.unlink()
 
-    return [non_dicom, mixed, duplicate, truncated, missing_pixels, empty]
+    return [mixed, duplicate, truncated, missing_pixels, empty]
 
 
 @pytest.mark.parametrize("make_bad", _bad_cases(), ids=lambda f: f.__name__)
@@ -176,7 +174,7 @@ def test_bad_input_one_line_error_and_nothing_written(make_bad, phantom_patient,
     assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("make_bad", _bad_cases()[1:-1], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make_bad", _bad_cases()[:-1], ids=lambda f: f.__name__)
 def test_bad_series_beside_a_good_one_in_workers_leaves_nothing(make_bad, phantom_patient,
                                                                 tmp_path, capsys) -> None:
     # Two series: they go to two worker processes, and the good one is finished (and
@@ -220,3 +218,52 @@ def test_reslice_of_several_series_in_workers_equals_one_process(phantom_root, t
 def test_bad_usage_exits_2(argv, capsys) -> None:
     assert main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- gaps and notes
+def test_a_missing_part_of_the_series_is_refused_unless_allowed(phantom_patient, tmp_path,
+                                                                capsys) -> None:
+    src = _copy_series(phantom_patient, tmp_path)
+    slices = sorted(src.glob("*.dcm"), key=lambda f: float(pydicom.dcmread(f).SliceLocation)
+                    if "SliceLocation" in pydicom.dcmread(f) else
+                    float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    for f in slices[5:10]:  # five slices missing: a gap of 6 spacings
+        f.unlink()
+    out = tmp_path / "out"
+    assert main(["reslice", str(src), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "times the median slice spacing" in err
+    assert "--allow-gaps" in err and not _dcm_files(out)
+    assert main(["reslice", str(src), str(out), "--allow-gaps", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["series"][0]
+    assert any("resliced across it (--allow-gaps)" in w for w in report["warnings"])
+    # The limit is a setting: with a factor of 8 the same series passes without the flag.
+    config = tmp_path / "rtforge.toml"
+    config.write_text("[reslice]\nmax_gap_factor = 8\n")
+    assert main(["reslice", str(src), str(tmp_path / "out8"), "--config", str(config)]) == 0
+    config.write_text("[reslice]\nmax_gap_factor = 0.5\n")
+    assert main(["reslice", str(src), str(tmp_path / "bad"), "--config", str(config)]) == 1
+    assert "max_gap_factor must be a number above 1" in capsys.readouterr().err
+
+
+def test_a_note_beside_the_slices_is_ignored_and_said(tmp_path, capsys) -> None:
+    """rt-utils' oblique 3-slice series has an info.txt in its folder (as batch, skip it)."""
+    src = tmp_path / "oriented"
+    shutil.copytree(shared_file("rt_utils/tests/oriented_data"), src)
+    assert (src / "info.txt").is_file()
+    assert main(["reslice", str(src), str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "ignored 1 non-DICOM file(s): info.txt" in out
+    assert len(_dcm_files(tmp_path / "out")) > 0
+
+
+@pytest.mark.parametrize("command", ["reslice", "batch"])
+def test_out_that_is_a_file_is_one_line_and_nothing_written(command, phantom_patient, tmp_path,
+                                                            capsys) -> None:
+    src = _copy_series(phantom_patient, tmp_path)
+    out = tmp_path / "afile"
+    out.write_text("keep me")
+    assert main([command, str(src), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"rtforge {command}: {out}: is a file; OUT must be a folder (created if missing)\n"
+    assert out.read_text() == "keep me"

@@ -509,6 +509,8 @@ def mixed_folder(tmp_path) -> tuple[Path, object, object]:
     shutil.copy(pydicom_file("rtdose.dcm"), root / "patient" / "rtdose.dcm")
     (root / "patient" / "README.txt").write_text("not dicom\n")
     (root / "patient" / ".hidden").write_text("ignored\n")
+    # DICOM, but cut inside its File Meta Information: damaged, not "not DICOM".
+    (root / "patient" / "damaged.dcm").write_bytes(ct.paths[0].read_bytes()[:150])
     return root, ct, mr
 
 
@@ -527,6 +529,7 @@ def test_discover_groups_series_and_skips_the_rest(mixed_folder):
     assert "RTSTRUCT" in reasons["rtstruct.dcm"]  # read although it has no preamble
     assert "RT Dose" in reasons["rtdose.dcm"]
     assert "not a DICOM file" in reasons["README.txt"]
+    assert "not a DICOM file" not in reasons["damaged.dcm"]
     assert "hidden" in reasons[".hidden"]
 
 
@@ -574,9 +577,12 @@ def test_discover_with_an_executor_finds_exactly_the_same(mixed_folder, monkeypa
         assert threading.main_thread().name in scanned_by
 
 
-def test_discover_strict_raises_on_the_text_file(mixed_folder):
+def test_discover_strict_skips_what_is_not_dicom_and_raises_on_damage(mixed_folder):
     root, _, _ = mixed_folder
-    _raises_naming(root / "patient" / "README.txt", discover_series, root, strict=True)
+    _raises_naming(root / "patient" / "damaged.dcm", discover_series, root, strict=True)
+    (root / "patient" / "damaged.dcm").unlink()
+    found = discover_series(root, strict=True)  # a note beside the slices is not a failure
+    assert "README.txt" in {p.name for p, _ in found.skipped}
 
 
 def test_discover_modalities(mixed_folder):

@@ -95,11 +95,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=_DOSE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
     group.required = True
-    i = group.add_parser("info", help="grid, scaling, type and references of an RT Dose")
+    i = group.add_parser("info", help="grid, scaling, type and references of an RT Dose",
+                         epilog="example:\n  rtforge dose info rtdose.dcm\n  rtforge dose info "
+                                "--json rtdose.dcm | jq .max_gy",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     i.add_argument("src", type=Path, metavar="RTDOSE")
     add_output_flags(i)
     i.set_defaults(func=_info)
-    s = group.add_parser("sum", help="sum dose grids (BEAM to PLAN, plans to MULTI_PLAN)")
+    s = group.add_parser("sum", help="sum dose grids (BEAM to PLAN, plans to MULTI_PLAN)",
+                         epilog="examples:\n  rtforge dose sum beam1.dcm beam2.dcm -o plan.dcm\n"
+                                "  rtforge dose sum a.dcm b.dcm -o sum.dcm --grid finest "
+                                "--weights 1,0.5\n\nDoses on different grids are resampled "
+                                "(trilinear) onto the output grid.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("src", type=Path, nargs="+", metavar="RTDOSE")
     s.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.dcm")
     s.add_argument("--grid", choices=[c.value for c in GridChoice], default=GridChoice.FIRST.value,
@@ -110,7 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(s)
     s.set_defaults(func=_sum)
-    r = group.add_parser("requantize", help="rewrite an RT Dose with 16- or 32-bit pixels")
+    r = group.add_parser("requantize", help="rewrite an RT Dose with 16- or 32-bit pixels",
+                         epilog="example:\n  rtforge dose requantize rtdose.dcm -o rtdose16.dcm "
+                                "--bits 16\n\nThe Dose Grid Scaling is chosen to keep the most "
+                                "precision; the report gives the largest change in Gy.",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("src", type=Path, metavar="IN")
     r.add_argument("-o", "--out", type=Path, required=True, metavar="OUT")
     r.add_argument("--bits", type=int, choices=(16, 32), required=True)
@@ -270,17 +282,50 @@ def _info(args: argparse.Namespace) -> int:
         "bits": dose.bits, "dose_grid_scaling": dose.scaling,
         "dvhs": len(dose.dvhs), "point_doses": len(dose.point_doses),
     }
+    offsets = [float(v) + 0.0 for v in dose.dataset.get("GridFrameOffsetVector") or []]
     if dose.volume is not None:
         grid = dose.volume.grid
         info.update({"shape_kji": list(grid.shape), "origin_mm": grid.origin.tolist(),
                      "spacing_ijk_mm": grid.spacing.tolist(),
+                     "frame_direction": [round(float(v), 6) + 0.0 for v in grid.direction[:, 2]],
+                     "grid_frame_offsets_mm": [offsets[0], offsets[-1]] if offsets else None,
                      "max_gy": float(dose.volume.array.max())})
     if args.json:
         emit_json(info)
+        return 0
+    print(f"RT Dose {args.src}: {dose.dose_type} dose in {dose.dose_units}, summation "
+          f"{dose.summation_type}")
+    for plan in info["plans"]:
+        group = plan["fraction_group"]
+        print(f"  plan {plan['sop_instance_uid']}"
+              + (f" (fraction group {group}" + (f", beams {', '.join(map(str, plan['beams']))}"
+                                                if plan["beams"] else "") + ")"
+                 if group is not None else ""))
+    if dose.volume is not None:
+        nk, nj, ni = info["shape_kji"]
+        si, sj, sk = info["spacing_ijk_mm"]
+        axis = _axis_name(info["frame_direction"])
+        step = (offsets[1] - offsets[0]) if len(offsets) > 1 else 0.0
+        print(f"  grid {ni} x {nj} x {nk} (columns x rows x frames), pixel {si:g} x {sj:g} mm, "
+              f"frames {sk:g} mm apart along {axis}"
+              + (f" (Grid Frame Offset Vector {offsets[0]:g} to {offsets[-1]:g} mm, step "
+                 f"{step:g})" if offsets else ""))
+        print("  origin " + ", ".join(f"{v:.2f}" for v in info["origin_mm"]) + " mm (LPS)")
+        scaling = "-" if dose.scaling is None else f"{dose.scaling:.6g}"
+        print(f"  pixels {dose.bits or '-'}-bit, Dose Grid Scaling {scaling}, maximum "
+              f"{info['max_gy']:.4g} {dose.dose_units}")
     else:
-        for key, value in info.items():
-            print(f"{key:>18}: {value}")
+        print("  no dose grid (no Pixel Data)")
+    print(f"  {len(dose.dvhs)} DVHs, {len(dose.point_doses)} point doses")
     return 0
+
+
+def _axis_name(direction: list[float]) -> str:
+    """``+z`` for a patient axis (LPS), else the unit vector."""
+    for n, name in enumerate("xyz"):
+        if abs(abs(direction[n]) - 1.0) < 1e-6:
+            return f"{'+' if direction[n] > 0 else '-'}{name}"
+    return "(" + ", ".join(f"{v:.4g}" for v in direction) + ")"
 
 
 def _sum_references(doses: list[RTDose]) -> tuple[DoseSummationType, list[PlanReference]]:

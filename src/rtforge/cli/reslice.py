@@ -45,6 +45,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fsync", action="store_true",
                    help="do not fsync each file before a series is renamed into place (faster; "
                         "still safe against an interrupted run, not against a power loss)")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="reslice across a gap between slices wider than [reslice] "
+                        "max_gap_factor (default 3) times the median spacing (refused otherwise: "
+                        "part of the series is missing)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(p)
 
@@ -107,7 +111,9 @@ def _options(args: argparse.Namespace) -> ReconvertOptions:
     config = load_config(args.config)
     return ReconvertOptions(spacing=args.spacing, interpolation=args.interp, clamp=args.clamp,
                             transfer_syntax=args.ts, config=config.export,
-                            durable=not args.no_fsync)
+                            durable=not args.no_fsync,
+                            max_gap_factor=config.reslice.max_gap_factor,
+                            allow_gaps=args.allow_gaps)
 
 
 def format_report(rep: SeriesReport) -> str:
@@ -145,16 +151,22 @@ def _reslice(args: argparse.Namespace) -> int:
     from rtforge.batch import discover
 
     options = _options(args)
+    _check_output_root(args.out)
     found = discover(args.src, strict=True,
                      processes=(os.cpu_count() or 1) if parallel and folder else 1)
+    ignored = [path for path, reason in found.skipped if reason.startswith("not a DICOM file")]
     if len(found.series) > 1 and parallel:
         reports = _reslice_in_workers(args, found.series, options)
     else:
         reports = _reslice_here(args, found.series, options)
     if args.json:
-        emit_json({"series": [r.to_dict() for r in reports]})
+        emit_json({"series": [r.to_dict() for r in reports],
+                   "ignored_files": [str(p) for p in ignored]})
     else:
         print("\n".join(format_report(r) for r in reports))
+        if ignored:
+            print(f"ignored {len(ignored)} non-DICOM file(s): "
+                  + ", ".join(p.name for p in ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
     return 0
 
 
@@ -217,7 +229,14 @@ def _reslice_in_workers(args: argparse.Namespace, series: list[SeriesInfo],
     return [SeriesReport(**outcomes[info.series_uid]["report"]) for info in series]
 
 
+def _check_output_root(out: Path) -> None:
+    """OUT must be a folder or not exist yet (it is created)."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError("is a file; OUT must be a folder (created if missing)", path=out)
+
+
 def _batch(args: argparse.Namespace) -> int:
+    _check_output_root(args.out)
     if args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1:
         from rtforge._forkserver import start_forkserver
 

@@ -484,8 +484,10 @@ def discover_series(source: PathLike | Sequence[PathLike], *,
         Keep only series of these Modality values (e.g. ``{"CT"}``); images
         of other modalities are listed in ``skipped``.
     strict : bool
-        When True a file that is not DICOM, or cannot be parsed, raises
-        instead of being listed in ``skipped``.
+        When True a DICOM file that cannot be parsed (damaged, truncated)
+        raises instead of being listed in ``skipped``.  A file that is not
+        DICOM at all (a text note, a PNG beside the slices) is always skipped
+        and listed.
     executor : concurrent.futures.Executor, optional
         Scan the headers of a large collection (2048 files or more) in
         parallel: this thread and the executor's workers share the files.
@@ -500,8 +502,7 @@ def discover_series(source: PathLike | Sequence[PathLike], *,
     InvalidInputError
         If ``source`` names nothing that exists, a folder is empty, no image
         series (of the wanted modalities) is found (naming the folder), or,
-        with ``strict``, a file is not DICOM or cannot be parsed (naming the
-        file).
+        with ``strict``, a DICOM file cannot be parsed (naming the file).
 
     Notes
     -----
@@ -569,6 +570,8 @@ def _file_entry(path: Path, wanted: frozenset[str] | None) -> _FileEntry:
         return _FileEntry(skip=_NOT_SLICES[dicom_uid.MediaStorageDirectoryStorage])
     try:
         ds = _scan(path, headers_only=True).ds
+    except _NotDicomError as exc:
+        return _FileEntry(skip=exc.reason)  # never part of a series, strict or not
     except InvalidInputError as exc:
         return _FileEntry(skip=exc.reason, error=(exc.reason, exc.tag))
     reason = _skip_reason(ds, path)
