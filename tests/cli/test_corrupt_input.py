@@ -21,11 +21,14 @@ import pytest
 from pydicom import Dataset, dcmread
 
 from rtforge.cli import main
+from tests.cli.test_archive_cli import config  # noqa: F401  (config: a fixture)
 from tests.io.test_references import make_rt_set, write_set
 
 PATIENT = "MRN-123"
 Damage = Callable[[Path], None]
 
+
+pytestmark = pytest.mark.usefixtures("config")  # an empty configuration: the user's never leaks in
 
 def _edit(path: Path, change: Callable[[Dataset], None]) -> None:
     ds = dcmread(path)
@@ -91,15 +94,6 @@ def damaged(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path,
     return folder, victim, says
 
 
-@pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty configuration, so the user's never leaks in."""
-    path = tmp_path / "config.toml"
-    path.write_text("")
-    monkeypatch.setenv("RTFORGE_CONFIG", str(path))
-    return path
-
-
 def _one_line(err: str, victim: Path, says: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 1, err
@@ -121,7 +115,7 @@ def test_deid_fails_and_writes_nothing(damaged: tuple[Path, Path, str], tmp_path
                  "--map-out", str(tmp_path / "map.csv")]) == 1
     _one_line(capsys.readouterr().err, victim, says)
     assert not out.exists() and not (tmp_path / "map.csv").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "trial.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "in", "trial.toml"]
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
@@ -141,31 +135,21 @@ def _catalogued(catalog: Path) -> set[str]:
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
-def test_store_import_reports_and_skips(damaged: tuple[Path, Path, str], tmp_path: Path,
-                                        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["store", "media"])
+def test_import_reports_and_skips(damaged: tuple[Path, Path, str], tmp_path: Path,
+                                  command: str, capsys: pytest.CaptureFixture[str]) -> None:
     folder, victim, says = damaged
     bad_uid = str(dcmread(victim, force=True, stop_before_pixels=True).SOPInstanceUID)
     store = tmp_path / "store"
-    assert main(["store", "import", str(folder), "--store", str(store), "-q"]) == 1
+    assert main([command, "import", str(folder), "--store", str(store), "-q"]) == 1
     _one_line(capsys.readouterr().err, victim, says)
     catalogued = _catalogued(store / "catalog.sqlite")
     assert bad_uid not in catalogued and len(catalogued) == len(good_set()) - 1
+    if command == "media":  # copied into the store: every file but the damaged one
+        assert {p.stem for p in store.rglob("*.dcm")} == catalogued
 
 
-@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
-def test_media_import_reports_and_skips(damaged: tuple[Path, Path, str], tmp_path: Path,
-                                        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder, victim, says = damaged
-    bad_uid = str(dcmread(victim, force=True, stop_before_pixels=True).SOPInstanceUID)
-    store = tmp_path / "store"
-    assert main(["media", "import", str(folder), "--store", str(store), "-q"]) == 1
-    _one_line(capsys.readouterr().err, victim, says)
-    catalogued = _catalogued(store / "catalog.sqlite")
-    assert bad_uid not in catalogued and len(catalogued) == len(good_set()) - 1
-    assert not any(p.stem == bad_uid for p in store.rglob("*.dcm"))  # not copied either
-
-
-def test_missing_input_creates_nothing(tmp_path: Path, config: Path,
+def test_missing_input_creates_nothing(tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     assert main(["store", "import", str(tmp_path / "no" / "such"), "--store", str(store)]) == 1

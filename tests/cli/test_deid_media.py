@@ -11,24 +11,18 @@ from pydicom.fileset import FileSet
 
 from rtforge.cli import main
 from rtforge.io.validate import dciodvfy_available, validate_file
+from tests.cli.test_archive_cli import config  # noqa: F401  (config: a fixture)
 
 DCMDUMP = "/usr/bin/dcmdump"
 DCMFTEST = "/usr/bin/dcmftest"
 TRIAL = 'sponsor_name = "S"\nprotocol_id = "P"\nsubject_id = "SUBJ-0001"\n'
 
 
-@pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty configuration, so the user's never leaks in."""
-    path = tmp_path / "config.toml"
-    path.write_text("")
-    monkeypatch.setenv("RTFORGE_CONFIG", str(path))
-    return path
-
+pytestmark = pytest.mark.usefixtures("config")  # an empty configuration: the user's never leaks in
 
 @pytest.mark.interop
 @pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
-def test_deidentified_case_exports_with_a_valid_dicomdir(tmp_path: Path, config: Path,
+def test_deidentified_case_exports_with_a_valid_dicomdir(tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     for tool in (DCMDUMP, DCMFTEST):
         if not Path(tool).exists():
