@@ -756,6 +756,7 @@ class Catalog:
         Returns
         -------
         ImportReport
+            Damaged DICOM files are left out and listed in ``rejected``.
 
         Raises
         ------
@@ -770,6 +771,7 @@ class Catalog:
             try:
                 found = scan_file(path)
             except InvalidInputError as exc:
+                logger.warning("not catalogued: %s", exc)
                 report.rejected.append((path, str(exc)))
                 continue
             if found is None:
