@@ -24,11 +24,9 @@ from rtforge.cli import main
 from tests.cli.test_archive_cli import config  # noqa: F401  (config: a fixture)
 from tests.io.test_references import make_rt_set, write_set
 
-PATIENT = "MRN-123"
 Damage = Callable[[Path], None]
-
-
 pytestmark = pytest.mark.usefixtures("config")  # an empty configuration: the user's never leaks in
+
 
 def _edit(path: Path, change: Callable[[Dataset], None]) -> None:
     ds = dcmread(path)

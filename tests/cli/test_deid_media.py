@@ -16,9 +16,8 @@ from tests.cli.test_archive_cli import config  # noqa: F401  (config: a fixture)
 DCMDUMP = "/usr/bin/dcmdump"
 DCMFTEST = "/usr/bin/dcmftest"
 TRIAL = 'sponsor_name = "S"\nprotocol_id = "P"\nsubject_id = "SUBJ-0001"\n'
-
-
 pytestmark = pytest.mark.usefixtures("config")  # an empty configuration: the user's never leaks in
+
 
 @pytest.mark.interop
 @pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
