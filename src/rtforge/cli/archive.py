@@ -154,7 +154,7 @@ def _store_import(args: argparse.Namespace) -> int:
         report = catalog.import_paths(args.paths)
     report_quarantine(args, report.quarantine_lines())
     for _, error in report.rejected:
-        sys.stderr.write(f"rtforge store: {error} (not imported)\n")
+        sys.stderr.write(f"rtforge store import: {error} (not imported)\n")
     if args.json:
         emit_json(report.as_dict())
     elif not args.quiet:

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _import(args: argparse.Namespace) -> int:
     scan = scan_media(args.folder)
     for _, error in scan.rejected:
-        sys.stderr.write(f"rtforge media: {error} (not imported)\n")
+        sys.stderr.write(f"rtforge media import: {error} (not imported)\n")
     if not scan.files:
         if scan.rejected:
             return 1
