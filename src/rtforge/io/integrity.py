@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Iterable
 from io import BytesIO
@@ -75,6 +76,9 @@ _PIXEL_DATA = {int(Tag("PixelData")): None, int(Tag("FloatPixelData")): 32,
                int(Tag("DoubleFloatPixelData")): 64}
 _ROWS = int(Tag("Rows"))
 _SQ_TAGS: dict[int, bool] = {}
+#: warnings.catch_warnings swaps process-wide state: one thread at a time (the receiver's
+#: indexer thread reads files while association threads run).
+_WARNINGS_LOCK = threading.Lock()
 
 
 def _is_sequence(ds: Dataset, tag: BaseTag) -> bool:
@@ -333,7 +337,7 @@ def read_checked(path: str | os.PathLike, data: bytes | None = None) -> Dataset 
             if not looks_like_dicom(head, size):
                 return None
             fp.seek(0)
-            with warnings.catch_warnings(record=True) as caught:
+            with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 ds = pydicom.dcmread(fp, force=True)
     except OSError as exc:
