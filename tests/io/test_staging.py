@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,17 @@ def test_success_into_a_new_folder_and_a_file_in_the_way(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="not a folder"), staged_output(tmp_path / "file"):
         pass
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / ".rtforge-partial-999999999-x"  # no such process
+    (dead / "P").mkdir(parents=True)
+    (dead / "P" / "half.dcm").write_text("half")
+    alive = out / f".rtforge-partial-{os.getppid()}-y"  # a running process's: kept
+    alive.mkdir()
+    with staged_output(out) as stage:
+        _write(stage, fail=False)
+    assert not dead.exists() and alive.is_dir()
+    assert _tree(out) == {"P/S/a.dcm": "new a", "b.dcm": "new b"}

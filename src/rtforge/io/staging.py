@@ -16,6 +16,10 @@ Order of operations
    remembered), then the empty staging folder is removed;
 4. on failure in 2 or 3: the files renamed in 3 and the folders created in
    1 and 3 are removed, then the staging folder.
+
+A process killed outright (``kill -9``, power loss) cannot clean up: its
+staging folder (named after its process ID) is removed by the next run on the
+same ``OUT`` once that process is gone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ from rtforge.io.fileset import fsync_directory
 __all__ = ["staged_output"]
 
 _PREFIX = ".rtforge-partial-"
+
+
+def _remove_stale(folder: Path, prefix: str) -> None:
+    """Remove staging folders in ``folder`` left by processes that no longer run."""
+    for stale in folder.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:  # it runs, under another user
+            continue
 
 
 def _missing_parents(folder: Path) -> list[Path]:
@@ -106,10 +124,9 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
     stage: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir():
-            stage = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=out))
-        else:
-            stage = Path(tempfile.mkdtemp(prefix=f".{out.name}{_PREFIX}", dir=out.parent))
+        home, prefix = (out, _PREFIX) if out.is_dir() else (out.parent, f".{out.name}{_PREFIX}")
+        _remove_stale(home, prefix)
+        stage = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=home))
         yield stage
         _commit(stage, out, placed)
         fsync_directory(out.parent)
