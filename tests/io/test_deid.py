@@ -73,8 +73,8 @@ def test_profile_attributes_keep_no_identifying_value(original: list[Dataset], r
             new.setdefault(t, []).append(v)
         for tag, value in old.items():
             checked += 1
-            if tag in (0x00100010, 0x00100020):  # Patient Name and ID: the subject ID
-                assert new[tag] == ["SUBJ-007"]
+            if tag in (0x00100010, 0x00100020):  # Patient Name (Family^ form) and ID: the subject
+                assert new[tag] == ["SUBJ-007^" if tag == 0x00100010 else "SUBJ-007"]
                 continue
             if Tag(tag) == Tag("ClinicalTrialSubjectID") or Tag(tag) == Tag("ClinicalTrialProtocolID") \
                     or Tag(tag) == Tag("ClinicalTrialSponsorName"):
@@ -124,7 +124,7 @@ def test_same_key_same_mapping(original: list[Dataset], result) -> None:  # noqa
 
 
 def test_input_not_modified(original: list[Dataset], result) -> None:  # noqa: ANN001
-    assert original[0].PatientName == "Doe^Jane" and result.datasets[0].PatientName == "SUBJ-007"
+    assert original[0].PatientName == "Doe^Jane" and result.datasets[0].PatientName == "SUBJ-007^"
 
 
 def test_trial_file_and_key_file(tmp_path: Path) -> None:

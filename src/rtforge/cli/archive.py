@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
 from rtforge.config import VERIFY_METHODS, Config, Node, load_config
-from rtforge.errors import RtforgeError
+from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.net import resolve_node
 from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog, SeriesSummary
@@ -25,6 +25,8 @@ the store and its catalog: [archive] store and catalog in the configuration, or 
 A study belongs to one patient: an object whose study (series, SOP Instance UID) the catalog
 holds under another Patient ID is quarantined (kept aside, reported, listed by 'store ls', never
 exported, filed or restored), never merged.
+import checks each file (truncated, short Pixel Data, non-finite geometry, broken contours): a
+damaged one is named on stderr and not catalogued (exit status 1); the others are.
 """
 _FILE_EXAMPLE = """examples:
   rtforge file RTF-PHANTOM-001 --to pacs
@@ -144,17 +146,23 @@ def report_quarantine(args: argparse.Namespace, lines: list[str]) -> None:
 
 
 def _store_import(args: argparse.Namespace) -> int:
+    for path in args.paths:  # before the catalog is opened (and so created)
+        if not path.exists():
+            raise InvalidInputError("no such file or folder", path=path)
     _, catalog = open_catalog(args)
     with catalog:
         report = catalog.import_paths(args.paths)
     report_quarantine(args, report.quarantine_lines())
+    for _, error in report.rejected:
+        sys.stderr.write(f"rtforge store import: {error} (not imported)\n")
     if args.json:
         emit_json(report.as_dict())
     elif not args.quiet:
         quarantined = f", {len(report.quarantined)} quarantined" if report.quarantined else ""
         print(f"{report.added} added, {report.updated} updated, {len(report.skipped)} skipped "
-              f"(not DICOM Part 10){quarantined} in {catalog.path}")
-    return 0
+              f"(not DICOM Part 10), {len(report.rejected)} rejected (damaged){quarantined} in "
+              f"{catalog.path}")
+    return 1 if report.rejected else 0
 
 
 def _print_series(series: list[SeriesSummary]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json
@@ -18,6 +19,8 @@ _EXAMPLE = """examples:
   rtforge media export RTF-PHANTOM-001 /media/usb/case1 --dicomdir
 import: the DICOMDIR is used when present; files it misses are read all the same and listed,
 and without one every file is read. The files are copied into the store and catalogued.
+Each file is checked first (truncated file, short Pixel Data, non-finite geometry, broken
+contours): a damaged one is named on stderr and left out (exit status 1), the others imported.
 export: the case's local files with generated folder names, and a DICOMDIR with --dicomdir;
 only objects that hold the case's Patient ID (quarantined objects, kept aside because their study
 belongs to another patient, are left out and reported).
@@ -49,7 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _import(args: argparse.Namespace) -> int:
     scan = scan_media(args.folder)
+    for _, error in scan.rejected:
+        sys.stderr.write(f"rtforge media import: {error} (not imported)\n")
     if not scan.files:
+        if scan.rejected:
+            return 1
         raise InvalidInputError("no DICOM Part 10 files found", path=args.folder)
     config, catalog = open_catalog(args)
     store = args.store if args.store is not None else Path(config.archive.store)
@@ -71,7 +78,7 @@ def _import(args: argparse.Namespace) -> int:
             print(f"in the DICOMDIR but missing: {path}")
         if scan.dicomdir_error:
             print(f"DICOMDIR unusable ({scan.dicomdir_error}): read every file instead")
-    return 0
+    return 1 if scan.rejected else 0
 
 
 def _export(args: argparse.Namespace) -> int:

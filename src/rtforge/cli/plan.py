@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydicom import Dataset
@@ -20,6 +20,7 @@ from rtforge.io.fileset import TRANSFER_SYNTAXES, atomic_write, instance_path, w
 from rtforge.io.references import check_references, read_folder
 from rtforge.io.relink import PatientChange, relink
 from rtforge.io.rtplan import Beam, RTPlan, parse_rtplan, split_rtplan, write_rtplan
+from rtforge.io.staging import staged_output
 
 __all__ = ["register"]
 
@@ -46,6 +47,10 @@ _DEID_EXAMPLE = """example:
 trial.toml holds sponsor_name, protocol_id, subject_id (required) and protocol_name,
 site_id, site_name, time_point_id, time_point_description, coordinating_center_name.
 The same key file gives the same UIDs on every run (a new key is written if it is missing).
+Every DICOM file under IN_DIR is checked first (truncated file, short Pixel Data, non-finite
+geometry, broken contours): one damaged file and nothing is written. All or nothing: OUT_DIR
+receives the objects only when every one is written (a full disk leaves nothing of the run).
+Study Date/Time/ID get dummy values (a DICOMDIR needs them); Patient Name is SUBJECT^.
 """
 _RELINK_EXAMPLE = """example:
   rtforge relink in/ out/ --patient-id NEW-1 --patient-name "Roe^Ann" --sex F
@@ -54,6 +59,9 @@ from the old UID and the new patient: a re-run gives the same UIDs) and every re
 the objects follows; Frame of Reference UIDs stay. --keep-study-uids gives new SOP Instance
 UIDs only (Oncentra's behaviour): the studies then exist under two patients.
 (RT Dose objects are copied unchanged and reported: they are never re-linked)
+Every DICOM file under IN_DIR is checked first (truncated file, short Pixel Data, non-finite
+geometry, broken contours): one damaged file and nothing is written. All or nothing: OUT_DIR
+receives the objects only when every one is written.
 """
 
 
@@ -85,6 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--key-file", type=Path, help="secret key (created if missing); "
                                                  "without it a one-off random key is used")
     d.add_argument("--map-out", type=Path, help="write the original-to-new mapping (CSV)")
+    d.add_argument("--verbose", dest="list_outside", action="store_true",
+                   help="list every reference to an object outside the set (by default one "
+                        "summary line)")
     _add_config(d)
     add_output_flags(d)
     d.set_defaults(func=_deid)
@@ -260,39 +271,65 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_all(datasets: Sequence[Dataset], out_dir: Path) -> list[Path]:
-    paths = []
-    for ds in datasets:
+def _write_all(datasets: Sequence[Dataset], out_dir: Path,
+               extra: Callable[[], object] | None = None) -> list[Path]:
+    """Write every object under ``out_dir``, all or nothing (:mod:`rtforge.io.staging`).
+
+    ``extra`` runs after the objects are staged and before they are moved into
+    place (e.g. writing the UID map); if it fails, nothing lands in ``out_dir``.
+    """
+    for ds in datasets:  # refuse before anything is written
         ts = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) \
             if hasattr(ds, "file_meta") else ExplicitVRLittleEndian
         if ts not in TRANSFER_SYNTAXES.values():
             raise InvalidInputError(f"object {ds.SOPInstanceUID} is in transfer syntax {ts}; "
                                     "only uncompressed objects can be rewritten")
-        paths.append(write_dataset_file(ds, instance_path(out_dir, ds), ts))
-    return paths
+    with staged_output(out_dir) as stage:
+        paths = [write_dataset_file(ds, instance_path(stage, ds),
+                                    str(ds.file_meta.get("TransferSyntaxUID",
+                                                         ExplicitVRLittleEndian)))
+                 for ds in datasets]
+        if extra is not None:
+            extra()
+    return [out_dir / p.relative_to(stage) for p in paths]
 
 
 def _deid(args: argparse.Namespace) -> int:
     trial = load_trial(args.trial)
-    key = read_key(args.key_file) if args.key_file else new_key()
     found = read_folder(args.input)
+    key = read_key(args.key_file) if args.key_file else new_key()
     originals = [ds for _, ds in found]
     result = deidentify(originals, trial, key=key, uid_root=_config(args).uid_root)
-    paths = _write_all(result.datasets, args.output)
-    if args.map_out:
+    written_map: list[Path] = []
+
+    def write_map() -> None:
         ids = sorted({str(ds.get("PatientID", "") or "") for ds in originals} - {""})
-        atomic_write(args.map_out, [uid_map_csv(result.uid_map,
-                                                [(i, trial.subject_id) for i in ids]).encode()])
+        written_map.append(atomic_write(args.map_out, [uid_map_csv(
+            result.uid_map, [(i, trial.subject_id) for i in ids]).encode()]))
+
+    try:
+        paths = _write_all(result.datasets, args.output, write_map if args.map_out else None)
+    except BaseException:
+        for path in written_map:  # the objects did not land: neither does their map
+            path.unlink(missing_ok=True)
+        raise
     report = check_references(result.datasets)
+    outside = sorted({r.uid for r in report.dangling})
+    listing = args.list_outside or args.verbose > 0
     if args.json:
         emit_json({"written": [str(p) for p in paths], "uids_replaced": len(result.uid_map),
                    "dangling": [r.__dict__ for r in report.dangling]})
-    else:
-        print(f"{len(paths)} objects de-identified into {args.output}, "
-              f"{len(result.uid_map)} UIDs replaced")
+        return 0
+    print(f"{len(paths)} objects de-identified into {args.output}, "
+          f"{len(result.uid_map)} UIDs replaced")
+    if outside:
+        print(f"  note: {len(report.dangling)} references to {len(outside)} UIDs outside the "
+              "set (kept, their UIDs replaced like the rest)"
+              + ("" if listing else "; --verbose lists them"))
+    if listing:
         for ref in report.dangling:
-            print(f"  warning: {ref.source} references {ref.kind.value} {ref.uid} "
-                  f"({ref.path}), not in the set")
+            print(f"  {ref.source} references {ref.kind.value} {ref.uid} ({ref.path}), "
+                  "not in the set")
     return 0
 
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names directly
     from rtforge.io.ct import CTSeriesWriter, CTWriteReport, PixelStorage, write_ct_series  # noqa: F401
     from rtforge.io.deid import deidentify, load_trial  # noqa: F401
     from rtforge.io.fileset import parse_transfer_syntax, series_dir, write_dataset_file  # noqa: F401
+    from rtforge.io.integrity import check_dataset, read_checked  # noqa: F401
     from rtforge.io.media import export_media, scan_media  # noqa: F401
     from rtforge.io.modules import format_ds  # noqa: F401
     from rtforge.io.references import check_references  # noqa: F401
@@ -42,6 +43,8 @@ _EXPORTS = {
     "series_dir": "fileset",
     "write_dataset_file": "fileset",
     "format_ds": "modules",
+    "check_dataset": "integrity",
+    "read_checked": "integrity",
     "deidentify": "deid",
     "load_trial": "deid",
     "export_media": "media",

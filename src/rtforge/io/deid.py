@@ -17,8 +17,13 @@ Actions (PS3.15 E.3.1)
   every run, so every reference within the set still resolves;
 - private attributes, curves (50xx) and overlay data (60xx) are removed;
 - Patient Name and Patient ID become the trial's subject ID (allowed by
-  ``Z``: a dummy consistent with the VR), Patient Identity Removed ``YES``
-  and De-identification Method (Code Sequence) say what was done.
+  ``Z``: a dummy consistent with the VR; the name in the ``Family^`` form of
+  PS3.5 6.2), Patient Identity Removed ``YES`` and De-identification Method
+  (Code Sequence) say what was done;
+- Study Date, Study Time and Study ID (``Z``, Type 2) get dummy values
+  (:data:`STUDY_DUMMIES`) rather than none: a DICOMDIR's STUDY record needs
+  them (PS3.3 F.5), and the date is the one Series Date and the other ``D``
+  dates get, so the study and its series stay consistent.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ __all__ = [
     "TrialInfo",
     "DeidResult",
     "DEIDENTIFICATION_METHOD",
+    "STUDY_DUMMIES",
     "load_trial",
     "new_key",
     "read_key",
@@ -61,17 +67,22 @@ __all__ = [
 #: De-identification Method (0012,0063) written on every object.
 DEIDENTIFICATION_METHOD = "PS3.15 Basic Application Confidentiality Profile (rtforge)"
 _METHOD_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
-_DUMMY = {"PN": "ANONYMOUS", "DA": "19000101", "TM": "000000", "DT": "19000101000000",
+_DUMMY = {"PN": "ANONYMOUS^", "DA": "19000101", "TM": "000000", "DT": "19000101000000",
           "IS": "0", "DS": "0", "AS": "000Y", "CS": "DEIDENTIFIED", "SH": "DEIDENTIFIED",
           "LO": "DEIDENTIFIED", "ST": "DEIDENTIFIED", "LT": "DEIDENTIFIED", "UT": "DEIDENTIFIED",
           "UC": "DEIDENTIFIED", "AE": "DEIDENTIFIED", "UR": "", "US": 0, "SS": 0, "UL": 0,
           "SL": 0, "FL": 0.0, "FD": 0.0}
+#: Dummy Study Date, Time and ID written on every object of a study (PS3.15 E.3.1 ``Z``
+#: allows a dummy value; a DICOMDIR STUDY record needs all three, PS3.3 F.5.2).
+STUDY_DUMMIES = {"StudyDate": _DUMMY["DA"], "StudyTime": _DUMMY["TM"],
+                 "StudyID": "DEIDENTIFIED"}
 _RESOLVED = {"Z/D": "Z", "X/Z": "Z", "X/Z/D": "Z", "X/D": "D", "X/Z/U*": "U"}
 # Type 2 attributes of the Clinical Trial modules (PS3.3 C.7.1.3, C.7.2.3, C.7.3.2): written
 # empty when the trial gives no value; the Type 3 ones are left out then.
 _TRIAL_TYPE_2 = frozenset({"ClinicalTrialProtocolName", "ClinicalTrialSiteID",
                            "ClinicalTrialSiteName", "ClinicalTrialTimePointID",
                            "ClinicalTrialCoordinatingCenterName"})
+_TRIAL_REQUIRED = ("sponsor_name", "protocol_id", "subject_id")
 _KEEP_CLASS_KEYWORDS = frozenset({"SOPClassUID", "ReferencedSOPClassUID"})
 
 
@@ -103,15 +114,15 @@ class TrialInfo:
     coordinating_center_name: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("sponsor_name", "protocol_id", "subject_id"):
+        for name in _TRIAL_REQUIRED:
             if not str(getattr(self, name)).strip():
-                raise InvalidInputError(f"the trial needs a non-empty {name}")
+                raise InvalidInputError(f"the trial needs a non-empty {name}", tag=name)
         for f in fields(self):
             value = getattr(self, f.name)
             limit = 1024 if f.name == "time_point_description" else 64
             if not isinstance(value, str) or len(value) > limit or "\\" in value:
                 raise InvalidInputError(f"trial {f.name} must be text of at most {limit} "
-                                        "characters without backslash")
+                                        "characters without backslash", tag=f.name)
 
     def values(self) -> dict[str, str]:
         """The Clinical Trial attributes, keyword to value ('' when not given)."""
@@ -142,27 +153,41 @@ def load_trial(path: str | os.PathLike) -> TrialInfo:
     Raises
     ------
     InvalidInputError
-        If the file is missing, not TOML, has unknown keys or lacks a required one.
+        If the file is missing or unreadable, not TOML, has unknown keys,
+        lacks a required one or has a value that is not text; the message
+        names the file and the key.
     """
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidInputError("trial file not found", path=p) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
     data = data.get("trial", data)
-    known = {f.name for f in fields(TrialInfo)}
-    unknown = sorted(set(data) - known)
+    if not isinstance(data, dict):
+        raise InvalidInputError("'trial' must be a table ([trial])", path=p, tag="trial")
+    known = [f.name for f in fields(TrialInfo)]
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise InvalidInputError(f"unknown key(s) {', '.join(unknown)}; known: "
                                 f"{', '.join(sorted(known))}", path=p)
+    missing = [name for name in _TRIAL_REQUIRED if name not in data]
+    if missing:
+        raise InvalidInputError(f"incomplete trial: missing required key(s) "
+                                f"{', '.join(missing)} (required: "
+                                f"{', '.join(_TRIAL_REQUIRED)})", path=p)
+    for name in known:
+        if name in data and not isinstance(data[name], str):
+            raise InvalidInputError(f"{name} must be text (a quoted TOML string), got "
+                                    f"{type(data[name]).__name__} {data[name]!r}", path=p,
+                                    tag=name)
     try:
         return TrialInfo(**data)
-    except TypeError as exc:
-        raise InvalidInputError(f"incomplete trial: {exc}", path=p) from None
     except InvalidInputError as exc:
-        raise InvalidInputError(exc.reason, path=p) from None
+        raise InvalidInputError(exc.reason, path=p, tag=exc.tag) from None
 
 
 def new_key() -> str:
@@ -296,7 +321,11 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
         if "TransferSyntaxUID" in getattr(source, "file_meta", {}):
             ds.file_meta.TransferSyntaxUID = source.file_meta.TransferSyntaxUID
         worker.dataset(ds)
-        ds.PatientName = trial.subject_id
+        if "StudyInstanceUID" in ds:
+            for keyword, value in STUDY_DUMMIES.items():
+                setattr(ds, keyword, value)
+        ds.PatientName = trial.subject_id if "^" in trial.subject_id else \
+            f"{trial.subject_id}^"  # PS3.5 6.2: Family^Given, not the retired one-part form
         ds.PatientID = trial.subject_id
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = DEIDENTIFICATION_METHOD

@@ -4,7 +4,10 @@ Reading (Oncentra section 5): a DICOMDIR, when there is one, says which
 files belong to the file set; the files it does not list are read directly
 all the same (an incomplete DICOMDIR is reported, not trusted), and a
 DICOMDIR entry whose file is gone is reported.  Without a DICOMDIR every file
-is read directly.  Only DICOM Part 10 files are taken.
+is read directly.  Only DICOM Part 10 files are taken, and only whole ones:
+each is checked (:mod:`rtforge.io.integrity`: truncated file, short Pixel
+Data, non-finite geometry, broken contours) and a damaged one is reported
+and left out.
 
 Writing: Part 10 files with generated folder and file names (eight
 characters, ISO 9660 level 1: ``P0000001/S0000001/E0000001/I0000001``), and,
@@ -31,6 +34,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.fileset import atomic_write, instance_path
+from rtforge.io.integrity import read_checked
 
 __all__ = ["DICOMDIR", "MediaScan", "scan_media", "copy_into", "ExportReport", "export_media"]
 
@@ -59,6 +63,9 @@ class MediaScan:
         Files the DICOMDIR lists that do not exist.
     skipped : list of Path
         Files that are not DICOM Part 10 files.
+    rejected : list of (Path, str)
+        DICOM files that are damaged, and the one-line error naming each
+        (not in ``files``).
     dicomdir_error : str or None
         Why a DICOMDIR that is there could not be used.
     """
@@ -69,6 +76,7 @@ class MediaScan:
     missed_by_dicomdir: list[Path] = field(default_factory=list)
     dangling: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    rejected: list[tuple[Path, str]] = field(default_factory=list)
     dicomdir_error: str | None = None
 
     @property
@@ -83,7 +91,9 @@ class MediaScan:
                 "files": len(self.files),
                 "missed_by_dicomdir": [str(p) for p in self.missed_by_dicomdir],
                 "dangling": [str(p) for p in self.dangling],
-                "skipped": [str(p) for p in self.skipped], "dicomdir_error": self.dicomdir_error}
+                "skipped": [str(p) for p in self.skipped],
+                "rejected": [{"path": str(p), "error": e} for p, e in self.rejected],
+                "dicomdir_error": self.dicomdir_error}
 
 
 def _listed(dicomdir: Path) -> list[Path]:
@@ -103,13 +113,27 @@ def _listed(dicomdir: Path) -> list[Path]:
 
 
 def _is_part10(path: Path) -> bool:
+    """A file with the Part 10 prefix that is not a DICOMDIR (whole or damaged)."""
     try:
         if not is_dicom(path):
             return False
         ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except _HEADER_ERRORS:
-        return False
+        return True  # damaged past its prefix: checked, and reported, by _whole
     return ds.file_meta.get("MediaStorageSOPClassUID") != MediaStorageDirectoryStorage
+
+
+def _whole(path: Path, scan: MediaScan) -> bool:
+    """Whether a DICOM file passes the integrity check; a damaged one goes to ``rejected``."""
+    try:
+        ds = read_checked(path)
+    except InvalidInputError as exc:
+        scan.rejected.append((path, str(exc)))
+        return False
+    if ds is None:
+        scan.rejected.append((path, f"{path}: not a DICOM file"))
+        return False
+    return True
 
 
 def scan_media(root: str | os.PathLike[str]) -> MediaScan:
@@ -131,8 +155,9 @@ def scan_media(root: str | os.PathLike[str]) -> MediaScan:
 
     Notes
     -----
-    Files the DICOMDIR lists are taken without being read; every other
-    file is read far enough to tell whether it is a DICOM Part 10 file.
+    Every DICOM file, listed by the DICOMDIR or not, is read whole and
+    checked (:func:`rtforge.io.integrity.read_checked`); a damaged one is
+    listed in :attr:`MediaScan.rejected`, not in :attr:`MediaScan.files`.
     """
     root = Path(root)
     if not root.is_dir():
@@ -155,11 +180,13 @@ def scan_media(root: str | os.PathLike[str]) -> MediaScan:
         if path == candidate.resolve():
             continue
         if path in listed:
-            scan.files.append(path)
+            if _whole(path, scan):
+                scan.files.append(path)
         elif _is_part10(path):
-            scan.files.append(path)
-            if scan.dicomdir is not None:
-                scan.missed_by_dicomdir.append(path)
+            if _whole(path, scan):
+                scan.files.append(path)
+                if scan.dicomdir is not None:
+                    scan.missed_by_dicomdir.append(path)
         else:
             scan.skipped.append(path)
     if scan.missed_by_dicomdir or scan.dangling:

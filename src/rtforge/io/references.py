@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom import Dataset
 
 from rtforge.errors import InvalidInputError
+from rtforge.io.integrity import read_checked
 
 __all__ = [
     "ReferenceKind",
@@ -172,7 +172,7 @@ def check_references(datasets: Iterable[Dataset]) -> IntegrityReport:
 
 
 def read_folder(folder: str | os.PathLike) -> list[tuple[Path, Dataset]]:
-    """Every DICOM file under ``folder`` (recursively, DICOMDIR and non-DICOM files skipped).
+    """Every DICOM file under ``folder``, checked (recursively; DICOMDIR and non-DICOM files skipped).
 
     Parameters
     ----------
@@ -186,7 +186,8 @@ def read_folder(folder: str | os.PathLike) -> list[tuple[Path, Dataset]]:
     Raises
     ------
     InvalidInputError
-        If ``folder`` is not a folder or holds no DICOM object.
+        If ``folder`` is not a folder or holds no DICOM object, or a DICOM
+        file under it is damaged (:func:`rtforge.io.integrity.check_dataset`).
     """
     root = Path(folder)
     if not root.is_dir():
@@ -195,13 +196,9 @@ def read_folder(folder: str | os.PathLike) -> list[tuple[Path, Dataset]]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name.upper() == "DICOMDIR":
             continue
-        try:
-            ds = dcmread(path)
-        except (InvalidDicomError, OSError, ValueError) as exc:
-            logger.info("%s skipped: not DICOM (%s)", path, exc)
-            continue
-        if "SOPInstanceUID" not in ds:
-            logger.info("%s skipped: no SOP Instance UID", path)
+        ds = read_checked(path)
+        if ds is None:
+            logger.info("%s skipped: not DICOM", path)
             continue
         out.append((path, ds))
     if not out:

@@ -563,9 +563,9 @@ def _int_of(ds: Dataset, keyword: str, path: Path | None, where: str) -> int:
 def parse_rtstruct(ds: Dataset, path: str | os.PathLike | None = None) -> StructureSet:
     """Read an RT Structure Set data set into :class:`StructureSet`.
 
-    Lenient where the content is still usable (a wrong Number of Contour
-    Points is logged and the Contour Data used; unknown RT ROI Interpreted
-    Types are kept as text); strict where it is not.
+    Lenient where the content is still usable (unknown RT ROI Interpreted
+    Types are kept as text); strict where it is not.  These are the contour
+    checks every reader applies (:mod:`rtforge.io.integrity`).
 
     Parameters
     ----------
@@ -584,8 +584,9 @@ def parse_rtstruct(ds: Dataset, path: str | os.PathLike | None = None) -> Struct
         or repeated; an ROI Contour or RT ROI Observations item refers to an
         ROI Number the Structure Set ROI Sequence does not have; a contour has
         an unknown Contour Geometric Type, Contour Data that is not numbers,
-        not a multiple of 3 values, a NaN or infinite coordinate, or fewer
-        points than its type needs (3 for CLOSED_PLANAR).
+        not a multiple of 3 values, a NaN or infinite coordinate, fewer
+        points than its type needs (3 for CLOSED_PLANAR), or a Number of
+        Contour Points that does not match its Contour Data.
     """
     where_file = None if path is None else Path(path)
     sop_class = _text(ds, "SOPClassUID")
@@ -637,9 +638,12 @@ def parse_rtstruct(ds: Dataset, path: str | os.PathLike | None = None) -> Struct
                 raise InvalidInputError(f"{cwhere}: {reason}", path=where_file,
                                         tag="ContourData") from None
             stated = contour.get("NumberOfContourPoints")
-            if stated not in (None, "") and int(stated) != built.n_points:
-                logger.warning("%s: Number of Contour Points says %s, Contour Data holds %d",
-                               cwhere, stated, built.n_points)
+            if stated not in (None, "") and _int_of(contour, "NumberOfContourPoints", where_file,
+                                                    cwhere) != built.n_points:
+                raise InvalidInputError(f"{cwhere}: Number of Contour Points says {stated}, "
+                                        f"Contour Data holds {built.n_points} points (truncated "
+                                        "or damaged)", path=where_file,
+                                        tag="NumberOfContourPoints")
             roi["contours"].append(built)
             roi["bytes"].append(length)
     for n, item in enumerate(ds.get("RTROIObservationsSequence") or [], start=1):

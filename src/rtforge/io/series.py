@@ -57,6 +57,7 @@ from rtforge.core.geometry import SliceStack, Volume
 from rtforge.errors import GeometryError, InvalidInputError
 from rtforge.io._pixels import PixelFormat, convert_slice, normalise_stored, stored_view
 from rtforge.io.dicomfile import looks_like_dicom, transfer_syntax_of
+from rtforge.io.integrity import finite_numbers, pixel_data_shortfall, truncation
 
 __all__ = ["SeriesInfo", "DiscoveryResult", "ImageSeries", "discover_series", "read_series"]
 
@@ -291,19 +292,6 @@ def _read_element_header(fp: object, implicit: bool, little: bool) -> _PixelElem
     return _PixelElement(tag, vr, struct.unpack(e + "H", head[6:8])[0], start + 8)
 
 
-def _truncation(ds: Dataset) -> str | None:
-    """Why the data set looks cut short (its last element lacks bytes), or None."""
-    if not len(ds):
-        return None
-    tag = max(ds.keys())
-    elem = ds.get_item(tag)
-    if (isinstance(elem, RawDataElement) and elem.length != _UNDEFINED_LENGTH
-            and elem.value is not None and len(elem.value) < elem.length):
-        return (f"the file is truncated: ({tag.group:04X},{tag.element:04X}) declares "
-                f"{elem.length} bytes but the file ends after {len(elem.value)}")
-    return None
-
-
 def _scan(path: Path, *, headers_only: bool) -> _Scanned:
     """Read one file's header.
 
@@ -352,7 +340,7 @@ def _scan(path: Path, *, headers_only: bool) -> _Scanned:
         except Exception as exc:  # pydicom raises many types on damaged input
             raise InvalidInputError(f"cannot parse as DICOM: {exc}", path) from exc
         if not headers_only:
-            cut = _truncation(ds)
+            cut = truncation(ds)
             if cut is not None:
                 raise InvalidInputError(cut, path)
         if not any((int(t) >> 16) == 0x0008 for t in ds.keys()):
@@ -699,15 +687,9 @@ def _floats(ds: Dataset, keyword: str, path: Path, count: int) -> np.ndarray:
         raise InvalidInputError("missing: the slice cannot be placed in the patient", path,
                                 _tag_label(keyword))
     try:
-        seq: list[Any] = list(value) if isinstance(value, Iterable) and not isinstance(
-            value, str) else [value]
-        arr = np.array([float(v) for v in seq], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"not numeric: {value!r}", path, _tag_label(keyword)) from exc
-    if arr.shape != (count,) or not np.all(np.isfinite(arr)):
-        raise InvalidInputError(f"must be {count} finite numbers, got {value!r}", path,
-                                _tag_label(keyword))
-    return arr
+        return finite_numbers(value, count)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), path, _tag_label(keyword)) from None
 
 
 def _int(ds: Dataset, keyword: str, path: Path, default: int | None = None, *,
@@ -822,11 +804,9 @@ def _parse_slice(scanned: _Scanned) -> _Slice:
             raise InvalidInputError(
                 f"encapsulated (undefined length) Pixel Data in uncompressed {ts.name}", path,
                 _tag_label("PixelData"))
-        if pixel.length < fmt.nbytes:
-            raise InvalidInputError(
-                f"truncated Pixel Data: {pixel.length} bytes, but Rows x Columns x Bits "
-                f"Allocated / 8 = {rows} x {columns} x {bits_allocated} / 8 = {fmt.nbytes}",
-                path, _tag_label("PixelData"))
+        short = pixel_data_shortfall(pixel.length, rows, columns, bits_allocated)
+        if short is not None:
+            raise InvalidInputError(short, path, _tag_label("PixelData"))
         if pixel.value_offset is not None and pixel.value_offset + fmt.nbytes > scanned.size:
             raise InvalidInputError(
                 f"the file is truncated: Pixel Data needs {fmt.nbytes} bytes from offset "

@@ -63,6 +63,7 @@ from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from rtforge.errors import InvalidInputError
+from rtforge.io.integrity import read_checked
 
 __all__ = [
     "CATALOG_NAME",
@@ -399,12 +400,16 @@ class ImportReport:
     quarantined : list of QuarantinedRecord
         Files of a patient whose study (series, SOP Instance UID) the catalog
         holds under another patient: kept aside, not merged.
+    rejected : list of (Path, str)
+        DICOM files left out because they are damaged
+        (:func:`rtforge.io.integrity.check_dataset`), with the one-line error.
     """
 
     added: int = 0
     updated: int = 0
     skipped: list[Path] = field(default_factory=list)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
+    rejected: list[tuple[Path, str]] = field(default_factory=list)
 
     def quarantine_lines(self) -> list[str]:
         """One line per patient and study kept aside, naming both patients."""
@@ -414,7 +419,8 @@ class ImportReport:
         """JSON-ready form."""
         return {"added": self.added, "updated": self.updated,
                 "skipped": [str(p) for p in self.skipped],
-                "quarantined": [g.as_dict() for g in group_quarantine(self.quarantined)]}
+                "quarantined": [g.as_dict() for g in group_quarantine(self.quarantined)],
+                "rejected": [{"path": str(p), "error": e} for p, e in self.rejected]}
 
 
 def _now() -> str:
@@ -457,12 +463,17 @@ def scan_file(path: str | os.PathLike[str]) -> ScannedFile | None:
     ------
     OSError
         If the file cannot be read.
+    InvalidInputError
+        If it is a DICOM object but damaged (:func:`rtforge.io.integrity.read_checked`).
     """
     path = Path(path)
     data = path.read_bytes()
+    ds = read_checked(path, data)
+    if ds is None:
+        logger.debug("%s: not a DICOM file", path)
+        return None
     try:
         meta, dataset = split_part10(data)
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, AttributeError, TypeError) as exc:
         logger.debug("%s: not a DICOM Part 10 file: %s", path, exc)
         return None
@@ -745,6 +756,7 @@ class Catalog:
         Returns
         -------
         ImportReport
+            Damaged DICOM files are left out and listed in ``rejected``.
 
         Raises
         ------
@@ -756,7 +768,12 @@ class Catalog:
         for path in _files_under(paths):
             if path.resolve() == self.path.resolve():
                 continue
-            found = scan_file(path)
+            try:
+                found = scan_file(path)
+            except InvalidInputError as exc:
+                logger.warning("not catalogued: %s", exc)
+                report.rejected.append((path, str(exc)))
+                continue
             if found is None:
                 report.skipped.append(path)
             else:
