@@ -8,6 +8,7 @@ A missing file means the defaults.  Example::
     uid_root = "1.2.826.0.1.3680043.8.498."
     platform_name = "RTFORGE-01"
     station_name = "planning-1"
+    character_set = "ISO_IR 100"    # or "ISO_IR 192" (UTF-8); see rtforge.io.charset
 
     [network]
     ae_title = "RTFORGE"
@@ -65,6 +66,10 @@ __all__ = [
 DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
 _UID_ROOT_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.$")
 _NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: Specific Character Sets rtforge can write (the first is the default: iPlan table 8-22
+#: writes ISO_IR 100 always); the policy is in rtforge.io.charset.
+CHARACTER_SETS = ("ISO_IR 100", "ISO_IR 192")
+DEFAULT_CHARACTER_SET = CHARACTER_SETS[0]
 #: Network defaults: iPlan 4.4.2 (timeout 30 s, maximum PDU 28672).
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PDU = 28672
@@ -87,12 +92,18 @@ class ExportConfig:
         Private Creator string of that block (iPlan's is ``BrainLAB_Conversion``).
     station_name : str
         Station Name (0008,1010); the host name by default.
+    character_set : {"ISO_IR 100", "ISO_IR 192"}
+        Specific Character Set (0008,0005) of every object rtforge writes
+        (:mod:`rtforge.io.charset`): ``ISO_IR 100`` (Latin-1, the default, as
+        iPlan writes) refuses a value outside Latin-1; ``ISO_IR 192`` (UTF-8)
+        holds every character.
     """
 
     uid_root: str = DEFAULT_UID_ROOT
     platform_name: str = "rtforge"
     private_creator: str = "RTFORGE_Conversion"
     station_name: str = field(default_factory=lambda: socket.gethostname()[:16] or "rtforge")
+    character_set: str = DEFAULT_CHARACTER_SET
 
     def __post_init__(self) -> None:
         if not _UID_ROOT_RE.match(self.uid_root) or len(self.uid_root) > 40:
@@ -105,6 +116,9 @@ class ExportConfig:
                 raise InvalidInputError(f"{name} must be 1 to 64 characters without backslash")
         if len(self.station_name) > 16:
             raise InvalidInputError("station_name must be at most 16 characters (SH)")
+        if self.character_set not in CHARACTER_SETS:
+            raise InvalidInputError(f"character_set must be one of {', '.join(CHARACTER_SETS)}, "
+                                    f"got {self.character_set!r}")
 
 
 def check_ae_title(value: object, name: str = "ae_title") -> str:

@@ -389,9 +389,15 @@ def test_streaming_any_order_and_rerun_reproduces_files(tmp_path: Path) -> None:
 
 
 def test_flat_layout_and_overrides(tmp_path: Path) -> None:
-    _, _, report = write_derived(tmp_path, flat=True, overrides={
-        "PatientName": "山田^太郎", "SeriesNumber": 1004, "SeriesDescription": None,
-        "WindowCenter": None, "WindowWidth": None})
+    overrides = {"PatientName": "山田^太郎", "SeriesNumber": 1004, "SeriesDescription": None,
+                 "WindowCenter": None, "WindowWidth": None}
+    # Issue 14 item 5: outside Latin-1 only when the configuration selects ISO_IR 192.
+    with pytest.raises(InvalidInputError, match="PatientName.*山田"):
+        write_derived(tmp_path / "latin1", flat=True, overrides=overrides)
+    assert not (tmp_path / "latin1").exists() or not any((tmp_path / "latin1").iterdir())
+    utf8 = ExportConfig(uid_root=CONFIG.uid_root, station_name="ct-test",
+                        character_set="ISO_IR 192")
+    _, _, report = write_derived(tmp_path, flat=True, overrides=overrides, config=utf8)
     assert report.series_dir == tmp_path
     ds = dcmread(report.paths[0])
     assert ds.SpecificCharacterSet == "ISO_IR 192"

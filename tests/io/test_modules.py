@@ -30,7 +30,6 @@ from rtforge.io.modules import (
     carried_values,
     equipment_values,
     format_ds,
-    specific_character_set,
 )
 from rtforge.io.private import PRIVATE_GROUP, add_export_block, export_platform_name
 
@@ -186,14 +185,24 @@ def test_build_dataset_omit_skips_keywords() -> None:
     assert "SOPInstanceUID" not in ds
 
 
-def test_character_set_falls_back_to_utf8() -> None:
-    assert specific_character_set({"PatientName": "Müller^Jörg"}) == "ISO_IR 100"
-    assert specific_character_set({"PatientName": "山田^太郎"}) == "ISO_IR 192"
+def test_character_set_is_the_configured_one_never_a_silent_fallback() -> None:
+    """Issue 14 item 5: ISO_IR 100 by default (iPlan table 8-22); a value outside Latin-1
+    is an error naming the attribute and the value, unless ISO_IR 192 is configured."""
+    latin = build_dataset(MODULES, _series_values(PatientName="Müller^Jörg"), config=CONFIG)
+    assert latin.SpecificCharacterSet == "ISO_IR 100"
+    with pytest.raises(InvalidInputError, match="PatientName.*'山田\\^太郎'.*ISO_IR 100"):
+        build_dataset(MODULES, _series_values(PatientName="山田^太郎"), config=CONFIG)
     item = Dataset()
     item.CodeMeaning = "Ωmega"
-    assert specific_character_set({"DerivationCodeSequence": [item]}) == "ISO_IR 192"
-    ds = build_dataset(MODULES, _series_values(PatientName="山田^太郎"), config=CONFIG)
+    with pytest.raises(InvalidInputError, match="CodeMeaning.*Ωmega"):
+        build_dataset(CT_IMAGE_IOD, {"DerivationCodeSequence": [item]}, config=CONFIG)
+    utf8 = ExportConfig(station_name="test-station", character_set="ISO_IR 192")
+    ds = build_dataset(MODULES, _series_values(PatientName="山田^太郎"), config=utf8)
     assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert build_dataset(MODULES, _series_values(), config=utf8).SpecificCharacterSet \
+        == "ISO_IR 192"
+    with pytest.raises(InvalidInputError, match="character_set"):
+        ExportConfig(character_set="ISO_IR 101")
 
 
 def _raw(keyword: str, vr: str, value: bytes) -> RawDataElement:

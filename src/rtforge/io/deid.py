@@ -47,9 +47,10 @@ from pydicom import DataElement, Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID_dictionary
 
-from rtforge.config import DEFAULT_UID_ROOT
+from rtforge.config import DEFAULT_CHARACTER_SET, DEFAULT_UID_ROOT
 from rtforge.errors import InvalidInputError
 from rtforge.io._deid_profile import BASIC_PROFILE
+from rtforge.io.charset import conformed
 from rtforge.io.uids import derived_uid
 
 __all__ = [
@@ -289,7 +290,8 @@ class _Deidentifier:
 
 
 def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
-               uid_root: str = DEFAULT_UID_ROOT) -> DeidResult:
+               uid_root: str = DEFAULT_UID_ROOT,
+               character_set: str = DEFAULT_CHARACTER_SET) -> DeidResult:
     """De-identify a set of objects for a clinical trial (see the module docstring).
 
     Parameters
@@ -301,6 +303,9 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
         The secret that makes the UID mapping reproducible (:func:`new_key`).
     uid_root : str
         Root of the new UIDs.
+    character_set : str
+        Specific Character Set every object is re-encoded in
+        (``ExportConfig.character_set``, :mod:`rtforge.io.charset`).
 
     Returns
     -------
@@ -309,7 +314,8 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
     Raises
     ------
     InvalidInputError
-        If ``key`` is empty.
+        If ``key`` is empty, or a value (the trial's included) does not fit
+        ``character_set``.
     """
     if not key:
         raise InvalidInputError("the de-identification key is empty")
@@ -335,7 +341,7 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
         for keyword, value in trial.values().items():
             if value or keyword in _TRIAL_TYPE_2:
                 setattr(ds, keyword, value or None)
-        out.append(ds)
+        out.append(conformed(ds, character_set))
     return DeidResult(tuple(out), dict(worker.uid_map))
 
 

@@ -54,6 +54,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 import rtforge
 from rtforge.config import DEFAULT_UID_ROOT
 from rtforge.errors import ConformanceError, InvalidInputError
+from rtforge.io.charset import check_dataset
 from rtforge.io.uids import derived_uid
 
 __all__ = [
@@ -447,15 +448,19 @@ def write_dataset_file(ds: Dataset, path: str | os.PathLike,
     Raises
     ------
     ConformanceError
-        If SOP Class or SOP Instance UID is missing, or big-endian output
-        would need a byte swap rtforge does not do.
+        If SOP Class or SOP Instance UID is missing, big-endian output
+        would need a byte swap rtforge does not do, or ``ds`` declares a
+        character set rtforge does not write.
     InvalidInputError
-        If the transfer syntax is not supported.
+        If the transfer syntax is not supported, or a text value does not
+        fit the data set's character set
+        (:func:`~rtforge.io.charset.check_dataset`: pydicom would write ``?``).
     """
     uid = parse_transfer_syntax(transfer_syntax)
     for keyword in ("SOPClassUID", "SOPInstanceUID"):
         if not ds.get(keyword):
             raise ConformanceError(f"{keyword} is missing: cannot write a Part 10 file")
+    check_dataset(ds)
     out = _swap_words(ds) if uid == ExplicitVRBigEndian else _shallow_copy(ds)
     out.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, uid)
     buffer = DicomBytesIO()
@@ -580,6 +585,9 @@ class DatasetTemplate:
     ------
     ValueError
         If ``ds`` holds a variable tag.
+    InvalidInputError
+        If a text value does not fit the character set
+        (:func:`~rtforge.io.charset.check_dataset`).
     """
 
     def __init__(self, ds: Dataset, variable_tags: Sequence[int], transfer_syntax: str) -> None:
@@ -587,6 +595,7 @@ class DatasetTemplate:
         clash = [t for t in tags if t in ds]
         if clash:
             raise ValueError(f"template holds variable element(s) {clash}")
+        check_dataset(ds)
         character_set = ds.get("SpecificCharacterSet", "ISO_IR 6")
         runs: list[list[BaseTag]] = [[] for _ in range(len(tags) + 1)]
         for tag in ds.keys():

@@ -38,6 +38,7 @@ import rtforge
 from rtforge.config import ExportConfig
 from rtforge.core._decimal import compact_decimal
 from rtforge.errors import ConformanceError, InvalidInputError
+from rtforge.io.charset import check_values, output_character_set
 from rtforge.io.private import add_export_block
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "format_tm",
     "carried_values",
     "equipment_values",
-    "specific_character_set",
     "build_dataset",
 ]
 
@@ -218,7 +218,6 @@ MAX_VALUE_LENGTH: dict[str, int] = {
     "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "SH": 16,
     "ST": 1024, "LT": 10240, "TM": 14, "UI": 64,
 }
-_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT",
                          "OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _IS_RANGE = (-(2**31), 2**31 - 1)
@@ -472,37 +471,6 @@ def equipment_values(config: ExportConfig) -> dict[str, object]:
     }
 
 
-def specific_character_set(values: Mapping[str, object]) -> str:
-    """``ISO_IR 100`` (Latin-1, as iPlan writes) when every text value fits it,
-    else ``ISO_IR 192`` (UTF-8).
-
-    Parameters
-    ----------
-    values : mapping of str to object
-        Keyword to value; sequence items (Datasets) are searched too.
-
-    Returns
-    -------
-    str
-    """
-    def texts(mapping: Iterable[tuple[str, object]]) -> Iterable[str]:
-        for keyword, value in mapping:
-            vr = _vr(keyword)
-            if vr == "SQ" and value is not None:
-                for item in _values_of(value):
-                    if isinstance(item, Dataset):
-                        yield from texts((e.keyword, e.value) for e in item if e.keyword)
-            elif vr in _TEXT_VRS and value is not None:
-                yield from (str(v) for v in _values_of(value))
-
-    try:
-        for text in texts(values.items()):
-            text.encode("latin-1")
-    except UnicodeEncodeError:
-        return "ISO_IR 192"
-    return "ISO_IR 100"
-
-
 # ------------------------------------------------------------------ builder
 def build_dataset(modules: Iterable[Module], values: Mapping[str, object], *,
                   config: ExportConfig | None = None, omit: Iterable[str] = ()) -> Dataset:
@@ -517,11 +485,14 @@ def build_dataset(modules: Iterable[Module], values: Mapping[str, object], *,
         Keyword to value; ``None`` or empty means unknown.  Every keyword must
         belong to one of ``modules``.  Values are checked against their VR
         (length, DS and IS syntax, UID characters) and DS values formatted by
-        :func:`format_ds`.  Specific Character Set defaults to
-        :func:`specific_character_set` of the values.
+        :func:`format_ds`.  Specific Character Set is not among them: it is
+        the configured output set (:mod:`rtforge.io.charset`).
     config : ExportConfig, optional
         Needed when ``modules`` holds :data:`GENERAL_EQUIPMENT`: adds our
         private block (creator and Export Platform Name, iPlan table 8-15).
+        Its ``character_set`` is written when ``modules`` hold
+        :data:`SOP_COMMON` (default ``ISO_IR 100``), and every text value,
+        sequence items included, must fit it.
     omit : iterable of str, optional
         Keywords the caller encodes itself (per-instance elements of a series):
         they are neither checked nor written.
@@ -535,8 +506,9 @@ def build_dataset(modules: Iterable[Module], values: Mapping[str, object], *,
     ConformanceError
         If a Type 1 attribute has no value or a value breaks its VR's rules.
     InvalidInputError
-        If ``values`` holds a keyword none of ``modules`` lists, or General
-        Equipment is built without ``config``.
+        If ``values`` holds a keyword none of ``modules`` lists, General
+        Equipment is built without ``config``, or (with SOP Common) a text
+        value does not fit the output character set.
     """
     modules = tuple(modules)
     skipped = set(omit)
@@ -547,7 +519,10 @@ def build_dataset(modules: Iterable[Module], values: Mapping[str, object], *,
         raise InvalidInputError(f"attribute(s) {', '.join(unknown)} are not in the modules "
                                 f"written here ({names})")
     resolved = dict(values)
-    resolved.setdefault("SpecificCharacterSet", specific_character_set(values))
+    if SOP_COMMON in modules:  # a whole object: its text, items included, in the policy's set
+        character_set = output_character_set(config)
+        check_values(values, character_set)
+        resolved["SpecificCharacterSet"] = character_set
     ds = Dataset()
     for module in modules:
         for attr in module.attributes:

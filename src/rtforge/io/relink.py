@@ -40,6 +40,7 @@ from pydicom.uid import RTDoseStorage
 
 from rtforge.config import ExportConfig
 from rtforge.errors import InvalidInputError
+from rtforge.io.charset import conformed, output_character_set
 from rtforge.io.references import Reference, ReferenceKind, check_references, iter_references
 from rtforge.io.uids import derived_uid
 
@@ -187,7 +188,8 @@ def relink(datasets: Iterable[Dataset], change: PatientChange, *,
         Not modified.
     change : PatientChange
     config : ExportConfig, optional
-        UID root of the new UIDs.
+        UID root of the new UIDs, and the character set every returned
+        object is re-encoded in (:mod:`rtforge.io.charset`).
     keep_study_uids : bool
         Keep the Study and Series Instance UIDs (Oncentra's behaviour: new SOP
         Instance UIDs only); the studies then exist under two patients.
@@ -199,7 +201,8 @@ def relink(datasets: Iterable[Dataset], change: PatientChange, *,
     Raises
     ------
     InvalidInputError
-        If an object has no SOP Instance UID, or two objects share one.
+        If an object has no SOP Instance UID, or two objects share one, or
+        a value (the new name included) does not fit the output character set.
 
     Notes
     -----
@@ -239,7 +242,8 @@ def relink(datasets: Iterable[Dataset], change: PatientChange, *,
                     maps[kind][old] = str(derived_uid(config.uid_root, mode, patient, old))
     uid_map = maps[ReferenceKind.INSTANCE]
     every = {old: new for kind_map in maps.values() for old, new in kind_map.items()}
-    out = [_copy_changed(ds, values, every) if uid in changed else ds
+    out = [conformed(_copy_changed(ds, values, every) if uid in changed else ds,
+                     output_character_set(config))
            for uid, ds in zip(uids, objects, strict=True)]
     new_uids = set(every.values())
     relinked = tuple(r for ds in out if str(ds.SOPInstanceUID) in uid_map.values()

@@ -53,6 +53,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RTPlanStorage, RTStructureSetSto
 from rtforge.config import ExportConfig
 from rtforge.core.beam import BeamGeometry, PatientPosition, aperture_outline
 from rtforge.errors import GeometryError, InvalidInputError
+from rtforge.io.charset import conformed, output_character_set
 from rtforge.io.fileset import instance_path, write_dataset_file
 from rtforge.io.modules import (
     FRAME_OF_REFERENCE,
@@ -2185,7 +2186,8 @@ def split_rtplan(ds: Dataset, *, config: ExportConfig | None = None) -> list[Dat
     ds : pydicom.Dataset
         An RT Plan; not modified.
     config : ExportConfig, optional
-        UID root of the new SOP Instance UIDs.
+        UID root of the new SOP Instance UIDs, and the character set the
+        plans are re-encoded in (:mod:`rtforge.io.charset`).
 
     Returns
     -------
@@ -2196,10 +2198,12 @@ def split_rtplan(ds: Dataset, *, config: ExportConfig | None = None) -> list[Dat
     Raises
     ------
     InvalidInputError
-        As :func:`parse_rtplan` (a group referencing a missing beam included).
+        As :func:`parse_rtplan` (a group referencing a missing beam included),
+        or if a value does not fit the output character set.
     """
     config = config or ExportConfig()
     plan = parse_rtplan(ds)
+    ds = conformed(ds, output_character_set(config))
     if len(plan.fraction_groups) <= 1:
         return [copy.deepcopy(ds)]
     uids = [str(new_uid(config.uid_root)) for _ in plan.fraction_groups]

@@ -76,6 +76,7 @@ from rtforge.core.contours import (
 )
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import ConformanceError, GeometryError, InvalidInputError
+from rtforge.io.charset import check_dataset
 from rtforge.io.dicomfile import read_dicom_file
 from rtforge.io.fileset import (
     Part10Prefix,
@@ -1303,6 +1304,9 @@ def write_rtstruct(ds: Dataset, out_dir: str | os.PathLike,
         If :func:`check_encodable` refuses the data set, or SOP Class or
         Instance UID is missing (nothing is written).
     InvalidInputError
+        If a text value does not fit the character set
+        (:func:`~rtforge.io.charset.check_dataset`; nothing is written).
+    InvalidInputError
         If the transfer syntax is not supported.
     """
     ts = parse_transfer_syntax(transfer_syntax)
@@ -1310,6 +1314,7 @@ def write_rtstruct(ds: Dataset, out_dir: str | os.PathLike,
         if not ds.get(keyword):
             raise ConformanceError(f"{keyword} is missing: cannot write a Part 10 file")
     check_encodable(ds, ts)
+    check_dataset(ds)
     path = Path(out_dir) / f"{ds.SOPInstanceUID}.dcm" if flat else instance_path(out_dir, ds)
     charset = ds.get("SpecificCharacterSet", "ISO_IR 6")
     before, after = _split(ds, _ROI_CONTOUR_SEQUENCE)
