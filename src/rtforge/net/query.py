@@ -5,6 +5,12 @@ messages, so its polling costs nothing that matters here.  Presentation
 contexts as Oncentra tables 4-11 and 4-17 (Implicit VR LE, Explicit VR LE,
 Explicit VR BE); the keys requested at each level are Oncentra tables 4-12 to
 4-16, kept in :data:`RETURN_KEYS`.
+
+Character set: an identifier whose values are not all ASCII carries Specific
+Character Set (0008,0005), ``ISO_IR 100`` where Latin-1 holds every value,
+else ``ISO_IR 192`` (:func:`rtforge.io.charset.query_character_set`); a value
+that cannot be sent as given (non-ASCII in a UID or code string) is refused
+before the association, never sent with ``?``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pynetdicom.association import Association
 
 from rtforge.config import Node, check_ae_title
 from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.io.charset import check_value, query_character_set
 from rtforge.net._upper_layer import rejection_words
 from rtforge.net.status import StatusCategory, status_category, status_meaning
 
@@ -153,6 +160,20 @@ def _keyword(keyword: str) -> str:
     return keyword
 
 
+def _set_keys(identifier: Dataset, keys: Mapping[str, str]) -> None:
+    """Set matching keys, then Specific Character Set when a value needs it.
+
+    A value its VR cannot carry (non-ASCII in a UID, a code string or a
+    date) is refused before pydicom sees it (it would warn and send ``?``).
+    """
+    for keyword, value in keys.items():
+        check_value(keyword, dictionary_VR(_keyword(keyword)), value, "ISO_IR 192")
+        setattr(identifier, keyword, value)
+    character_set = query_character_set(elem.value for elem in identifier)
+    if character_set is not None:
+        identifier.SpecificCharacterSet = character_set
+
+
 def find(node: Node, level: QueryLevel | str = QueryLevel.STUDY, *,
          model: QueryModel | str = QueryModel.STUDY_ROOT,
          filters: Mapping[str, str] | None = None, ae_title: str = "RTFORGE") -> list[Dataset]:
@@ -182,7 +203,8 @@ def find(node: Node, level: QueryLevel | str = QueryLevel.STUDY, *,
     Raises
     ------
     InvalidInputError
-        For an unknown keyword, model or level.
+        For an unknown keyword, model or level, or a non-ASCII value of a
+        VR that allows only ASCII (a UID, a code string, a date).
     NetworkError
         If the association fails or the query ends with a failure status.
     """
@@ -192,8 +214,7 @@ def find(node: Node, level: QueryLevel | str = QueryLevel.STUDY, *,
     for keyword in return_keys(model, level):
         setattr(identifier, keyword, "" if dictionary_VR(keyword) != "SQ" else [])
     identifier.QueryRetrieveLevel = level.value
-    for keyword, value in (filters or {}).items():
-        setattr(identifier, _keyword(keyword), value)
+    _set_keys(identifier, filters or {})
     matches: list[Dataset] = []
     with _associate(node, ae_title, _FIND[model]) as assoc:
         for status, match in assoc.send_c_find(identifier, _FIND[model]):
@@ -267,7 +288,8 @@ def move(node: Node, destination: str, *, study_uid: str | None = None,
     Raises
     ------
     InvalidInputError
-        If no UID is given or the destination is not a valid AE title.
+        If no UID is given, the destination is not a valid AE title, or a
+        UID is not ASCII.
     NetworkError
         If the association fails or the move ends with a failure or cancel
         status (the counts are in the message).
@@ -284,10 +306,9 @@ def move(node: Node, destination: str, *, study_uid: str | None = None,
         raise InvalidInputError("give a study, series or SOP Instance UID to move")
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level.value
-    for keyword, value in (("PatientID", patient_id), ("StudyInstanceUID", study_uid),
-                           ("SeriesInstanceUID", series_uid), ("SOPInstanceUID", sop_uid)):
-        if value:
-            setattr(identifier, keyword, value)
+    _set_keys(identifier, {keyword: value for keyword, value in (
+        ("PatientID", patient_id), ("StudyInstanceUID", study_uid),
+        ("SeriesInstanceUID", series_uid), ("SOPInstanceUID", sop_uid)) if value})
     result = MoveResult(status=0xFFFF)
     with _associate(node, ae_title, _MOVE[model]) as assoc:
         for status, response in assoc.send_c_move(identifier, destination, _MOVE[model]):
