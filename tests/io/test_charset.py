@@ -19,9 +19,12 @@ from rtforge.io.charset import (
     query_character_set,
 )
 from rtforge.io.fileset import write_dataset_file
+from rtforge.io.media import export_media
 from rtforge.io.rtplan import write_rtplan
 from rtforge.io.rtstruct import Contour, Structure, build_rtstruct, write_rtstruct
+from tests.datafiles import pydicom_file
 from tests.io.test_rtplan_builder import build, source
+from tests.net.peers import copy_with_new_uids
 
 GREEK = "Παπαδόπουλος^Γιώργος"
 UTF8 = ExportConfig(uid_root="1.2.826.0.1.3680043.8.498.66.", station_name="cs-test",
@@ -133,6 +136,34 @@ def test_builders_write_the_configured_set(tmp_path: Path) -> None:
     back = dcmread(write_rtstruct(ss.dataset, tmp_path, flat=True))
     assert back.SpecificCharacterSet == "ISO_IR 192"
     assert back.StructureSetROISequence[0].ROIName == "Ωμέγα"
+
+
+def _ct_file(folder: Path, character_set: str, name: str) -> Path:
+    """A minimal CT Part 10 file in ``character_set`` whose patient is ``name``."""
+    [path] = copy_with_new_uids(pydicom_file("CT_small.dcm"), folder, 1, patient_id=folder.name)
+    ds = dcmread(path)
+    ds.SpecificCharacterSet, ds.PatientName = character_set, name
+    ds.save_as(path)
+    return path
+
+
+def test_dicomdir_records_follow_the_policy(tmp_path: Path) -> None:
+    latin_in_utf8 = _ct_file(tmp_path / "a", "ISO_IR 192", "Müller^Jörg")
+    greek = _ct_file(tmp_path / "b", "ISO_IR 192", GREEK)
+    with pytest.raises(InvalidInputError, match=re.escape(f"PatientName: value '{GREEK}'")):
+        export_media([latin_in_utf8, greek], tmp_path / "cd", dicomdir=True)
+    assert not (tmp_path / "cd").exists()
+    report = export_media([latin_in_utf8], tmp_path / "cd1", dicomdir=True)
+    records = dcmread(report.dicomdir).DirectoryRecordSequence
+    assert {r.SpecificCharacterSet for r in records} == {"ISO_IR 100"}
+    assert str(records[0].PatientName) == "Müller^Jörg"
+    assert report.files[0].read_bytes() == latin_in_utf8.read_bytes()  # copied as it is
+    report = export_media([latin_in_utf8, greek], tmp_path / "cd2", dicomdir=True,
+                          character_set="ISO_IR 192")
+    records = dcmread(report.dicomdir).DirectoryRecordSequence
+    assert {r.SpecificCharacterSet for r in records} == {"ISO_IR 192"}
+    assert {str(r.PatientName) for r in records if r.DirectoryRecordType == "PATIENT"} == {
+        "Müller^Jörg", GREEK}
 
 
 @pytest.mark.parametrize("values, expected", [

@@ -24,6 +24,8 @@ contours): a damaged one is named on stderr and left out (exit status 1), the ot
 export: the case's local files with generated folder names, and a DICOMDIR with --dicomdir;
 only objects that hold the case's Patient ID (quarantined objects, kept aside because their study
 belongs to another patient, are left out and reported).
+The DICOMDIR's records are in the configured character_set (ISO_IR 100 by default, ISO_IR 192
+if set).
 """
 
 
@@ -82,7 +84,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    _, catalog = open_catalog(args)
+    config, catalog = open_catalog(args)
     with catalog:
         records = catalog.instances(args.patient_id)
         aside = group_quarantine(catalog.quarantined(args.patient_id))
@@ -96,7 +98,8 @@ def _export(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{filed} instance(s) of {args.patient_id!r} are filed; "
                                 "restore the case first ('rtforge restore')")
     report = export_media([r.path for r in records], args.out_dir, dicomdir=args.dicomdir,
-                          patient_id=args.patient_id)
+                          patient_id=args.patient_id,
+                          character_set=config.export.character_set)
     if args.json:
         emit_json(report.as_dict())
     elif not args.quiet:

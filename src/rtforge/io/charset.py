@@ -18,7 +18,8 @@ value first (:func:`check_dataset`), so that warning never happens.
 
 Objects read from elsewhere (de-identification, relinking, the source of a
 reslice) are decoded with their own Specific Character Set and re-encoded
-under the policy (:func:`conformed`); a value pydicom could not decode (it
+under the policy (:func:`conformed`), and so are the records of a DICOMDIR
+(:func:`reencode`; the files it lists are copied as they are); a value pydicom could not decode (it
 substitutes U+FFFD) is an error too, never written on.
 
 Queries
@@ -33,7 +34,7 @@ Latin-1 lacks (a ``?`` matches any character).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -50,6 +51,7 @@ __all__ = [
     "check_value",
     "check_values",
     "check_dataset",
+    "reencode",
     "conformed",
     "query_character_set",
 ]
@@ -162,7 +164,8 @@ def check_values(values: Mapping[str, object], character_set: str) -> None:
             check_value(keyword, vr, value, character_set)
 
 
-def check_dataset(ds: Dataset, character_set: str | None = None) -> None:
+def check_dataset(ds: Dataset, character_set: str | None = None, *,
+                  skip: Collection[int] = ()) -> None:
     """Refuse a data set whose text pydicom would write with ``?``.
 
     Elements still raw (not decoded since they were read) are written as
@@ -174,6 +177,9 @@ def check_dataset(ds: Dataset, character_set: str | None = None) -> None:
     character_set : str, optional
         The Specific Character Set in effect when ``ds`` has none of its own
         (a sequence item); ``ISO_IR 6`` by default.
+    skip : collection of int, optional
+        Tags of sequences not to look into, at any depth: bulk sequences
+        that hold no text (an RT Structure Set's Contour Sequence).
 
     Raises
     ------
@@ -192,11 +198,11 @@ def check_dataset(ds: Dataset, character_set: str | None = None) -> None:
             f"Specific Character Set {character_set!r}: rtforge writes only "
             f"{', '.join(CHARACTER_SETS)} (re-encode with rtforge.io.charset.conformed)")
     for elem in ds.elements():
-        if not isinstance(elem, DataElement):
+        if not isinstance(elem, DataElement) or elem.tag in skip:
             continue
         if elem.VR == "SQ":
             for item in elem.value:
-                check_dataset(item, character_set)
+                check_dataset(item, character_set, skip=skip)
         else:
             check_value(elem.keyword or str(elem.tag), elem.VR, elem.value, character_set)
 
@@ -218,13 +224,37 @@ def _drop_item_character_sets(ds: Dataset) -> None:
                 _drop_item_character_sets(item)
 
 
+def reencode(ds: Dataset, character_set: str) -> None:
+    """Put ``ds``, in place, under ``character_set``: decode, declare, check.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        Its text is decoded with its own Specific Character Set (or its
+        parent's) first; sequence items lose theirs.
+    character_set : str
+        The output set (:func:`output_character_set`).
+
+    Raises
+    ------
+    InvalidInputError
+        If a value cannot be written in ``character_set`` (or could not be
+        decoded from the source); ``ds`` then holds decoded values under
+        ``character_set`` and must not be written.
+    """
+    _decode_all(ds)
+    _drop_item_character_sets(ds)
+    ds.SpecificCharacterSet = character_set
+    check_dataset(ds)
+
+
 def conformed(ds: Dataset, character_set: str) -> Dataset:
     """``ds`` under the output character set: decoded with its own, checked, re-encoded.
 
     Parameters
     ----------
     ds : pydicom.Dataset
-        Not modified.
+        Not modified (beyond pydicom's decoding of raw elements).
     character_set : str
         The output set (:func:`output_character_set`).
 
@@ -233,8 +263,8 @@ def conformed(ds: Dataset, character_set: str) -> Dataset:
     pydicom.Dataset
         ``ds`` itself when it is already in ``character_set``, or declares
         no character set and holds only ASCII (the default repertoire, a
-        subset of both output sets); else a copy whose text values are
-        decoded and which declares ``character_set``.
+        subset of both output sets); else a copy put under
+        ``character_set`` by :func:`reencode`.
 
     Raises
     ------
@@ -252,11 +282,7 @@ def conformed(ds: Dataset, character_set: str) -> Dataset:
             if own is not None:
                 raise
     out = copy.deepcopy(ds)
-    _decode_all(out)
-    if out is not ds:
-        _drop_item_character_sets(out)
-        out.SpecificCharacterSet = character_set
-    check_dataset(out)
+    reencode(out, character_set)
     return out
 
 

@@ -13,7 +13,10 @@ Writing: Part 10 files with generated folder and file names (eight
 characters, ISO 9660 level 1: ``P0000001/S0000001/E0000001/I0000001``), and,
 when asked, a DICOMDIR written by pydicom's :class:`~pydicom.fileset.FileSet`
 (which then chooses the ``PTxxxxxx/STxxxxxx/SExxxxxx/IMxxxxxx`` names).  The
-vendors write none; we do.
+vendors write none; we do.  The files are copied byte for byte; the
+DICOMDIR's records (which pydicom copies from each file, in that file's
+character set) are put under the configured output character set
+(:mod:`rtforge.io.charset`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from pydicom.fileset import FileSet
 from pydicom.misc import is_dicom
 from pydicom.uid import MediaStorageDirectoryStorage
 
+from rtforge.config import DEFAULT_CHARACTER_SET
 from rtforge.errors import ConformanceError, InvalidInputError
+from rtforge.io.charset import reencode
 from rtforge.io.fileset import atomic_write, instance_path
 from rtforge.io.integrity import read_checked
 
@@ -276,9 +281,21 @@ def _check_patient(files: Sequence[Path], patient_id: str) -> None:
                                     "exported", path=path)
 
 
+def _reencode_records(fileset: FileSet, character_set: str) -> None:
+    """Put every directory record of ``fileset`` under ``character_set``."""
+    seen: set[int] = set()
+    for instance in fileset:
+        for node in (instance.node, *instance.node.ancestors):
+            if id(node) not in seen:
+                seen.add(id(node))
+                # pydicom has no public handle on a record before the DICOMDIR is written.
+                reencode(node._record, character_set)
+
+
 def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
                  dicomdir: bool = False, file_set_id: str = "RTFORGE",
-                 patient_id: str | None = None) -> ExportReport:
+                 patient_id: str | None = None,
+                 character_set: str = DEFAULT_CHARACTER_SET) -> ExportReport:
     """Write ``files`` as a Part 10 file set under ``out_dir``, with a DICOMDIR if asked.
 
     Parameters
@@ -293,6 +310,9 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         File-set ID (0004,1130) of the DICOMDIR.
     patient_id : str, optional
         Every file must hold this Patient ID (checked before anything is written).
+    character_set : str
+        Specific Character Set of the DICOMDIR's records
+        (``ExportConfig.character_set``).
 
     Returns
     -------
@@ -303,7 +323,8 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
     InvalidInputError
         If ``out_dir`` is not empty, there is nothing to write, a file lacks
         what its DICOMDIR record needs, or holds another Patient ID than
-        ``patient_id``.
+        ``patient_id``, or a record value does not fit ``character_set``
+        (nothing is written then).
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -322,6 +343,7 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
                 fileset.add(path)
             except (ValueError, KeyError, AttributeError) as exc:
                 raise InvalidInputError(f"cannot be put in a DICOMDIR: {exc}", path=path) from None
+        _reencode_records(fileset, character_set)
         out.mkdir(parents=True, exist_ok=True)
         fileset.write(out)
         report.dicomdir = out / DICOMDIR

@@ -1314,7 +1314,7 @@ def write_rtstruct(ds: Dataset, out_dir: str | os.PathLike,
         if not ds.get(keyword):
             raise ConformanceError(f"{keyword} is missing: cannot write a Part 10 file")
     check_encodable(ds, ts)
-    check_dataset(ds)
+    check_dataset(ds, skip={_CONTOUR_SEQUENCE})  # contours hold numbers and UIDs only
     path = Path(out_dir) / f"{ds.SOPInstanceUID}.dcm" if flat else instance_path(out_dir, ds)
     charset = ds.get("SpecificCharacterSet", "ISO_IR 6")
     before, after = _split(ds, _ROI_CONTOUR_SEQUENCE)
