@@ -72,6 +72,9 @@ _FIND_EXAMPLE = """examples:
   rtforge find pacs --patient-name "DOE^*" --study-date 20240101-20240131
   rtforge find pacs --level series --study-uid 1.2.3 --json
   rtforge find pacs --model patient --level patient --patient-id 12345
+  rtforge find pacs --patient-name "Müller*"
+A key that is not ASCII is sent with Specific Character Set: ISO_IR 100 where Latin-1 holds
+it, else ISO_IR 192 (UTF-8); the peer must support it to match.
 """
 _MOVE_EXAMPLE = """examples:
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3

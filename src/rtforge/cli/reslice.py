@@ -49,7 +49,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="reslice across a gap between slices wider than [reslice] "
                         "max_gap_factor (default 3) times the median spacing (refused otherwise: "
                         "part of the series is missing)")
-    p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    p.add_argument("--config", type=Path,
+                   help="configuration file (default $RTFORGE_CONFIG); its [export] "
+                        "character_set (ISO_IR 100 by default, or ISO_IR 192) is the output's: "
+                        "a source value it cannot hold is an error")
     add_output_flags(p)
 
 

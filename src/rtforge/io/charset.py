@@ -7,7 +7,8 @@ the configured output set, ``character_set`` under ``[export]``
 (:class:`~rtforge.config.ExportConfig`):
 
 - ``"ISO_IR 100"`` (Latin-1), the default: what iPlan writes, always (iPlan
-  table 8-22) and what the Oncentra statement supports;
+  section 6 and table 8-22), and the one extended set of the Oncentra
+  statement (section 6, table 6-1);
 - ``"ISO_IR 192"`` (UTF-8, every character), when configured.
 
 A text value the output set cannot hold is an error naming the attribute and
@@ -16,19 +17,25 @@ and the remedy is in the message.  pydicom, when an encoding fails, warns and
 writes ``?`` in place of each character: the writers therefore check every
 value first (:func:`check_dataset`), so that warning never happens.
 
-Objects read from elsewhere (de-identification, relinking, the source of a
-reslice) are decoded with their own Specific Character Set and re-encoded
-under the policy (:func:`conformed`), and so are the records of a DICOMDIR
-(:func:`reencode`; the files it lists are copied as they are); a value pydicom could not decode (it
-substitutes U+FFFD) is an error too, never written on.
+Objects read from elsewhere (de-identification, relinking, plan split, the
+source of a reslice) are decoded with their own Specific Character Set and
+re-encoded under the policy (:func:`conformed`); one that declares no set and
+holds only ASCII is valid in both and passes as it is.  The records of a
+DICOMDIR are re-encoded too (:func:`reencode`; the files it lists are copied
+as they are).  A value pydicom could not decode (it substitutes U+FFFD) is an
+error, never written on.
 
 Queries
 -------
 A C-FIND or C-MOVE identifier carries Specific Character Set when a value is
 not plain ASCII (:func:`query_character_set`): ``ISO_IR 100`` when Latin-1
-holds every value, else ``ISO_IR 192``.  Without it a peer reads the bytes as
-ASCII (dcmqrscp then matches nothing), and pydicom would send ``?`` for what
-Latin-1 lacks (a ``?`` matches any character).
+holds every value (what Oncentra's SCU sends), else ``ISO_IR 192``.  Without
+it a peer reads the bytes as the default repertoire (dcmqrscp then matches
+nothing), and pydicom sends ``?`` for what Latin-1 lacks (a ``?`` matches any
+character).  Peers differ past that: Orthanc matches both sets and answers in
+its own DefaultEncoding (Latin1 unless configured); dcmqrscp 3.6.7 converts a
+C-FIND identifier but compares C-MOVE keys as UTF-8 bytes, so a Latin-1
+Patient ID in a C-MOVE matches there only by its UIDs.
 """
 
 from __future__ import annotations
