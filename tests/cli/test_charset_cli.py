@@ -204,3 +204,21 @@ def test_iso_ir_192_output_passes_dciodvfy(phantom_patient, rt_set: Path, tmp_pa
         assert result.dciodvfy_ran, result
         assert result.errors == [], (path, result.errors)
         assert pydicom.dcmread(path).SpecificCharacterSet == "ISO_IR 192"
+
+
+def test_a_source_in_an_unknown_character_set_is_refused_not_guessed(
+        phantom_patient, rt_set: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """pydicom reads an unknown Specific Character Set as Latin-1 with a warning only."""
+    src = _utf8_source(phantom_patient, tmp_path / "src", LATIN1)
+    for path in [*src.glob("*.dcm"), *rt_set.rglob("*.dcm")]:
+        path.write_bytes(path.read_bytes().replace(b"ISO_IR 192", b"ISO_IR 999")
+                         .replace(b"ISO_IR 100", b"ISO_IR 999"))
+    for argv in (["reslice", str(src), str(tmp_path / "o1")],
+                 ["relink", str(rt_set), str(tmp_path / "o2"), "--patient-id", "P2"]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warning while reading
+            assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "SpecificCharacterSet" in err and "ISO_IR 999" in err, err
+    assert _files(tmp_path / "o1") == [] and _files(tmp_path / "o2") == []

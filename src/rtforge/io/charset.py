@@ -41,9 +41,11 @@ Patient ID in a C-MOVE matches there only by its UIDs.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Collection, Iterable, Mapping
 
 from pydicom import Dataset
+from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
@@ -58,6 +60,7 @@ __all__ = [
     "check_value",
     "check_values",
     "check_dataset",
+    "check_source",
     "reencode",
     "conformed",
     "query_character_set",
@@ -214,6 +217,41 @@ def check_dataset(ds: Dataset, character_set: str | None = None, *,
             check_value(elem.keyword or str(elem.tag), elem.VR, elem.value, character_set)
 
 
+def _spelling(term: str) -> str:
+    return re.sub(r"[-_ ]", "", term).upper()
+
+
+#: Defined terms of Specific Character Set pydicom decodes, by a spelling that also
+#: covers the variants it corrects (``ISO-IR 100``, ``ISO_IR_100``).
+_DECODABLE = frozenset(_spelling(term) for term in python_encoding)
+
+
+def check_source(ds: Dataset) -> None:
+    """Refuse a source whose text cannot be decoded for sure.
+
+    pydicom reads an unknown Specific Character Set as its default with only
+    a warning: its text would then be re-encoded from a guess.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+
+    Raises
+    ------
+    InvalidInputError
+        If a value of Specific Character Set is not a defined term (PS3.3
+        C.12.1.1.2) that pydicom can decode.
+    """
+    own = ds.get("SpecificCharacterSet")
+    terms = [own] if isinstance(own, str) else list(own or [])
+    unknown = [t for t in terms if t and t.strip() and _spelling(t) not in _DECODABLE]
+    if unknown:
+        raise InvalidInputError(
+            f"{unknown[0]!r} is not a character set rtforge can decode (PS3.3 C.12.1.1.2): "
+            "its text would be guessed", path=getattr(ds, "filename", None),
+            tag="SpecificCharacterSet")
+
+
 def _decode_all(ds: Dataset) -> None:
     """Convert every raw element (decoding text with the source's character set)."""
     for elem in ds:
@@ -276,21 +314,28 @@ def conformed(ds: Dataset, character_set: str) -> Dataset:
     Raises
     ------
     InvalidInputError
-        If a value cannot be written in ``character_set`` (or could not be
-        decoded from the source).
+        If a value cannot be written in ``character_set``, or could not be
+        decoded from the source (see also :func:`check_source`).
     """
+    check_source(ds)
     own = ds.get("SpecificCharacterSet")
-    if own in (None, character_set):
-        _decode_all(ds)
-        try:
-            check_dataset(ds)  # in the output set already, or ASCII only: valid in both sets
-            return ds
-        except InvalidInputError:
-            if own is not None:
-                raise
-    out = copy.deepcopy(ds)
-    reencode(out, character_set)
-    return out
+    try:
+        if own in (None, character_set):
+            _decode_all(ds)
+            try:
+                check_dataset(ds)  # in the output set already, or ASCII only: valid in both
+                return ds
+            except InvalidInputError:
+                if own is not None:
+                    raise
+        out = copy.deepcopy(ds)
+        reencode(out, character_set)
+        return out
+    except InvalidInputError as exc:
+        path = getattr(ds, "filename", None)
+        if exc.path is not None or not isinstance(path, str):
+            raise
+        raise InvalidInputError(exc.reason, path=path, tag=exc.tag) from None
 
 
 def query_character_set(values: Iterable[object]) -> str | None:

@@ -38,7 +38,7 @@ import rtforge
 from rtforge.config import ExportConfig
 from rtforge.core._decimal import compact_decimal
 from rtforge.errors import ConformanceError, InvalidInputError
-from rtforge.io.charset import check_values, output_character_set
+from rtforge.io.charset import check_source, check_values, output_character_set
 from rtforge.io.private import add_export_block
 
 __all__ = [
@@ -429,9 +429,16 @@ def carried_values(source: Dataset | None, modules: Iterable[Module], *,
     -------
     dict of str to object
         Keyword to value, only for attributes the source has a non-empty value for.
+
+    Raises
+    ------
+    InvalidInputError
+        If the source's Specific Character Set is not one its text can be
+        decoded with (:func:`~rtforge.io.charset.check_source`).
     """
     if source is None:
         return {}
+    check_source(source)
     out: dict[str, object] = {}
     for module in modules:
         for attr in module.attributes:
