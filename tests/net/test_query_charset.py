@@ -83,13 +83,11 @@ def _loaded(tmp_path_factory: pytest.TempPathFactory, run) -> Iterator[Loaded]: 
 
 
 @pytest.fixture(scope="module")
-def dcmqrscp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    yield from _loaded(tmp_path_factory, run_dcmqrscp)
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
-    yield from _loaded(tmp_path_factory, run_orthanc)
+def archive(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    """The peer named by the test's indirect parameter, loaded with the four patients."""
+    yield from _loaded(tmp_path_factory, {"dcmqrscp": run_dcmqrscp,
+                                          "orthanc": run_orthanc}[request.param])
 
 
 def _find(archive: Loaded, pattern: str, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
@@ -120,52 +118,55 @@ def _moved(archive: Loaded, key: str, model: str = "patient") -> Path:
     return arrived
 
 
-@pytest.mark.parametrize("peer", ["dcmqrscp", "orthanc"])
-def test_latin1_name_is_found_and_moved(peer: str, request: pytest.FixtureRequest,
+@pytest.mark.parametrize("archive", ["dcmqrscp", "orthanc"], indirect=True)
+def test_latin1_name_is_found_and_moved(archive: Loaded,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    archive: Loaded = request.getfixturevalue(peer)
     assert _find(archive, "Müller*", capsys) == {_study(archive, "latin1"): "Müller^Jörg"}
     assert _find(archive, "Doe*", capsys) == {_study(archive, "ascii"): "Doe^John"}
     # dcmqrscp 3.6.7 converts a C-FIND identifier to UTF-8 but compares C-MOVE keys as
     # UTF-8 bytes whatever their Specific Character Set: a Latin-1 Patient ID sent in
     # ISO_IR 100 (as PS3.5 says) moves nothing there, so it is moved by UIDs alone.
-    arrived = dcmread(_moved(archive, "latin1", "patient" if peer == "orthanc" else "study"))
+    by_patient = archive.peer.node.ae_title == "ORTHANC"
+    arrived = dcmread(_moved(archive, "latin1", "patient" if by_patient else "study"))
     assert str(arrived.PatientName) == "Müller^Jörg" and arrived.PatientID == "MÜLLER-01"
 
 
+@pytest.mark.parametrize("archive", ["orthanc"], indirect=True)
 @pytest.mark.parametrize("key, pattern", [("greek", "Παπαδ*"), ("japanese", "山田*")])
-def test_utf8_names_are_found_and_moved_on_orthanc(orthanc: Loaded, key: str, pattern: str,
+def test_utf8_names_are_found_and_moved_on_orthanc(archive: Loaded, key: str, pattern: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """Orthanc matches the UTF-8 query exactly (``??*`` matched every patient).  It answers
     in its DefaultEncoding (Latin1 unless configured), so the name in the answer loses
     what Latin-1 lacks: the match is checked by Study Instance UID, the name on the
     moved object."""
     name = PATIENTS[key][1]
-    assert list(_find(orthanc, pattern, capsys)) == [_study(orthanc, key)]
-    arrived = dcmread(_moved(orthanc, key))
+    assert list(_find(archive, pattern, capsys)) == [_study(archive, key)]
+    arrived = dcmread(_moved(archive, key))
     assert str(arrived.PatientName) == name and arrived.PatientID == PATIENTS[key][0]
     assert arrived.SpecificCharacterSet == "ISO_IR 192"
 
 
+@pytest.mark.parametrize("archive", ["dcmqrscp"], indirect=True)
 @pytest.mark.parametrize("key, pattern", [("greek", "Παπαδ*"), ("japanese", "山田*")])
-def test_utf8_names_on_dcmqrscp(dcmqrscp: Loaded, key: str, pattern: str,
+def test_utf8_names_on_dcmqrscp(archive: Loaded, key: str, pattern: str,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     """dcmqrscp (dcmtk 3.6.7) matches the UTF-8 bytes of an ISO_IR 192 query against
     the UTF-8 records it stored, and moves by a UTF-8 Patient ID."""
     name = PATIENTS[key][1]
-    assert _find(dcmqrscp, pattern, capsys) == {_study(dcmqrscp, key): name}
-    arrived = dcmread(_moved(dcmqrscp, key))
+    assert _find(archive, pattern, capsys) == {_study(archive, key): name}
+    arrived = dcmread(_moved(archive, key))
     assert str(arrived.PatientName) == name
 
 
-def test_a_non_ascii_uid_is_refused_before_sending(orthanc: Loaded,
+@pytest.mark.parametrize("archive", ["orthanc"], indirect=True)
+def test_a_non_ascii_uid_is_refused_before_sending(archive: Loaded,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert main(["find", orthanc.address(), "--study-uid", "1.2.3.ä"]) == 1
+        assert main(["find", archive.address(), "--study-uid", "1.2.3.ä"]) == 1
         err = capsys.readouterr().err
         assert "StudyInstanceUID" in err and "ASCII" in err
         with pytest.raises(InvalidInputError, match="SeriesInstanceUID.*ASCII"):
-            move(orthanc.peer.node, "RTFORGE_RX", study_uid="1.2.3", series_uid="1.2.3.ü")
+            move(archive.peer.node, "RTFORGE_RX", study_uid="1.2.3", series_uid="1.2.3.ü")
     assert not caught, [str(w.message) for w in caught]  # our error is the only sign
 
