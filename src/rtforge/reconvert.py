@@ -268,6 +268,12 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
         wreport = _compute_and_write(series.array, stack, grid, options, writer, progress)
         if options.durable:
             sync_files(partial, wreport.paths)
+    except InvalidInputError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if exc.path is not None or not series.paths:
+            raise
+        # e.g. a source value the output's character set cannot hold: name the series.
+        raise InvalidInputError(exc.reason, path=series.paths[0].parent, tag=exc.tag) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

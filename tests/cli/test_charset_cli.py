@@ -58,9 +58,11 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def _refused(capsys: pytest.CaptureFixture[str], command: str, keyword: str, value: str) -> None:
+def _refused(capsys: pytest.CaptureFixture[str], command: str, keyword: str, value: str,
+             source: Path) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"rtforge {command}: ") and "\n" not in err, err
+    assert str(source) in err, err  # names the input
     assert keyword in err and repr(value) in err and "ISO_IR 100" in err, err
     assert "ISO_IR 192" in err  # the remedy
 
@@ -88,7 +90,7 @@ def test_relink_name_outside_latin1_fails_and_writes_nothing(
     out = tmp_path / "out"
     assert main(["relink", str(rt_set), str(out), "--patient-id", "P2",
                  "--patient-name", name]) == 1
-    _refused(capsys, "relink", "PatientName", name)
+    _refused(capsys, "relink", "PatientName", name, rt_set)
     assert _files(out) == []
 
 
@@ -123,7 +125,7 @@ def test_deid_trial_outside_latin1_fails_or_round_trips_with_iso_ir_192(
     trial = _trial(tmp_path, site)
     out = tmp_path / "out"
     assert main(["deid", str(rt_set), str(out), "--trial", str(trial)]) == 1
-    _refused(capsys, "deid", "ClinicalTrialSiteName", site)
+    _refused(capsys, "deid", "ClinicalTrialSiteName", site, rt_set)
     assert _files(out) == []
     assert main(["deid", str(rt_set), str(out), "--trial", str(trial), "--config",
                  str(utf8_config), "-q"]) == 0
@@ -176,7 +178,7 @@ def test_reslice_of_a_name_outside_latin1(phantom_patient, tmp_path: Path, utf8_
     src = _utf8_source(phantom_patient, tmp_path / "src", name)
     out = tmp_path / "out"
     assert main(["reslice", str(src), str(out)]) == 1
-    _refused(capsys, "reslice", "PatientName", name)
+    _refused(capsys, "reslice", "PatientName", name, src)
     assert [p for p in _files(out) if p.suffix == ".dcm"] == []
     assert main(["reslice", str(src), str(out), "--config", str(utf8_config), "-q"]) == 0
     written = [pydicom.dcmread(p, stop_before_pixels=True) for p in _files(out)
