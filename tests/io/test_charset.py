@@ -10,9 +10,10 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import CTImageStorage, generate_uid
 
-from rtforge.config import ExportConfig
+from rtforge.config import CHARACTER_SETS, ExportConfig
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.charset import (
+    CODECS,
     check_dataset,
     conformed,
     output_character_set,
@@ -54,6 +55,7 @@ def test_default_is_iso_ir_100_and_only_two_sets_are_allowed() -> None:
     assert output_character_set(UTF8) == "ISO_IR 192"
     with pytest.raises(InvalidInputError, match="character_set must be one of"):
         ExportConfig(character_set="ISO 2022 IR 87")
+    assert set(CHARACTER_SETS) <= set(CODECS)  # every set the configuration allows is written
 
 
 def test_write_refuses_what_pydicom_would_write_as_question_marks(tmp_path: Path) -> None:

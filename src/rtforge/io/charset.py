@@ -77,7 +77,6 @@ TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
 _STRING_VRS = TEXT_VRS | {"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"}
 _REPLACEMENT = "\ufffd"
 _NAMES = {"ISO_IR 100": "Latin-1", "ISO_IR 192": "UTF-8"}
-assert set(CHARACTER_SETS) <= set(CODECS)
 
 
 def output_character_set(config: ExportConfig | None = None) -> str:
