@@ -23,6 +23,7 @@ from rtforge.io.fileset import write_dataset_file
 from rtforge.io.media import export_media
 from rtforge.io.rtplan import write_rtplan
 from rtforge.io.rtstruct import Contour, Structure, build_rtstruct, write_rtstruct
+from rtforge.io.validate import dciodvfy_available, validate_file
 from tests.datafiles import pydicom_file
 from tests.io.test_rtplan_builder import build, source
 from tests.net.peers import copy_with_new_uids
@@ -166,6 +167,16 @@ def test_dicomdir_records_follow_the_policy(tmp_path: Path) -> None:
     assert {r.SpecificCharacterSet for r in records} == {"ISO_IR 192"}
     assert {str(r.PatientName) for r in records if r.DirectoryRecordType == "PATIENT"} == {
         "Müller^Jörg", GREEK}
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
+def test_iso_ir_192_dicomdir_passes_dciodvfy(tmp_path: Path) -> None:
+    greek = _ct_file(tmp_path / "b", "ISO_IR 192", GREEK)
+    report = export_media([greek], tmp_path / "cd", dicomdir=True, character_set="ISO_IR 192")
+    result = validate_file(report.dicomdir)
+    assert result.dciodvfy_ran and result.iod == "BasicDirectory", result
+    assert (result.errors, result.warnings) == ([], [])
 
 
 @pytest.mark.parametrize("values, expected", [
