@@ -38,6 +38,7 @@ from rtforge.core.phantom import (
     sample_phantom,
     tilted_stack,
 )
+from rtforge.errors import InvalidInputError
 from rtforge.io.ct import write_ct_series
 from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
 from rtforge.io.rtimage import DrrRun, RTImageLabels, plan_requests, write_drrs
@@ -284,8 +285,18 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
     Returns
     -------
     DemoResult
+
+    Raises
+    ------
+    InvalidInputError
+        If ``out_dir`` exists and is not an empty folder: every run makes a new
+        patient study, and two studies of the phantom side by side (or the
+        phantom among someone's files) would only confuse.
     """
     out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidInputError("is not an empty folder; the demo writes into a new or empty "
+                                "folder (each run makes a new study)", path=out)
     config = config or ExportConfig()
     result = DemoResult()
     result.sources = make_phantom_patient(out / "source", size=size, nslices=nslices,

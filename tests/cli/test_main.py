@@ -134,3 +134,44 @@ def test_an_error_line_names_the_command_and_its_action(tmp_path, capsys) -> Non
     assert main(["dose", "info", str(tmp_path / "none.dcm")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rtforge dose info: ") and err.count("\n") == 1
+
+
+def test_first_compile_is_announced_once(tmp_path, monkeypatch) -> None:
+    """An empty Numba cache: a kernel command says it compiles; a filled one: nothing."""
+    import os
+    from pathlib import Path
+
+    import rtforge.core as core_package
+    from rtforge.core._kernel_cache import KERNEL_MODULES, cache_folder
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    command = [sys.executable, "-m", "rtforge", "dose", "info", str(tmp_path / "none.dcm")]
+    first = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True)
+    assert first.stderr.startswith("rtforge: compiling the Numba kernels once")
+    quiet = subprocess.run(command + ["-q"], env=dict(os.environ), capture_output=True,
+                           text=True)
+    assert "compiling" not in quiet.stderr
+    core = Path(core_package.__file__).parent
+    for name in KERNEL_MODULES:  # what Numba leaves after compiling, where it looks
+        folder = cache_folder(core / f"{name}.py")
+        assert folder.is_relative_to(tmp_path / "numba")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.kernel-10.py311.nbi").write_bytes(b"")
+    later = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True)
+    assert "compiling" not in later.stderr and "none.dcm" in later.stderr
+
+
+def test_warmup_leaves_every_kernel_cached(capsys) -> None:
+    from rtforge.core._kernel_cache import kernels_cached
+
+    assert main(["warmup"]) == 0
+    assert "kernels compiled and cached" in capsys.readouterr().out
+    assert kernels_cached()
+
+
+def test_demo_refuses_a_folder_that_is_not_empty(tmp_path, capsys) -> None:
+    (tmp_path / "mine.txt").write_text("not the demo's")
+    assert main(["demo", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"rtforge demo: {tmp_path}: is not an empty folder") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

@@ -28,7 +28,8 @@ _MODULES = ("reslice", "demo", "validate", "net", "drr", "contours", "archive", 
 #: ``rtforge reslice`` does not pay for importing the networking stack, and so on
 #: (``tests/cli/test_main.py`` checks this table against the registrations).
 _COMMAND_MODULE = {
-    "reslice": "reslice", "batch": "reslice", "demo": "demo", "validate": "validate",
+    "reslice": "reslice", "batch": "reslice", "demo": "demo", "warmup": "demo",
+    "validate": "validate",
     "echo": "net", "send": "net", "receive": "net", "find": "net", "move": "net",
     "drr": "drr", "contours": "contours", "store": "archive", "file": "archive",
     "restore": "archive", "media": "media", "plan": "plan", "deid": "plan", "relink": "plan",
@@ -43,6 +44,7 @@ _COMMAND_HELP = {
     "reslice": "reslice every CT series under SRC to axial orientation",
     "batch": "reconvert every CT series under an archive, in parallel, resumable",
     "demo": "generate the phantom patient and run the pipeline on it",
+    "warmup": "compile the Numba kernels once, ahead of first use",
     "validate": "check DICOM files (our checks, and dciodvfy if installed)",
     "echo": "verify a DICOM node answers (C-ECHO)",
     "send": "send DICOM files to a node (C-STORE)",
@@ -72,6 +74,11 @@ DRRs and DVHs with Numba kernels, and moves DICOM objects over the network
 
 Run 'rtforge COMMAND --help' for a command's options and an example.
 Exit status: 0 on success, 1 on failure (one line on stderr), 2 on bad usage."""
+
+
+#: Commands that run Numba kernels: before their first compile, one line says so.
+_KERNEL_COMMANDS = frozenset({"reslice", "batch", "demo", "warmup", "drr", "dvh", "dose",
+                              "contours", "serve"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _full_command(parser, args)
     level = {0: logging.ERROR, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in _KERNEL_COMMANDS and not getattr(args, "quiet", False):
+        from rtforge.core._kernel_cache import kernels_cached
+
+        if not kernels_cached():
+            sys.stderr.write("rtforge: compiling the Numba kernels once (about a minute; later "
+                             "runs start at once; 'rtforge warmup' does it ahead)\n")
     try:
         return int(args.func(args) or 0)
     except RtforgeError as exc:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+import time
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
 from rtforge.cli.dose import _metrics, _table
 from rtforge.cli.reslice import format_report
 from rtforge.config import load_config
+from rtforge.core._kernel_cache import kernels_cached
 from rtforge.demo import PHANTOM_BEAMS, PHANTOM_DOSE_GY, run_demo
 from rtforge.errors import InvalidInputError
 
@@ -20,7 +23,7 @@ _EXAMPLE = """example:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``demo`` subcommand."""
+    """Add the ``demo`` and ``warmup`` subcommands."""
     p = sub.add_parser("demo", help="generate the phantom patient and run the pipeline on it",
                        epilog=_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path, metavar="OUT", help="output folder")
@@ -29,6 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(p)
     p.set_defaults(func=_demo)
+    w = sub.add_parser("warmup", help="compile the Numba kernels once, ahead of first use",
+                       epilog="example:\n  pip install . && rtforge warmup\n\nRuns the demo "
+                              "pipeline on a tiny phantom in a temporary folder, so that every "
+                              "kernel\nit uses is compiled into Numba's cache (about a minute "
+                              "once); later\ncommands start at once.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_output_flags(w)
+    w.set_defaults(func=_warmup)
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rtforge-warmup-") as folder:
+        run_demo(Path(folder) / "demo", size=32, nslices=4)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        emit_json({"seconds": seconds, "cached": kernels_cached()})
+    elif not args.quiet:
+        print(f"kernels compiled and cached ({seconds:.1f} s)")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
