@@ -26,7 +26,7 @@ import numpy as np
 from rtforge.config import ExportConfig
 from rtforge.core.beam import PatientPosition
 from rtforge.core.contours import Contour, ROIGenerationAlgorithm, RTROIInterpretedType, Structure
-from rtforge.core.dvh import DVH, compute_dvhs, plot_dvhs
+from rtforge.core.dvh import DVH, compute_dvhs
 from rtforge.core.geometry import Grid, SliceStack, Volume
 from rtforge.core.masks import mask_to_contours
 from rtforge.core.phantom import (
@@ -38,10 +38,11 @@ from rtforge.core.phantom import (
     sample_phantom,
     tilted_stack,
 )
+from rtforge.core.pictures import plot_dvhs
 from rtforge.errors import InvalidInputError
 from rtforge.io.ct import write_ct_series
 from rtforge.io.rtdose import PlanReference, build_dose_grid, read_rtdose, write_rtdose
-from rtforge.io.rtimage import DrrRun, RTImageLabels, plan_requests, write_drrs
+from rtforge.io.rtimage import DrrRun, RTImageLabels, fit_to_body, plan_requests, write_drrs
 from rtforge.io.rtplan import (
     FractionGroup,
     PatientSetup,
@@ -215,7 +216,7 @@ def phantom_structures(grid: Grid) -> list[Structure]:
     table = (
         (1, "Body", "body", RTROIInterpretedType.EXTERNAL, (0, 160, 0)),
         (2, "Lung_L", "lung_l", RTROIInterpretedType.ORGAN, (0, 128, 255)),
-        (3, "Lung_R", "lung_r", RTROIInterpretedType.ORGAN, (0, 200, 255)),
+        (3, "Lung_R", "lung_r", RTROIInterpretedType.ORGAN, (170, 0, 200)),
         (4, "Spine", "spine", RTROIInterpretedType.ORGAN, (255, 255, 0)),
         (5, "PTV", "target", RTROIInterpretedType.PTV, (255, 0, 0)),
     )
@@ -340,8 +341,10 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
     labels = RTImageLabels(label="{beam_name}", name="phantom plan:{beam_name}",
                            description="isocenter {isocenter} mm (the PTV)")
     plan = read_rtplan(result.plan)
-    result.drrs = write_drrs(series.to_volume(), series.headers[0],
-                             plan_requests(plan, rows=256, columns=256, pixel_spacing=2.0),
+    volume = series.to_volume()
+    # 256 x 256 pixels, their spacing the smallest that shows the whole body in every beam
+    result.drrs = write_drrs(volume, series.headers[0],
+                             fit_to_body(volume, plan_requests(plan, rows=256, columns=256)),
                              out / "resliced", plan=plan, png_dir=out / "drr-png",
                              labels=labels, config=config,
                              progress=None if progress is None else
@@ -359,7 +362,9 @@ def run_demo(out_dir: str | Path, *, size: int = 256, nslices: int = 64,
     result.dvhs = compute_dvhs(read_rtdose(result.dose).volume,  # type: ignore[arg-type]
                                structures)
     result.dvh_plot = out / "dvh.png"
-    plot_dvhs(result.dvh_plot, result.dvhs, [s.colour for s in structures])
+    plot_dvhs(result.dvh_plot, result.dvhs, [s.colour for s in structures],
+              dose_name=str(dose.dataset.SeriesDescription),
+              structure_set_name=str(built.dataset.StructureSetLabel))
     if progress is not None:
         progress("dose", 1, 1)
     return result

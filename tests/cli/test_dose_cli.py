@@ -124,3 +124,108 @@ def test_dose_info_reads_like_a_report_and_keeps_the_frame_direction(tmp_path, c
     info = json.loads(capsys.readouterr().out)
     assert info["frame_direction"] == [0.0, 0.0, -1.0]
     assert info["grid_frame_offsets_mm"] == [0.0, -70.0]
+
+
+# ------------------------------------------------- CSV, plot and output paths (issues 16, 19)
+def _csv(path: Path) -> tuple[list[str], np.ndarray]:
+    lines = path.read_text().splitlines()
+    return lines[0].split(","), np.array([[float(v) for v in line.split(",")]
+                                          for line in lines[1:]])
+
+
+def _dvhs(dose: Path, struct: Path, bin_width: float = 0.01) -> list:
+    from rtforge.core.dvh import compute_dvhs
+    from rtforge.io.rtstruct import read_rtstruct
+
+    return compute_dvhs(read_rtdose(dose).volume, read_rtstruct(struct).structures,
+                        bin_width_gy=bin_width)
+
+
+def test_dvh_csv_full_precision_every_bin_of_bin_width(files: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    table = tmp_path / "dvh.csv"
+    args = ["dvh", "--dose", str(files["dose"]), "--struct", str(files["struct"]), "--csv",
+            str(table), "--json"]
+    assert main([*args, "--bin-width", "0.5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    truth = _dvhs(files["dose"], files["struct"], 0.5)
+    head, rows = _csv(table)
+    assert head == ["dose_gy", "PTV (cm3)", "Ring (cm3)"]
+    assert report["csv_rows"] == rows.shape[0] == truth[0].edges.shape[0]
+    # every bin of 0.5 Gy, to the maximum dose, and every number reads back exactly
+    np.testing.assert_array_equal(rows[:, 0], np.arange(rows.shape[0]) * 0.5)
+    assert rows[-1, 0] >= read_rtdose(files["dose"]).volume.array.max() > rows[-2, 0]
+    for column, dvh in enumerate(truth, start=1):  # (summation order: a few ulp)
+        np.testing.assert_allclose(rows[:, column], dvh.cumulative, rtol=1e-13, atol=0)
+    assert main([*args, "--bin-width", "0.5", "--differential"]) == 0
+    capsys.readouterr()
+    _, rows = _csv(table)
+    assert rows.shape[0] == truth[0].edges.shape[0] - 1
+    np.testing.assert_allclose(rows[:, 2], truth[1].differential, rtol=1e-13, atol=1e-16)
+    # by default, 0.01 Gy bins: a short table keeps every one
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["csv_rows"] == \
+        _dvhs(files["dose"], files["struct"])[0].edges.shape[0]
+
+
+def test_dvh_csv_of_a_brachytherapy_dose_stays_short(files: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from rtforge.core.dvh import TABLE_FINE_ROWS, table_edges
+
+    # a point source at the centre of the PTV: 1/r^2 up to 3200 Gy (320,000 bins of 0.01 Gy)
+    grid = Grid((21, 21, 21), origin=(-20.0, -20.0, -20.0), spacing=(2.0, 2.0, 2.0))
+    k, j, i = np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij")
+    r2 = 4.0 * ((i - 10) ** 2 + (j - 10) ** 2 + (k - 10) ** 2)
+    dose = Volume(200.0 * 16.0 / np.maximum(r2, 1.0), grid)
+    ss = pydicom.dcmread(files["struct"])
+    built = build_dose_grid(dose, summation_type="PLAN", plans=[PlanReference(str(new_uid()))],
+                            reference=ss).dataset
+    path = write_rtdose(built, tmp_path / "brachy.dcm")
+    table = tmp_path / "brachy.csv"
+    assert main(["dvh", "--dose", str(path), "--struct", str(files["struct"]), "--csv",
+                 str(table), "-q"]) == 0
+    capsys.readouterr()
+    _, rows = _csv(table)
+    truth = _dvhs(path, files["struct"])
+    assert truth[0].edges.shape[0] > 300_000
+    assert rows.shape[0] <= TABLE_FINE_ROWS + 200
+    kept = table_edges(truth)
+    np.testing.assert_array_equal(rows[:, 0], truth[0].edges[kept])
+    np.testing.assert_allclose(rows[:, 1], truth[0].cumulative[kept], rtol=1e-12, atol=0)
+    assert rows[-1, 0] == truth[0].edges[-1]
+
+
+@pytest.mark.parametrize(("flag", "name", "code", "words"), [
+    ("--plot", "x.txt", 2, "must end in .png"),
+    ("--csv", "x.txt", 2, "must end in .csv"),
+    ("--out", "x.png", 2, "must end in .dcm"),
+    ("--plot", "missing/dvh.png", 1, "does not exist"),
+    ("--csv", "folder.csv", 1, "is a folder"),
+])
+def test_dvh_checks_every_output_path_before_any_work(files: dict[str, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      flag: str, name: str, code: int,
+                                                      words: str) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    outputs = {"--out": tmp_path / "dvh.dcm", "--csv": tmp_path / "dvh.csv",
+               "--plot": tmp_path / "dvh.png"}
+    outputs[flag] = tmp_path / name
+    argv = ["dvh", "--dose", str(files["dose"]), "--struct", str(files["struct"])]
+    for key, value in outputs.items():
+        argv += [key, str(value)]
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and words in captured.err and "Traceback" not in \
+        captured.err
+    assert captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv"]  # nothing written
+
+
+def test_dvh_names_the_class_of_a_wrong_structure_set(files: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dvh", "--dose", str(files["dose"]), "--struct", str(files["dose"])]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "not an RT Structure Set but RT Dose Storage (SOP Class 1.2.840.10008.5.1.4.1.1.481.2)" \
+        in err

@@ -176,3 +176,33 @@ def test_cuda_without_a_gpu_is_a_clear_error(phantom_patient, tmp_path, capsys) 
     assert main(["drr", str(phantom_patient[0].folder), "--gantry", "0", "--isocenter", "0,0,0",
                  "--device", "cuda", "-o", str(tmp_path / "o"), *SMALL]) == 1
     assert "finds no GPU" in capsys.readouterr().err
+
+
+def test_default_pixel_spacing_fits_the_body_and_previews_are_annotated(
+        phantom_patient, tmp_path, capsys) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    from rtforge.core.pictures import CROSS_RGB
+
+    out, png = tmp_path / "out", tmp_path / "png"
+    assert main(["drr", str(phantom_patient[0].folder), "--gantry", "0,90",
+                 "--isocenter", "-70,-10,20", "--size", "32x32", "-o", str(out), "--png",
+                 str(png), "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spacings = {tuple(i["pixel_spacing"]) for i in report["images"]}
+    assert len(spacings) == 1 and next(iter(spacings))[0] > 5  # not the old 1 mm
+    for image in report["images"]:
+        ds = pydicom.dcmread(image["path"])
+        integral = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        border = np.concatenate([integral[0], integral[-1], integral[:, 0], integral[:, -1]])
+        assert integral.max() > 1.0 and border.max() < 0.05  # the body, all inside
+        picture = np.asarray(Image.open(image["png"]).convert("RGB"))
+        assert picture.shape == (512, 512, 3)  # 16x zoom
+        geometry = rt_image_geometry(ds)
+        r, c = (round((v + 0.5) * 16 - 0.5) for v in geometry.project(geometry.isocenter))
+        cross = np.all(picture == CROSS_RGB, axis=-1)  # (a centre on a half pixel: +-1)
+        assert cross[r - 1:r + 2, c - 8].any() and cross[r - 8, c - 1:c + 2].any()
+    # an explicit --pixel is kept
+    assert main(["drr", str(phantom_patient[0].folder), "--gantry", "0", "--isocenter", "0,0,0",
+                 "-o", str(tmp_path / "o2"), "--json", *SMALL]) == 0
+    assert json.loads(capsys.readouterr().out)["images"][0]["pixel_spacing"] == [9, 9]

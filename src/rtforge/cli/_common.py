@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["floats", "ints", "add_output_flags", "emit_json", "progress_bar", "Bar"]
+from rtforge.errors import InvalidInputError
+
+__all__ = ["floats", "ints", "output_file", "check_output_files", "add_output_flags", "emit_json",
+           "progress_bar", "Bar"]
 
 
 def _numbers(kind: type, noun: str, count: int, name: str) -> Callable[[str], tuple]:
@@ -35,6 +40,46 @@ def floats(count: int, name: str) -> Callable[[str], tuple[float, ...]]:
 def ints(count: int, name: str) -> Callable[[str], tuple[int, ...]]:
     """argparse type: ``count`` comma-separated integers."""
     return _numbers(int, "integers", count, name)
+
+
+def output_file(flag: str, suffixes: tuple[str, ...]) -> Callable[[str], Path]:
+    """argparse type: a file to write whose suffix (case-insensitive) is one of
+    ``suffixes`` (``""`` allows none); any other is a usage error (exit 2)."""
+
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            allowed = ", ".join(s or "no suffix" for s in suffixes)
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: the file name must end in "
+                                             f"{allowed}")
+        return path
+
+    return parse
+
+
+def check_output_files(outputs: dict[str, Path | None]) -> None:
+    """Check, before any work, that each output file can be written.
+
+    Parameters
+    ----------
+    outputs : dict of str to Path or None
+        Flag to path (None: the flag was not given).
+
+    Raises
+    ------
+    InvalidInputError
+        If a path is a folder, or its folder does not exist or is not writable.
+    """
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        folder = path.parent
+        if path.is_dir():
+            raise InvalidInputError(f"{flag} {path} is a folder, not a file")
+        if not folder.is_dir():
+            raise InvalidInputError(f"{flag} {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InvalidInputError(f"{flag} {path}: folder {folder} is not writable")
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:

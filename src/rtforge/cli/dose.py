@@ -10,17 +10,28 @@ from typing import Any
 
 import numpy as np
 
-from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.cli._common import (
+    add_output_flags,
+    check_output_files,
+    emit_json,
+    output_file,
+    progress_bar,
+)
 from rtforge.config import load_config
+from rtforge.core.contours import Structure
 from rtforge.core.dosegrid import GridChoice, sum_doses
 from rtforge.core.dvh import (
     DEFAULT_BIN_WIDTH_GY,
     DVH,
+    TABLE_FINE_ROWS,
+    TABLE_GROWTH,
+    TABLE_MAX_ROWS,
     EndCap,
     compute_dvhs,
     contour_spacing,
-    plot_dvhs,
+    table_edges,
 )
+from rtforge.core.pictures import DOSE_AXIS_D1_FACTOR, plot_dvhs
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtdose import (
     DoseSummationType,
@@ -36,7 +47,7 @@ from rtforge.io.series import read_series
 
 __all__ = ["register"]
 
-_DVH_EXAMPLE = """Each ROI's planar contours are integrated over the dose grid with
+_DVH_EXAMPLE = f"""Each ROI's planar contours are integrated over the dose grid with
 sub-voxel sampling (holes by the even-odd rule, each contour a slab of one
 contour spacing); volume outside the dose grid is reported, never dosed.
 The slab thickness is the structure set's contour spacing (the median gap
@@ -45,6 +56,18 @@ spacing of the image series given with --images; the first and last
 planes of an ROI get half a slab (--end-cap half, the convention of the
 volumes planning systems store), a full slab (full) or none (none).  The
 output says which slab and end cap were used.
+
+--csv writes full-precision numbers (each the shortest text that reads back
+to the same float).  With --bin-width every bin of that width is a row;
+without it (bins of {DEFAULT_BIN_WIDTH_GY} Gy) every bin is a row up to {TABLE_MAX_ROWS:,} rows, and
+a longer table (brachytherapy: doses near a source run far above the
+prescription) has uniform rows up to the highest D1 of the ROIs (at most
+about {TABLE_FINE_ROWS:,}, every m-th bin) and above it rows whose dose grows by
+{TABLE_GROWTH}x, to the maximum.  --plot (.png, .pdf or .svg) draws each ROI
+in its Display Color (light colours, e.g. white, with a dark outline), the
+legend right of the axes, the dose axis to the maximum dose or, when that
+is beyond {DOSE_AXIS_D1_FACTOR}x the highest D1, to there.  Every output path is checked
+before any work.
 
 examples:
   rtforge dvh --dose rtdose.dcm --struct rtss.dcm
@@ -70,13 +93,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RT Structure Set file")
     d.add_argument("--roi", action="append", metavar="NAME",
                    help="ROI name (repeat; default every ROI with closed contours)")
-    d.add_argument("--out", type=Path, metavar="FILE.dcm", help="write a DVH-only RT Dose")
+    d.add_argument("--out", type=output_file("--out", (".dcm", "")), metavar="FILE.dcm",
+                   help="write a DVH-only RT Dose")
     d.add_argument("--differential", action="store_true",
                    help="differential DVH in --out and --csv (default cumulative)")
-    d.add_argument("--csv", type=Path, metavar="FILE", help="write the curves as CSV")
-    d.add_argument("--plot", type=Path, metavar="FILE.png", help="plot the cumulative DVHs")
-    d.add_argument("--bin-width", type=float, default=DEFAULT_BIN_WIDTH_GY, metavar="GY",
-                   help=f"dose bin width (default {DEFAULT_BIN_WIDTH_GY} Gy)")
+    d.add_argument("--csv", type=output_file("--csv", (".csv",)), metavar="FILE.csv",
+                   help="write the curves as CSV (rows: see below)")
+    d.add_argument("--plot", type=output_file("--plot", (".png", ".pdf", ".svg")),
+                   metavar="FILE.png", help="plot the cumulative DVHs (.png, .pdf or .svg)")
+    d.add_argument("--plot-max", type=float, metavar="GY",
+                   help="with --plot: the dose axis's upper end (default: see below)")
+    d.add_argument("--bin-width", type=float, metavar="GY",
+                   help=f"dose bin width, and every bin a CSV row (default {DEFAULT_BIN_WIDTH_GY} "
+                        "Gy, CSV rows as below)")
     d.add_argument("--end-cap", choices=[c.value for c in EndCap], default=EndCap.HALF.value,
                    help="slab of each ROI's first and last planes: half (default, as planning "
                         "systems compute volumes), full or none")
@@ -162,16 +191,37 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(path: Path, dvhs: list[DVH], differential: bool) -> None:
-    edges = dvhs[0].edges
+def _write_csv(path: Path, dvhs: list[DVH], differential: bool, every_bin: bool) -> int:
+    """Write the curves at every bin edge or at :func:`table_edges`; the number of rows.
+
+    Numbers are written as ``repr`` writes them: the shortest text that reads
+    back to the same float.  A differential row holds the volume between its
+    dose and the next row's.
+    """
+    kept = np.arange(dvhs[0].edges.shape[0]) if every_bin else table_edges(dvhs)
+    if differential:
+        kept = kept[:-1]
+        columns = [np.add.reduceat(d.differential, kept) if kept.size else kept for d in dvhs]
+    else:
+        columns = [d.cumulative[kept] for d in dvhs]
+    doses = dvhs[0].edges[kept]
     with path.open("w", newline="") as handle:
         out = csv.writer(handle)
         out.writerow(["dose_gy"] + [f"{d.name} ({'cm3 per bin' if differential else 'cm3'})"
                                     for d in dvhs])
-        for b in range(edges.shape[0] - (1 if differential else 0)):
-            out.writerow([f"{edges[b]:.6g}"] + [
-                f"{(d.differential[b] if differential else d.cumulative[b]):.6g}"
-                for d in dvhs])
+        for row in range(kept.shape[0]):
+            out.writerow([repr(float(doses[row]))] + [repr(float(c[row])) for c in columns])
+    return int(kept.shape[0])
+
+
+def _plot(args: argparse.Namespace, dvhs: list[DVH], chosen: list[Structure], dose: RTDose,
+          ss: StructureSet) -> None:
+    """``--plot``: titled with the dose's Series Description and the Structure Set Label
+    (or their file names)."""
+    dose_name = str(dose.dataset.get("SeriesDescription") or "") or args.dose.name
+    ss_name = ss.label or str(ss.dataset.get("SeriesDescription") or "") or args.struct.name
+    plot_dvhs(args.plot, dvhs, [s.colour for s in chosen], dose_name=dose_name,
+              structure_set_name=ss_name, dose_limit_gy=args.plot_max)
 
 
 def _slab(args: argparse.Namespace, ss: StructureSet) -> tuple[float, str]:
@@ -214,6 +264,10 @@ def _image_spacing(folder: Path, ss: StructureSet) -> float:
 
 
 def _dvh(args: argparse.Namespace) -> int:
+    check_output_files({"--out": args.out, "--csv": args.csv, "--plot": args.plot})
+    if args.plot_max is not None and not (math.isfinite(args.plot_max) and args.plot_max > 0):
+        raise InvalidInputError(f"--plot-max must be a positive number of Gy, got "
+                                f"{args.plot_max:g}")
     dose = _grid_dose(args.dose)
     ss = read_rtstruct(args.struct)
     if dose.frame_of_reference_uid and ss.frame_of_reference_uid \
@@ -233,7 +287,8 @@ def _dvh(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"{args.struct} has no ROI with closed planar contours")
     slab, source = _slab(args, ss)
     bar = progress_bar(args, len(chosen), "DVH", "ROI")
-    dvhs = compute_dvhs(dose.volume, chosen, bin_width_gy=args.bin_width,  # type: ignore[arg-type]
+    bin_width = DEFAULT_BIN_WIDTH_GY if args.bin_width is None else args.bin_width
+    dvhs = compute_dvhs(dose.volume, chosen, bin_width_gy=bin_width,  # type: ignore[arg-type]
                         end_cap=args.end_cap, contour_spacing_mm=slab,
                         progress=lambda done, total: bar.set(done, total))
     bar.close()
@@ -254,10 +309,11 @@ def _dvh(args: argparse.Namespace) -> int:
         report["out"] = str(write_rtdose(build.dataset, args.out))
         report["dvh_data_max_error_cm3"] = build.max_error
     if args.csv:
-        _write_csv(args.csv, dvhs, args.differential)
+        report["csv_rows"] = _write_csv(args.csv, dvhs, args.differential,
+                                        every_bin=args.bin_width is not None)
         report["csv"] = str(args.csv)
     if args.plot:
-        plot_dvhs(args.plot, dvhs, [s.colour for s in chosen])
+        _plot(args, dvhs, chosen, dose, ss)
         report["plot"] = str(args.plot)
     if args.json:
         emit_json(report)

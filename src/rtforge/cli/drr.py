@@ -13,7 +13,7 @@ from rtforge.config import load_config
 from rtforge.core.beam import BeamGeometry
 from rtforge.core.drr import Attenuation, DrrMethod
 from rtforge.errors import GeometryError, InvalidInputError
-from rtforge.io.rtimage import DrrRequest, DrrRun, plan_requests, write_drrs
+from rtforge.io.rtimage import DrrRequest, DrrRun, fit_to_body, plan_requests, write_drrs
 from rtforge.io.rtplan import RTPlan, read_rtplan
 from rtforge.io.series import read_series
 from rtforge.service import regular_volume
@@ -29,6 +29,9 @@ _EXAMPLE = """examples:
 
 Images are seen from the source (beam's eye view): for a supine head-first
 patient at gantry 0 the patient's left is on the right and the head at the top.
+PNG previews (--png) are zoomed to at least 512 pixels and show the patient
+directions at the edges, the label and angles, the isocentre (a cyan cross),
+the field outline and a scale bar in mm at the isocentre plane.
 """
 
 
@@ -90,8 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="source to receptor distance (default 1500)")
     p.add_argument("--size", type=parse_size, default=(512, 512), metavar="ROWSxCOLUMNS",
                    help="image size (default 512x512)")
-    p.add_argument("--pixel", type=float, default=1.0, metavar="MM",
-                   help="pixel spacing at the receptor plane (default 1.0)")
+    p.add_argument("--pixel", type=float, metavar="MM",
+                   help="pixel spacing at the receptor plane (default: the smallest, to 0.01 mm, "
+                        "at which every image shows the whole body, voxels of -500 HU and "
+                        "up, with 5%% to spare)")
     p.add_argument("--method", choices=[m.value for m in DrrMethod], default="siddon",
                    help="exact radiological path (siddon, default) or trilinear sampling")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -127,11 +132,12 @@ def _requests(args: argparse.Namespace, rows: int,
         plan = read_rtplan(args.plan)
         beams = None if args.beam == "all" else [args.beam]
         return plan_requests(plan, beams, sid=args.sid, rows=rows, columns=cols,
-                             pixel_spacing=args.pixel, sad=args.sad), plan
+                             pixel_spacing=args.pixel or 1.0, sad=args.sad), plan
+    pixel = args.pixel or 1.0
     geometries = [BeamGeometry(g, args.isocenter, collimator_angle=args.collimator or 0.0,
                                couch_angle=args.couch or 0.0,
                                sad=1000.0 if args.sad is None else args.sad, sid=args.sid,
-                               rows=rows, columns=cols, pixel_spacing=(args.pixel, args.pixel))
+                               rows=rows, columns=cols, pixel_spacing=(pixel, pixel))
                   for g in args.gantry]
     return [DrrRequest(g) for g in geometries], None
 
@@ -146,7 +152,7 @@ def _print(run: DrrRun) -> None:
         what = f"beam {image.beam_number}" if image.beam_number is not None else "image"
         print(f"{what} {image.label!r}: gantry {_deg(g.gantry_angle)}, collimator "
               f"{_deg(g.collimator_angle)}, couch {_deg(g.couch_angle)}, {g.rows}x{g.columns} "
-              f"-> {image.path}")
+              f"of {g.pixel_spacing[0]:g} mm -> {image.path}")
         if image.png is not None:
             print(f"  preview {image.png}")
     print(f"{len(run.images)} RT Image(s), series {run.series_uid}, {run.method.value} on "
@@ -159,7 +165,7 @@ def _drr(args: argparse.Namespace) -> int:
         sys.stderr.write(f"rtforge drr: error: {message} (see 'rtforge drr --help')\n")
         return 2
     rows, cols = args.size
-    if not (math.isfinite(args.pixel) and args.pixel > 0):
+    if args.pixel is not None and not (math.isfinite(args.pixel) and args.pixel > 0):
         raise GeometryError(f"--pixel must be a positive number of mm, got {args.pixel:g}")
     attenuation = Attenuation(hu_window=args.hu_window)
     requests, plan = _requests(args, rows, cols)
@@ -167,9 +173,12 @@ def _drr(args: argparse.Namespace) -> int:
     series = read_series(args.ct)
     if series.modality != "CT":
         raise InvalidInputError(f"the series is {series.modality}, not CT", path=args.ct)
+    volume = regular_volume(series)
+    if args.pixel is None:
+        requests = fit_to_body(volume, requests)
     bar = progress_bar(args, len(requests), "DRR", "image")
     try:
-        run = write_drrs(regular_volume(series), series.headers[0], requests, args.out, plan=plan,
+        run = write_drrs(volume, series.headers[0], requests, args.out, plan=plan,
                          method=args.method, device=args.device, attenuation=attenuation,
                          png_dir=args.png, config=config.export,
                          progress=lambda done, total: bar.set(done, total))

@@ -75,7 +75,10 @@ import numpy as np
 
 from rtforge.errors import GeometryError
 
-__all__ = ["PatientPosition", "BeamGeometry", "aperture_outline"]
+__all__ = ["PatientPosition", "BeamGeometry", "aperture_outline", "direction_letters"]
+
+#: Patient direction letters of the -x/+x, -y/+y and -z/+z axes (LPS; PS3.3 C.7.6.1.1.1).
+_LETTERS = (("R", "L"), ("A", "P"), ("F", "H"))
 
 
 class PatientPosition(str, Enum):
@@ -105,6 +108,28 @@ class PatientPosition(str, Enum):
             names = ", ".join(p.value for p in cls)
             raise GeometryError(f"Patient Position {value!r} is not supported: use one of "
                                 f"{names}") from None
+
+
+def direction_letters(vector: np.ndarray, *, tolerance: float = 1e-4) -> str:
+    """The patient direction letters of a vector in patient coordinates (LPS).
+
+    Parameters
+    ----------
+    vector : array_like of shape (3,)
+        A direction (x, y, z); need not be a unit vector.
+    tolerance : float
+        Components of the unit vector below this magnitude are left out.
+
+    Returns
+    -------
+    str
+        Up to three of L/R, P/A, H/F, the largest component first (PS3.3
+        C.7.6.1.1.1), e.g. ``"L"`` for (1, 0, 0) and ``"LP"`` for (1, 0.5, 0).
+    """
+    v = np.asarray(vector, dtype=np.float64)
+    v = v / np.linalg.norm(v)
+    order = np.argsort(-np.abs(v), kind="stable")
+    return "".join(_LETTERS[a][int(v[a] > 0)] for a in order if abs(v[a]) >= tolerance)
 
 
 # t = P @ (p - isocentre): rows are Xt, Yt, Zt expressed in patient (LPS) axes.

@@ -102,6 +102,8 @@ __all__ = [
     "central_axis_ssd",
     "SURFACE_HU",
     "SkipMap",
+    "FIT_MARGIN",
+    "body_pixel_spacing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -670,3 +672,76 @@ def central_axis_ssd(volume: Volume, geometry: BeamGeometry, *, surface_hu: int 
     first = np.flatnonzero(hit)
     return float(dist[first[0]]) if first.size else None
 
+
+#: :func:`body_pixel_spacing` leaves this fraction of the half-width free around the body.
+FIT_MARGIN = 0.05
+#: ... finding the body on blocks of at most this many blocks along each axis.
+_FIT_BLOCKS = 48
+
+
+def body_pixel_spacing(volume: Volume, geometries: Sequence[BeamGeometry], *,
+                       surface_hu: int = SURFACE_HU, margin: float = FIT_MARGIN) -> float:
+    """The smallest square pixel spacing at which every image shows the whole body.
+
+    The body is every voxel at or above ``surface_hu``, found on blocks of
+    voxels (a block holding one counts whole, so the extent found is never
+    smaller than the body's); the corners of those blocks are
+    projected through each geometry onto its receptor, and the spacing is
+    the one that puts the farthest of them, plus ``margin`` of the
+    half-width, inside the image (centred as the geometry says, with its rows
+    and columns).
+
+    Parameters
+    ----------
+    volume : Volume
+        HU (int16) and its grid.
+    geometries : sequence of BeamGeometry
+        Their pixel spacings are ignored.
+    surface_hu : int
+        Body threshold (default :data:`SURFACE_HU`, -500 HU).
+    margin : float
+        Fraction of the half-width left free (default :data:`FIT_MARGIN`).
+
+    Returns
+    -------
+    float
+        mm at the receptor plane, rounded up to 0.01 mm; 1.0 when no voxel is
+        at or above ``surface_hu``.
+
+    Raises
+    ------
+    InvalidInputError
+        If the volume is not a 3-D int16 Volume or no geometry is given.
+    """
+    hu = _check_volume(volume)
+    if not geometries:
+        raise InvalidInputError("body_pixel_spacing needs at least one geometry")
+    shape = np.array(hu.shape)
+    size = -(-shape // _FIT_BLOCKS)  # voxels per block, [k, j, i]
+    blocks = -(-shape // size)
+    padded = np.zeros(blocks * size, dtype=bool)
+    padded[:shape[0], :shape[1], :shape[2]] = hu >= surface_hu
+    occupied = padded.reshape(blocks[0], size[0], blocks[1], size[1], blocks[2],
+                              size[2]).any(axis=(1, 3, 5))
+    if not occupied.any():
+        return 1.0
+    corners = np.zeros(blocks + 1, dtype=bool)
+    for dk in (0, 1):
+        for dj in (0, 1):
+            for di in (0, 1):
+                corners[dk:dk + blocks[0], dj:dj + blocks[1], di:di + blocks[2]] |= occupied
+    kji = np.argwhere(corners) * size - 0.5  # block corners at voxel edges
+    points = volume.grid.index_to_patient(kji[:, ::-1])
+    spacing = 0.0
+    for g in geometries:
+        gantry = g.patient_to_gantry(points)
+        depth = g.sad - gantry[:, 2]
+        front = depth > 1e-6 * g.sad
+        scale = g.sid / depth[front]
+        x = np.abs(gantry[front, 0] * scale - g.image_offset[0])
+        y = np.abs(gantry[front, 1] * scale - g.image_offset[1])
+        need_x = x.max() / max(0.5, (g.columns - 1) / 2) if x.size else 0.0
+        need_y = y.max() / max(0.5, (g.rows - 1) / 2) if y.size else 0.0
+        spacing = max(spacing, need_x, need_y)
+    spacing /= 1.0 - margin
+    return math.ceil(spacing * 100.0 - 1e-9) / 100.0 if spacing > 0 else 1.0

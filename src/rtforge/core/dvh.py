@@ -57,7 +57,6 @@ bin), never nearest bin.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -82,13 +81,22 @@ __all__ = [
     "contour_spacing",
     "compute_dvh",
     "compute_dvhs",
-    "plot_dvhs",
     "conformity_indices",
     "merge_bins",
+    "TABLE_MAX_ROWS",
+    "TABLE_FINE_ROWS",
+    "TABLE_GROWTH",
+    "table_edges",
 ]
 
 #: Default dose bin width (Gy).
 DEFAULT_BIN_WIDTH_GY = 0.01
+#: :func:`table_edges`: a table keeps every bin up to this many rows ...
+TABLE_MAX_ROWS = 10_000
+#: ... else at most about this many uniform rows up to the highest D1 ...
+TABLE_FINE_ROWS = 5_000
+#: ... and above it rows whose doses grow by this factor.
+TABLE_GROWTH = 1.05
 #: Default largest strip width (mm, along y) when ``subdivisions`` is not given ...
 DEFAULT_SAMPLE_MM = 0.25
 #: ... unless the structure spans more strips than this along y: then its strips
@@ -571,41 +579,6 @@ def compute_dvhs(dose: Volume, structures: Sequence[Structure | Sequence[ArrayLi
     return out
 
 
-def plot_dvhs(path: str | os.PathLike, dvhs: Sequence[DVH],
-              colours: Sequence[tuple[int, int, int] | None]) -> None:
-    """Plot cumulative DVHs (percent of each ROI's volume) as a PNG.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The image file to write.
-    dvhs : sequence of DVH
-        One curve each; a DVH with no volume inside the dose grid is left out.
-    colours : sequence of (int, int, int) or None
-        One RGB colour (0-255, e.g. the ROI Display Color) per DVH, or None
-        for matplotlib's next colour.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    for dvh, colour in zip(dvhs, colours, strict=True):
-        if dvh.volume_cm3 <= 0:
-            continue
-        rgb = None if colour is None else tuple(c / 255 for c in colour)
-        ax.plot(dvh.edges, 100 * dvh.cumulative / dvh.volume_cm3, color=rgb, label=dvh.name)
-    ax.set_xlabel("dose (Gy)")
-    ax.set_ylabel("volume (%)")
-    ax.set_ylim(0, 101)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 class _Dose(NamedTuple):
     array: np.ndarray
     origin: np.ndarray
@@ -801,3 +774,49 @@ def merge_bins(dvh: DVH, tolerance_cm3: float, *, differential: bool = False) ->
         return np.zeros(1, dtype=np.intp)
     return _k.merge_bins(np.ascontiguousarray(dvh.cumulative), float(tolerance_cm3),
                          bool(differential))
+
+
+def table_edges(dvhs: Sequence[DVH]) -> np.ndarray:
+    """Bin edges to tabulate (a CSV) so that a long high-dose tail stays short.
+
+    DVHs computed together share their edges.  Every edge is kept when there
+    are at most :data:`TABLE_MAX_ROWS`.  Otherwise (brachytherapy: doses near
+    a source run to hundreds of times the prescription) the edges are uniform
+    up to the highest D1 of the DVHs (the dose the hottest 1 % of an ROI
+    receives), every ``m``-th edge with the smallest ``m`` that needs at most
+    :data:`TABLE_FINE_ROWS` rows there, and above it each kept edge's dose is
+    at least :data:`TABLE_GROWTH` times the previous one (about 300 rows for
+    a factor of 2 million), up to the last edge.  A cumulative curve is exact
+    at every kept edge; a differential one sums the bins between two kept edges.
+
+    Parameters
+    ----------
+    dvhs : sequence of DVH
+        DVHs with the same edges.
+
+    Returns
+    -------
+    ndarray of intp
+        Increasing indices into the edges, from 0 to the last.
+
+    Raises
+    ------
+    InvalidInputError
+        If the DVHs do not share their edges.
+    """
+    edges = dvhs[0].edges
+    if any(d.edges.shape != edges.shape or np.any(d.edges != edges) for d in dvhs[1:]):
+        raise InvalidInputError("DVHs tabulated together must share their bin edges")
+    n = edges.shape[0]
+    if n <= TABLE_MAX_ROWS:
+        return np.arange(n, dtype=np.intp)
+    d1 = max((d.dose_at_volume(1.0) for d in dvhs if d.volume_cm3 > 0), default=0.0)
+    fine_end = min(n - 1, int(np.searchsorted(edges, d1)))
+    step = max(1, math.ceil(fine_end / TABLE_FINE_ROWS))
+    kept = list(range(0, fine_end + 1, step))
+    last = kept[-1]
+    while last < n - 1:
+        bigger = int(np.searchsorted(edges, edges[last] * TABLE_GROWTH))
+        last = min(n - 1, max(last + step, bigger))
+        kept.append(last)
+    return np.asarray(kept, dtype=np.intp)

@@ -23,12 +23,20 @@ from pydicom.dataset import Dataset
 
 from rtforge.errors import InvalidInputError
 
-__all__ = ["DicomFile", "looks_like_dicom", "read_dicom_file", "transfer_syntax_of"]
+__all__ = ["DicomFile", "looks_like_dicom", "read_dicom_file", "transfer_syntax_of",
+           "sop_class_name"]
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _VR_BYTES = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
     b"UN UR US UT UV".split())
+
+
+def sop_class_name(uid: str) -> str:
+    """A SOP Class UID's name in pydicom's UID dictionary (``"RT Dose Storage"``), or
+    ``"an unknown SOP Class"`` for a UID it does not know."""
+    name = dicom_uid.UID(uid).name
+    return "an unknown SOP Class" if name == uid else name
 
 
 def looks_like_dicom(head: bytes, size: int) -> bool:

@@ -57,7 +57,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -67,19 +67,21 @@ from pydicom.uid import RTImageStorage, RTPlanStorage
 
 import rtforge
 from rtforge.config import ExportConfig
-from rtforge.core.beam import BeamGeometry, PatientPosition
+from rtforge.core.beam import BeamGeometry, PatientPosition, direction_letters
 from rtforge.core.drr import (
     Attenuation,
     Device,
     DrrMethod,
     PixelMapping,
     QuantizedDrr,
+    body_pixel_spacing,
     central_axis_ssd,
     compute_drr,
     prepare_volume,
     quantize,
 )
 from rtforge.core.geometry import Volume
+from rtforge.core.pictures import annotate_drr
 from rtforge.errors import GeometryError, InvalidInputError
 from rtforge.io.ct import IMAGE_PIXEL
 from rtforge.io.fileset import atomic_write, file_meta, instance_path, write_dataset_file
@@ -124,6 +126,7 @@ __all__ = [
     "WrittenDrr",
     "DrrRun",
     "plan_requests",
+    "fit_to_body",
     "write_drrs",
 ]
 
@@ -243,9 +246,6 @@ ISOCENTER_LABELS = RTImageLabels(
     name="gantry {gantry:g} collimator {collimator:g} couch {couch:g}",
     description="isocenter {isocenter} mm")
 
-_LETTERS = (("R", "L"), ("A", "P"), ("F", "H"))
-
-
 def patient_orientation(geometry: BeamGeometry) -> list[str]:
     """Patient Orientation (0020,0020) of the image: the patient directions of
     increasing column and increasing row (PS3.3 C.7.6.1.1.1).
@@ -259,13 +259,8 @@ def patient_orientation(geometry: BeamGeometry) -> list[str]:
         ``[row direction, column direction]``, e.g. ``["L", "F"]`` for HFS at
         gantry 0.
     """
-    g = geometry.gantry_to_patient
-    out = []
-    for vector in (g[:, 0], -g[:, 1]):
-        order = np.argsort(-np.abs(vector))
-        out.append("".join(_LETTERS[a][int(vector[a] > 0)] for a in order
-                           if abs(vector[a]) >= 1e-4))
-    return out
+    _, column_step, row_step = geometry.detector_frame()
+    return [direction_letters(column_step), direction_letters(row_step)]
 
 
 def _fit(keyword: str, text: str) -> str:
@@ -643,7 +638,8 @@ def _png(rgb: np.ndarray) -> bytes:
 
 
 def write_png(path: str | os.PathLike, image: QuantizedDrr,
-              outlines: Sequence[np.ndarray] = ()) -> Path:
+              outlines: Sequence[np.ndarray] = (), *, geometry: BeamGeometry | None = None,
+              label: str = "") -> Path:
     """Write a PNG preview of a DRR (see :func:`preview_rgb`), atomically.
 
     Parameters
@@ -653,12 +649,22 @@ def write_png(path: str | os.PathLike, image: QuantizedDrr,
     image : QuantizedDrr
     outlines : sequence of ndarray of shape (N, 2)
         Polylines in ``(row, column)`` pixel coordinates.
+    geometry : BeamGeometry, optional
+        The DRR's geometry: the preview is then zoomed and annotated with its
+        orientation letters, ``label``, angles, isocentre and a scale
+        (:func:`rtforge.core.pictures.annotate_drr`); without it the PNG is
+        the image as it is.
+    label : str
+        The image label drawn with ``geometry``.
 
     Returns
     -------
     pathlib.Path
     """
-    return atomic_write(path, [_png(preview_rgb(image, outlines))])
+    rgb = preview_rgb(image, outlines)
+    if geometry is not None:
+        rgb = annotate_drr(rgb, geometry, label).rgb
+    return atomic_write(path, [_png(rgb)])
 
 
 # ------------------------------------------------------------ a whole run
@@ -767,6 +773,25 @@ def plan_requests(plan: RTPlan, beams: Sequence[int] | None = None, *, sid: floa
                        beam_number=n) for n in numbers]
 
 
+def fit_to_body(volume: Volume, requests: Sequence[DrrRequest]) -> list[DrrRequest]:
+    """The requests with one square pixel spacing at which every image shows the whole
+    body (:func:`rtforge.core.drr.body_pixel_spacing`); sizes and centres are kept.
+
+    Parameters
+    ----------
+    volume : Volume
+        The CT (HU, int16).
+    requests : sequence of DrrRequest
+
+    Returns
+    -------
+    list of DrrRequest
+    """
+    spacing = body_pixel_spacing(volume, [r.geometry for r in requests])
+    return [replace(r, geometry=replace(r.geometry, pixel_spacing=(spacing, spacing)))
+            for r in requests]
+
+
 def _derivation(method: DrrMethod, step_mm: float | None, attenuation: Attenuation,
                 mapping: PixelMapping, invert: bool) -> str:
     how = ("exact radiological path (Siddon/Jacobs)" if method is DrrMethod.SIDDON else
@@ -826,7 +851,8 @@ def write_drrs(volume: Volume, ct: Dataset, requests: Sequence[DrrRequest],
         As :func:`rtforge.core.drr.quantize`.
     png_dir : str or path-like, optional
         Also write ``NNN_<label>.png`` previews there, with the field outline
-        (jaws and MLC opening) of plan beams, or the requests' jaws.
+        (jaws and MLC opening) of plan beams, or the requests' jaws, annotated
+        (see :func:`write_png`).
     labels : RTImageLabels, optional
     config : ExportConfig, optional
     batch : int
@@ -891,7 +917,8 @@ def write_drrs(volume: Volume, ct: Dataset, requests: Sequence[DrrRequest],
         png = None
         if png_root is not None:
             png = write_png(png_root / _png_name(n + 1, str(ds.RTImageLabel)), image,
-                            _outlines(plan, request))
+                            _outlines(plan, request), geometry=request.geometry,
+                            label=str(ds.RTImageLabel))
         written.append(WrittenDrr(path=path, png=png, label=str(ds.RTImageLabel),
                                   beam_number=request.beam_number, geometry=request.geometry,
                                   max_integral=peaks[n], window_center=image.window_center,

@@ -77,7 +77,7 @@ from rtforge.core.contours import (
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import ConformanceError, GeometryError, InvalidInputError
 from rtforge.io.charset import check_dataset
-from rtforge.io.dicomfile import read_dicom_file
+from rtforge.io.dicomfile import read_dicom_file, sop_class_name
 from rtforge.io.fileset import (
     Part10Prefix,
     atomic_write,
@@ -593,8 +593,9 @@ def parse_rtstruct(ds: Dataset, path: str | os.PathLike | None = None) -> Struct
     sop_class = _text(ds, "SOPClassUID")
     modality = _text(ds, "Modality")
     if sop_class != RTStructureSetStorage and not (not sop_class and modality == "RTSTRUCT"):
-        what = f"SOP Class {sop_class}" if sop_class else f"modality {modality or '(none)'}"
-        raise InvalidInputError(f"not an RT Structure Set ({what})", path=where_file,
+        what = (f"but {sop_class_name(sop_class)} (SOP Class {sop_class})" if sop_class
+                else f"(modality {modality or '(none)'})")
+        raise InvalidInputError(f"not an RT Structure Set {what}", path=where_file,
                                 tag="SOPClassUID")
     rois: dict[int, dict] = {}
     for n, item in enumerate(ds.get("StructureSetROISequence") or [], start=1):
