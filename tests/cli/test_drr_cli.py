@@ -182,8 +182,6 @@ def test_default_pixel_spacing_fits_the_body_and_previews_are_annotated(
         phantom_patient, tmp_path, capsys) -> None:  # noqa: ANN001
     from PIL import Image
 
-    from rtforge.core.pictures import CROSS_RGB
-
     out, png = tmp_path / "out", tmp_path / "png"
     assert main(["drr", str(phantom_patient[0].folder), "--gantry", "0,90",
                  "--isocenter", "-70,-10,20", "--size", "32x32", "-o", str(out), "--png",
@@ -191,6 +189,8 @@ def test_default_pixel_spacing_fits_the_body_and_previews_are_annotated(
     report = json.loads(capsys.readouterr().out)
     spacings = {tuple(i["pixel_spacing"]) for i in report["images"]}
     assert len(spacings) == 1 and next(iter(spacings))[0] > 5  # not the old 1 mm
+    from rtforge.core.pictures import CROSS_RGB
+
     for image in report["images"]:
         ds = pydicom.dcmread(image["path"])
         integral = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
