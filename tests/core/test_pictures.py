@@ -21,6 +21,7 @@ from rtforge.core.pictures import (
     plot_dvhs,
 )
 from rtforge.demo import PHANTOM_BEAMS, TARGET_CENTRE
+from rtforge.errors import InvalidInputError
 from rtforge.io.rtimage import DrrRequest, fit_to_body
 
 
@@ -109,7 +110,7 @@ def test_preview_writes_text_where_the_letters_and_label_go() -> None:
 
 
 def test_preview_rejects_a_wrong_size() -> None:
-    with pytest.raises(ValueError, match="uint8 of shape"):
+    with pytest.raises(InvalidInputError, match="uint8 of shape"):
         annotate_drr(np.zeros((10, 10, 3), np.uint8), GEOMETRY)
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rtforge.core.beam import BeamGeometry, direction_letters
+from rtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -190,11 +191,11 @@ def annotate_drr(rgb: np.ndarray, geometry: BeamGeometry, label: str = "") -> Dr
 
     Raises
     ------
-    ValueError
+    InvalidInputError
         If ``rgb`` is not uint8 of shape ``(geometry.rows, geometry.columns, 3)``.
     """
     if rgb.dtype != np.uint8 or rgb.shape != (geometry.rows, geometry.columns, 3):
-        raise ValueError(f"rgb must be uint8 of shape ({geometry.rows}, {geometry.columns}, 3), "
+        raise InvalidInputError(f"rgb must be uint8 of shape ({geometry.rows}, {geometry.columns}, 3), "
                          f"got {rgb.dtype} {rgb.shape}")
     zoom = _zoom(geometry.rows, geometry.columns)
     big = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
