@@ -140,3 +140,16 @@ def test_bad_usage_and_input(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["deid", str(tmp_path), str(tmp_path / "o"), "--trial",
                  str(tmp_path / "t.toml")]) == 1
     assert "incomplete" in capsys.readouterr().err
+
+
+def test_deid_options_from_the_command_line(rt_set: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    trial = tmp_path / "trial.toml"
+    trial.write_text('sponsor_name = "S"\nprotocol_id = "P"\nsubject_id = "SUBJ-1"\n')
+    out = tmp_path / "out"
+    assert main(["deid", str(rt_set), str(out), "--trial", str(trial), "--keep-descriptors",
+                 "--shift-dates", "-365", "-q"]) == 0
+    written = [ds for _, ds in read_folder(out)]
+    assert all(ds.LongitudinalTemporalInformationModified == "MODIFIED" for ds in written)
+    assert all({c.CodeValue for c in ds.DeidentificationMethodCodeSequence}
+               == {"113100", "113105", "113107"} for ds in written)

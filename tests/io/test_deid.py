@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.tag import Tag
 
 from rtforge.errors import InvalidInputError
+from rtforge.io._deid_profile import BASIC_PROFILE, CLEAN_DESCRIPTORS, MODIFIED_DATES
 from rtforge.io.deid import (
     DEIDENTIFICATION_METHOD,
     TrialInfo,
@@ -20,7 +22,9 @@ from rtforge.io.deid import (
 from rtforge.io.references import check_references
 from rtforge.io.rtplan import write_rtplan
 from rtforge.io.validate import dciodvfy_available, validate_file
+from tests.datafiles import shared_file
 from tests.io.test_references import make_rt_set
+from tests.io.test_rtplan_builder import build_brachy
 
 TRIAL = TrialInfo(sponsor_name="Sponsor", protocol_id="PROT-1", subject_id="SUBJ-007",
                   site_id="S12", time_point_id="baseline")
@@ -156,5 +160,87 @@ def test_trial_file_and_key_file(tmp_path: Path) -> None:
 def test_deidentified_plan_passes_dciodvfy(result, tmp_path: Path) -> None:  # noqa: ANN001
     plan = result.datasets[3]
     assert plan.Modality == "RTPLAN"
+    checked = validate_file(write_rtplan(plan, tmp_path))
+    assert checked.dciodvfy_ran and checked.errors == [], checked.errors
+
+
+# ----------------------------------------------------------------- options
+ECLIPSE_RS = "slicerrt_eclipse/RS.1.2.246.352.71.4.2088656855.2404649.20110920153449.dcm"
+
+
+def test_clean_descriptors_option_keeps_roi_names() -> None:
+    """Eclipse's structure set: ROI names survive with the option (DVHs stay labelled)."""
+    rs = dcmread(shared_file(ECLIPSE_RS))
+    names = [str(r.ROIName) for r in rs.StructureSetROISequence]
+    assert len(names) == 16 and "PTV" in names
+    basic = deidentify([rs], TRIAL, key=KEY, uid_root=ROOT).datasets[0]
+    assert {str(r.get("ROIName", "") or "") for r in basic.StructureSetROISequence} == {""}
+    kept = deidentify([rs], TRIAL, key=KEY, uid_root=ROOT, keep_descriptors=True).datasets[0]
+    assert [str(r.ROIName) for r in kept.StructureSetROISequence] == names
+    assert [c.CodeValue for c in kept.DeidentificationMethodCodeSequence] == ["113100", "113105"]
+    assert list(kept.DeidentificationMethod)[1] == "Clean Descriptors Option"
+    # Identifying attributes outside the option's table are still removed.
+    assert "OperatorsName" not in kept or not kept.OperatorsName
+    assert kept.PatientName == "SUBJ-007^"
+
+
+def test_modified_dates_option_shifts_dates_and_keeps_intervals() -> None:
+    plan = build_brachy()
+    plan.StudyDate, plan.SeriesDate = "20240517", "20240517"
+    reference = str(plan.SourceSequence[0].SourceStrengthReferenceDate)
+    basic = deidentify([plan], TRIAL, key=KEY, uid_root=ROOT).datasets[0]
+    assert basic.SourceSequence[0].SourceStrengthReferenceDate == "19000101"  # decay lost
+    out = deidentify([plan], TRIAL, key=KEY, uid_root=ROOT, date_shift_days=-1000).datasets[0]
+
+    def days(a: str, b: str) -> int:
+        return (datetime.strptime(a, "%Y%m%d") - datetime.strptime(b, "%Y%m%d")).days
+
+    moved = str(out.SourceSequence[0].SourceStrengthReferenceDate)
+    assert days(moved, reference) == -1000
+    assert days(str(out.StudyDate), "20240517") == -1000
+    # The interval from the source's reference date to the treatment is what it was.
+    assert days(str(out.StudyDate), moved) == days("20240517", reference)
+    assert out.StudyTime == plan.StudyTime and out.StudyID == "DEIDENTIFIED"
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert [c.CodeValue for c in out.DeidentificationMethodCodeSequence] == ["113100", "113107"]
+    with pytest.raises(InvalidInputError, match="date shift"):
+        deidentify([plan], TRIAL, key=KEY, uid_root=ROOT, date_shift_days=10**6)
+
+
+def test_options_carry_over_everything_the_profile_does_not_touch() -> None:
+    rs = dcmread(shared_file(ECLIPSE_RS))
+    out = deidentify([rs], TRIAL, key=KEY, uid_root=ROOT, keep_descriptors=True,
+                     date_shift_days=7).datasets[0]
+    set_by_deid = {"PatientName", "PatientID", "SpecificCharacterSet", "StudyID",
+                   "PatientIdentityRemoved", "DeidentificationMethod"}
+    for elem in rs:
+        tag = int(elem.tag)
+        if elem.tag.is_private or elem.keyword in set_by_deid or elem.VR in ("UI", "SQ") \
+                or (tag in BASIC_PROFILE and tag not in CLEAN_DESCRIPTORS | MODIFIED_DATES):
+            continue
+        if tag in MODIFIED_DATES and elem.VR in ("DA", "DT"):
+            continue  # shifted, checked above
+        assert out[elem.tag].value == elem.value, elem.keyword
+
+
+def test_a_uid_of_the_set_in_a_class_slot_is_replaced() -> None:
+    objects = make_rt_set()
+    leaked = str(objects[0].SOPInstanceUID)
+    item = Dataset()
+    item.ReferencedSOPClassUID = leaked  # a writer's mistake that would leak the original UID
+    item.ReferencedSOPInstanceUID = leaked
+    objects[1].ReferencedInstanceSequence = [item]
+    out = deidentify(objects, TRIAL, key=KEY, uid_root=ROOT)
+    written = out.datasets[1].ReferencedInstanceSequence[0]
+    assert written.ReferencedSOPClassUID == out.uid_map[leaked] != leaked
+    # Real classes, registered or private, stay.
+    assert out.datasets[0].SOPClassUID == objects[0].SOPClassUID
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
+def test_options_output_passes_dciodvfy(tmp_path: Path) -> None:
+    plan = deidentify([build_brachy()], TRIAL, key=KEY, uid_root=ROOT, keep_descriptors=True,
+                      date_shift_days=-30).datasets[0]
     checked = validate_file(write_rtplan(plan, tmp_path))
     assert checked.dciodvfy_ran and checked.errors == [], checked.errors

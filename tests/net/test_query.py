@@ -172,3 +172,43 @@ def test_find_against_nobody() -> None:
 
     with pytest.raises(NetworkError, match="cannot connect"):
         find(Node("NOBODY", LOCALHOST, free_port(), timeout=3), "study")
+
+
+def test_study_query_by_modality_uses_modalities_in_study(
+        orthanc: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    # (dcmqrscp keeps no Modalities in Study in its index: it answers every study, as for
+    # any key it cannot match.)
+    address = f"ORTHANC@{LOCALHOST}:{orthanc.peer.node.port}"
+    mr_study = str(dcmread(pydicom_file("MR_small.dcm"), stop_before_pixels=True)
+                   .StudyInstanceUID)
+    assert main(["find", address, "--level", "study", "--modality", "MR", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    # A series-level Modality key in a study query is not a matching key of the study level:
+    # a strict peer ignores or refuses it. Modalities in Study matches the MR study only.
+    assert [row["StudyInstanceUID"] for row in rows] == [mr_study]
+
+
+@pytest.mark.parametrize("archive", ["dcmqrscp", "orthanc"])
+def test_move_a_whole_patient(archive: str, request: pytest.FixtureRequest,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    peer: Archive = request.getfixturevalue(archive)
+    address = f"{peer.peer.node.ae_title}@{LOCALHOST}:{peer.peer.node.port}"
+    _clear(peer.receiver)
+    assert main(["move", address, "--dest", "RTFORGE_RX", "--model", "patient",
+                 "--patient-id", "QR-PATIENT"]) == 0
+    assert "3 completed, 0 failed" in capsys.readouterr().out
+    arrived = {dcmread(p).SOPInstanceUID for p in _wait_for(peer.receiver, 3)}
+    assert arrived == {dcmread(p).SOPInstanceUID for p in peer.series}
+    # The Study Root model has no PATIENT level: a usage error, nothing sent.
+    assert main(["move", address, "--dest", "RTFORGE_RX", "--patient-id", "QR-PATIENT"]) == 2
+    capsys.readouterr()
+
+
+def test_a_move_that_matches_nothing_says_so(dcmqrscp: Archive,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # dcmqrscp answers such a move with success and no sub-operations (Orthanc: 0xC000).
+    node = dcmqrscp.peer.node
+    address = f"{node.ae_title}@{LOCALHOST}:{node.port}"
+    assert main(["move", address, "--dest", "RTFORGE_RX", "--study-uid", "1.2.3.999"]) == 1
+    err = capsys.readouterr().err
+    assert "the move matched nothing: no object was sent" in err and err.count("\n") == 1

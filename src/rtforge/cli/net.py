@@ -79,6 +79,9 @@ it, else ISO_IR 192 (UTF-8); the peer must support it to match.
 _MOVE_EXAMPLE = """examples:
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3 --series-uid 1.2.3.4
+  rtforge move pacs --dest RTFORGE --model patient --patient-id 12345   (the whole patient)
+
+A move that matches nothing (0 sub-operations) says so and exits 1.
 """
 
 
@@ -177,7 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accession", help="Accession Number")
     p.add_argument("--study-uid", help="Study Instance UID")
     p.add_argument("--series-uid", help="Series Instance UID")
-    p.add_argument("--modality", help="Modality (series level)")
+    p.add_argument("--modality", help="Modality: at the study level, Modalities in Study; at "
+                   "the series level, Modality")
     p.add_argument("-k", "--key", action="append", default=[], metavar="KEYWORD=VALUE",
                    help="any other matching key (repeatable)")
     _add_node_flags(p)
@@ -341,7 +345,7 @@ def _filters(args: argparse.Namespace) -> dict[str, str]:
         ("PatientBirthDate", args.birth_date), ("PatientSex", args.sex),
         ("StudyDate", args.study_date), ("AccessionNumber", args.accession),
         ("StudyInstanceUID", args.study_uid), ("SeriesInstanceUID", args.series_uid),
-        ("Modality", args.modality)) if value is not None}
+        (_modality_keyword(args.level), args.modality)) if value is not None}
     for flag, keyword in (("--birth-date", "PatientBirthDate"), ("--study-date", "StudyDate")):
         value = filters.get(keyword)
         if value is not None and not _DATE_RANGE.match(value):
@@ -353,6 +357,11 @@ def _filters(args: argparse.Namespace) -> dict[str, str]:
             raise InvalidInputError(f"--key takes KEYWORD=VALUE, got {item!r}")
         filters[keyword.strip()] = value
     return filters
+
+
+def _modality_keyword(level: str) -> str:
+    """Modality is a series attribute; a study is matched by Modalities in Study."""
+    return "ModalitiesInStudy" if level.upper() == QueryLevel.STUDY.value else "Modality"
 
 
 def _text(value: Any) -> str:
@@ -386,9 +395,10 @@ def _find(args: argparse.Namespace) -> int:
 def _move(args: argparse.Namespace) -> int:
     _, node, aet = _setup(args)
     _quiet_pynetdicom(args)
-    if not (args.study_uid or args.series_uid or args.sop_uid):
-        sys.stderr.write("rtforge: error: give --study-uid, --series-uid or --sop-uid "
-                         "(see 'rtforge move --help')\n")
+    if not (args.study_uid or args.series_uid or args.sop_uid
+            or (args.patient_id and args.model == QueryModel.PATIENT_ROOT.value)):
+        sys.stderr.write("rtforge: error: give --study-uid, --series-uid or --sop-uid, or "
+                         "--model patient --patient-id (see 'rtforge move --help')\n")
         return 2
     result = move(node, args.dest, study_uid=args.study_uid, series_uid=args.series_uid,
                   sop_uid=args.sop_uid, patient_id=args.patient_id, model=args.model,
@@ -403,4 +413,7 @@ def _move(args: argparse.Namespace) -> int:
     if result.failed:
         raise NetworkError(f"{result.failed} of the move's sub-operations failed", peer=str(node),
                            status=result.status)
+    if result.completed + result.warning == 0:
+        raise NetworkError("the move matched nothing: no object was sent (check the UIDs, "
+                           "the level and the model)", peer=str(node), status=result.status)
     return 0

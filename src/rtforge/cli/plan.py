@@ -99,6 +99,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--key-file", type=Path, help="secret key (created if missing); "
                                                  "without it a one-off random key is used")
     d.add_argument("--map-out", type=Path, help="write the original-to-new mapping (CSV)")
+    d.add_argument("--keep-descriptors", action="store_true",
+                   help="PS3.15 Clean Descriptors Option: keep ROI names, ROI/beam/series "
+                        "descriptions, protocol names and the other descriptors of its table "
+                        "as they are (you vouch they hold no identifying text)")
+    d.add_argument("--shift-dates", type=int, metavar="DAYS",
+                   help="PS3.15 Modified Dates Option: move every date by DAYS (e.g. -1234) "
+                        "instead of removing it, times kept, so intervals such as a source's "
+                        "decay since its reference date survive")
     d.add_argument("--verbose", dest="list_outside", action="store_true",
                    help="list every reference to an object outside the set (by default one "
                         "summary line)")
@@ -308,7 +316,8 @@ def _deid(args: argparse.Namespace) -> int:
     originals = [ds for _, ds in found]
     config = _config(args)
     result = deidentify(originals, trial, key=key, uid_root=config.uid_root,
-                        character_set=config.character_set)
+                        character_set=config.character_set,
+                        keep_descriptors=args.keep_descriptors, date_shift_days=args.shift_dates)
     written_map: list[Path] = []
 
     def write_map() -> None:

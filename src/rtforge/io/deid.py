@@ -24,6 +24,24 @@ Actions (PS3.15 E.3.1)
   (:data:`STUDY_DUMMIES`) rather than none: a DICOMDIR's STUDY record needs
   them (PS3.3 F.5), and the date is the one Series Date and the other ``D``
   dates get, so the study and its series stay consistent.
+
+Options (PS3.15 E.3, each recorded in De-identification Method Code Sequence)
+------------------------------------------------------------------------------
+- ``keep_descriptors`` (Clean Descriptors Option, 113105): the descriptors of
+  :data:`~rtforge.io._deid_profile.CLEAN_DESCRIPTORS` (ROI Name, ROI and
+  Beam Description, Series Description, Protocol Name, ...) are kept as they
+  are, instead of removed: the operator vouches that they hold no identifying
+  text (de-identified DVHs keep their ROI names).
+- ``date_shift_days`` (Retain Longitudinal Temporal Information with Modified
+  Dates Option, 113107): every date of
+  :data:`~rtforge.io._deid_profile.MODIFIED_DATES` (Study, Series, Content
+  Dates, Source Strength Reference Date, ...) is moved by the same number of
+  days, and times are kept, so that intervals (a brachytherapy source's decay)
+  can still be computed; Longitudinal Temporal Information Modified is
+  ``MODIFIED``.
+- A value in a SOP Class UID slot is kept when it names a class (registered,
+  or a private class nowhere used as an instance, series or study UID of the
+  set) and replaced like any other UID when it is one of the set's own UIDs.
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ import secrets
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -49,7 +68,7 @@ from pydicom.uid import UID_dictionary
 
 from rtforge.config import DEFAULT_CHARACTER_SET, DEFAULT_UID_ROOT
 from rtforge.errors import InvalidInputError
-from rtforge.io._deid_profile import BASIC_PROFILE
+from rtforge.io._deid_profile import BASIC_PROFILE, CLEAN_DESCRIPTORS, MODIFIED_DATES
 from rtforge.io.charset import conformed
 from rtforge.io.uids import derived_uid
 
@@ -84,7 +103,12 @@ _TRIAL_TYPE_2 = frozenset({"ClinicalTrialProtocolName", "ClinicalTrialSiteID",
                            "ClinicalTrialSiteName", "ClinicalTrialTimePointID",
                            "ClinicalTrialCoordinatingCenterName"})
 _TRIAL_REQUIRED = ("sponsor_name", "protocol_id", "subject_id")
-_KEEP_CLASS_KEYWORDS = frozenset({"SOPClassUID", "ReferencedSOPClassUID"})
+_CLASS_KEYWORDS = frozenset({"SOPClassUID", "ReferencedSOPClassUID"})
+_CLEAN_DESCRIPTORS_CODE = ("113105", "DCM", "Clean Descriptors Option")
+_MODIFIED_DATES_CODE = ("113107", "DCM",
+                        "Retain Longitudinal Temporal Information Modified Dates Option")
+#: Bound of a date shift, days (about 270 years): a shifted date stays a valid DA.
+MAX_DATE_SHIFT_DAYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -246,9 +270,13 @@ class DeidResult:
 
 
 class _Deidentifier:
-    def __init__(self, key: str, uid_root: str) -> None:
+    def __init__(self, key: str, uid_root: str, *, keep_descriptors: bool,
+                 date_shift_days: int | None, set_uids: frozenset[str]) -> None:
         self.key = key
         self.uid_root = uid_root
+        self.keep_descriptors = keep_descriptors
+        self.date_shift = None if date_shift_days is None else timedelta(days=date_shift_days)
+        self.set_uids = set_uids  # UIDs the set uses outside SOP Class UID slots
         self.uid_map: dict[str, str] = {}
 
     def uid(self, old: str) -> str:
@@ -263,12 +291,28 @@ class _Deidentifier:
         for elem in list(ds):
             self.element(ds, elem)
 
+    def _kept_by_option(self, tag: int, elem: DataElement) -> bool:
+        """True when an option keeps ``elem`` (shifting its date)."""
+        if self.keep_descriptors and tag in CLEAN_DESCRIPTORS and elem.VR != "SQ":
+            return True
+        if self.date_shift is not None and tag in MODIFIED_DATES and elem.VR in ("DA", "DT",
+                                                                                 "TM"):
+            if elem.VR != "TM" and elem.value:
+                shifted = [_shift(str(v), elem.VR, self.date_shift) for v in _values(elem)]
+                if any(v is None for v in shifted):
+                    return False  # not a date: the basic action applies
+                elem.value = shifted if elem.VM > 1 else shifted[0]
+            return True
+        return False
+
     def element(self, ds: Dataset, elem: DataElement) -> None:
         tag = int(elem.tag)
         group = tag >> 16
         if elem.tag.is_private or (group & 0xFF00) == 0x5000 or (
                 (group & 0xFF00) == 0x6000 and (tag & 0xFFFF) in (0x3000, 0x4000)):
             del ds[elem.tag]
+            return
+        if self._kept_by_option(tag, elem):
             return
         action = BASIC_PROFILE.get(tag, "")
         action = _RESOLVED.get(action, action)
@@ -283,15 +327,51 @@ class _Deidentifier:
         elif elem.VR == "SQ":
             for item in elem.value:
                 self.dataset(item)
-        elif elem.VR == "UI" and elem.value and elem.keyword not in _KEEP_CLASS_KEYWORDS:
+        elif elem.VR == "UI" and elem.value:
             values = elem.value if elem.VM > 1 else [elem.value]
-            mapped = [self.uid(str(v)) for v in values]
+            mapped = [v if elem.keyword in _CLASS_KEYWORDS and str(v) not in self.set_uids
+                      else self.uid(str(v)) for v in values]
             elem.value = mapped if elem.VM > 1 else mapped[0]
+
+
+def _values(elem: DataElement) -> list[object]:
+    return list(elem.value) if elem.VM > 1 else [elem.value]
+
+
+def _shift(value: str, vr: str, shift: timedelta) -> str | None:
+    """A DA or DT value moved by ``shift`` (a DT keeps its time and offset), or None."""
+    text = value.strip()
+    if len(text) < 8 or not text[:8].isdigit():
+        return None
+    try:
+        moved = datetime.strptime(text[:8], "%Y%m%d") + shift
+    except (ValueError, OverflowError):
+        return None
+    if not 1 <= moved.year <= 9999:
+        return None
+    return moved.strftime("%Y%m%d") + (text[8:] if vr == "DT" else "")
+
+
+def _instance_uids(datasets: Sequence[Dataset]) -> frozenset[str]:
+    """Every UID the set uses outside SOP Class UID slots (its own objects' UIDs)."""
+    found: set[str] = set()
+    for ds in datasets:
+        for elem in ds.iterall():
+            if elem.VR == "UI" and elem.value and elem.keyword not in _CLASS_KEYWORDS:
+                found.update(str(v) for v in _values(elem))
+    return frozenset(found)
+
+
+def _code(value: tuple[str, str, str]) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value
+    return item
 
 
 def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
                uid_root: str = DEFAULT_UID_ROOT,
-               character_set: str = DEFAULT_CHARACTER_SET) -> DeidResult:
+               character_set: str = DEFAULT_CHARACTER_SET, keep_descriptors: bool = False,
+               date_shift_days: int | None = None) -> DeidResult:
     """De-identify a set of objects for a clinical trial (see the module docstring).
 
     Parameters
@@ -306,6 +386,12 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
     character_set : str
         Specific Character Set every object is re-encoded in
         (``ExportConfig.character_set``, :mod:`rtforge.io.charset`).
+    keep_descriptors : bool
+        The Clean Descriptors Option: keep ROI names, descriptions and the other
+        descriptors of its table as they are (the caller vouches for them).
+    date_shift_days : int, optional
+        The Modified Dates Option: move every date of its table by this many
+        days (negative: earlier) instead of removing it; times are kept.
 
     Returns
     -------
@@ -314,14 +400,23 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
     Raises
     ------
     InvalidInputError
-        If ``key`` is empty, or a value (the trial's included) does not fit
-        ``character_set``.
+        If ``key`` is empty, ``date_shift_days`` is beyond
+        :data:`MAX_DATE_SHIFT_DAYS`, or a value (the trial's included) does not
+        fit ``character_set``.
     """
     if not key:
         raise InvalidInputError("the de-identification key is empty")
-    worker = _Deidentifier(key, uid_root)
+    if date_shift_days is not None and abs(int(date_shift_days)) > MAX_DATE_SHIFT_DAYS:
+        raise InvalidInputError(f"date shift of {date_shift_days} days is beyond "
+                                f"{MAX_DATE_SHIFT_DAYS} days")
+    sources = list(datasets)
+    worker = _Deidentifier(key, uid_root, keep_descriptors=keep_descriptors,
+                           date_shift_days=date_shift_days, set_uids=_instance_uids(sources))
+    codes = [_METHOD_CODE] + ([_CLEAN_DESCRIPTORS_CODE] if keep_descriptors else []) \
+        + ([_MODIFIED_DATES_CODE] if date_shift_days is not None else [])
+    method = [DEIDENTIFICATION_METHOD] + [c[2] for c in codes[1:]]  # LO, VM 1-n
     out = []
-    for source in datasets:
+    for source in sources:
         ds = copy.deepcopy(source)
         ds.file_meta = FileMetaDataset()  # the old one names the old SOP Instance UID
         if "TransferSyntaxUID" in getattr(source, "file_meta", {}):
@@ -329,15 +424,16 @@ def deidentify(datasets: Iterable[Dataset], trial: TrialInfo, *, key: str,
         worker.dataset(ds)
         if "StudyInstanceUID" in ds:
             for keyword, value in STUDY_DUMMIES.items():
-                setattr(ds, keyword, value)
+                if date_shift_days is None or keyword == "StudyID" or not ds.get(keyword):
+                    setattr(ds, keyword, value)
         ds.PatientName = trial.subject_id if "^" in trial.subject_id else \
             f"{trial.subject_id}^"  # PS3.5 6.2: Family^Given, not the retired one-part form
         ds.PatientID = trial.subject_id
         ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
-        code = Dataset()
-        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = _METHOD_CODE
-        ds.DeidentificationMethodCodeSequence = [code]
+        ds.DeidentificationMethod = method if len(method) > 1 else method[0]
+        ds.DeidentificationMethodCodeSequence = [_code(c) for c in codes]
+        if date_shift_days is not None:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
         for keyword, value in trial.values().items():
             if value or keyword in _TRIAL_TYPE_2:
                 setattr(ds, keyword, value or None)

@@ -263,7 +263,8 @@ def move(node: Node, destination: str, *, study_uid: str | None = None,
 
     The level is that of the most specific UID given; give the UIDs of the
     levels above too for a strictly hierarchical SCP (and ``patient_id`` with
-    the Patient Root model).
+    the Patient Root model).  With the Patient Root model, ``patient_id``
+    alone moves the whole patient (PATIENT level, as dcmtk's movescu).
 
     Parameters
     ----------
@@ -272,9 +273,9 @@ def move(node: Node, destination: str, *, study_uid: str | None = None,
     destination : str
         The AE title it should send to (it must know its address).
     study_uid, series_uid, sop_uid : str, optional
-        Study, Series and SOP Instance UIDs; at least one.
+        Study, Series and SOP Instance UIDs.
     patient_id : str, optional
-        Patient ID (Patient Root model).
+        Patient ID (Patient Root model); alone, the PATIENT level.
     model : QueryModel or str
         ``"study"`` (default) or ``"patient"``.
     ae_title : str
@@ -288,8 +289,8 @@ def move(node: Node, destination: str, *, study_uid: str | None = None,
     Raises
     ------
     InvalidInputError
-        If no UID is given, the destination is not a valid AE title, or a
-        UID is not ASCII.
+        If nothing to move is named, the destination is not a valid AE title,
+        or a UID is not ASCII.
     NetworkError
         If the association fails or the move ends with a failure or cancel
         status (the counts are in the message).
@@ -302,8 +303,14 @@ def move(node: Node, destination: str, *, study_uid: str | None = None,
         level = QueryLevel.SERIES
     elif study_uid:
         level = QueryLevel.STUDY
+    elif patient_id and model is QueryModel.PATIENT_ROOT:
+        level = QueryLevel.PATIENT
+    elif patient_id:
+        raise InvalidInputError("moving a whole patient needs the Patient Root model "
+                                "(model='patient'; --model patient)")
     else:
-        raise InvalidInputError("give a study, series or SOP Instance UID to move")
+        raise InvalidInputError("give a Patient ID (Patient Root), or a study, series or SOP "
+                                "Instance UID to move")
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level.value
     _set_keys(identifier, {keyword: value for keyword, value in (
