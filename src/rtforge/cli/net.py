@@ -13,7 +13,13 @@ from typing import Any
 
 from pydicom.multival import MultiValue
 
-from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.cli._common import (
+    add_output_flags,
+    add_tls_flags,
+    emit_json,
+    progress_bar,
+    with_tls_flags,
+)
 from rtforge.config import Config, load_config
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net import (
@@ -35,6 +41,7 @@ from rtforge.net.catalog import Catalog, CatalogIndexer
 from rtforge.net.receiver import LOCK_NAME, SyncPolicy
 from rtforge.net.reconcile import reconcile_store
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
+from rtforge.net.tls import server_context
 
 __all__ = ["register"]
 
@@ -44,6 +51,7 @@ _DATE_RANGE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 _ECHO_EXAMPLE = """examples:
   rtforge echo pacs                       (a node named in [network.nodes])
   rtforge echo ORTHANC@10.0.0.5:4242 --aet PLANNING1
+  rtforge echo PACS@pacs.example.org:2762 --tls-ca ca.pem --tls-cert me.pem --tls-key me.key
 """
 _SEND_EXAMPLE = """examples:
   rtforge send out/RTF-PHANTOM-001 --to pacs
@@ -80,8 +88,12 @@ _MOVE_EXAMPLE = """examples:
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3 --series-uid 1.2.3.4
   rtforge move pacs --dest RTFORGE --model patient --patient-id 12345   (the whole patient)
+  rtforge move PACS@pacs.example.org:2762 --dest RTFORGE --study-uid 1.2.3 \\
+      --tls-ca ca.pem --tls-cert rtforge.pem --tls-key rtforge.key
 
 A move that matches nothing (0 sub-operations) says so and exits 1.
+move starts no receiver: the destination is whatever the node knows under --dest (for example an
+'rtforge receive --tls-cert ... --tls-ca ...' of yours, which the node must reach with TLS).
 """
 
 
@@ -93,6 +105,7 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pdu", type=int, metavar="BYTES",
                    help="largest PDU we accept (default: the node's, 28672)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    add_tls_flags(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -212,7 +225,7 @@ def _quiet_pynetdicom(args: argparse.Namespace) -> None:
 def _setup(args: argparse.Namespace) -> tuple[Config, Node, str]:
     config = load_config(args.config)
     node = resolve_node(args.node, config.network, timeout=args.timeout, max_pdu=args.max_pdu)
-    return config, node, args.aet or config.network.ae_title
+    return config, with_tls_flags(node, args), args.aet or config.network.ae_title
 
 
 def _echo(args: argparse.Namespace) -> int:
@@ -262,16 +275,7 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         if args.tls_key is not None or args.tls_ca is not None:
             raise InvalidInputError("--tls-key and --tls-ca need --tls-cert")
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.tls_ca is not None:
-            context.load_verify_locations(args.tls_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise InvalidInputError(f"cannot load the TLS certificate or key: {exc}",
-                                path=args.tls_cert) from None
-    return context
+    return server_context(args.tls_cert, args.tls_key, args.tls_ca)
 
 
 def _receive(args: argparse.Namespace) -> int:

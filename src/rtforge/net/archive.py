@@ -110,6 +110,7 @@ from rtforge.net.nodes import resolve_node
 from rtforge.net.query import QueryLevel, ServiceRejected, find, move
 from rtforge.net.receiver import StorageSCP, StoredObject
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES, encode_for_transfer_syntax, send
+from rtforge.net.tls import listener_context
 
 __all__ = ["FOLDER_PREFIX", "FileReport", "RestoreReport", "file_case", "restore_case"]
 
@@ -566,7 +567,7 @@ def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Pat
     # start the next before the last is fully closed: one at a time is not enough.
     scp = StorageSCP(aside, ae_title=listener.ae_title, port=listener.port, host=listener.host,
                      max_associations=_RESTORE_ASSOCIATIONS, network_timeout=node.timeout,
-                     on_stored=on_stored)
+                     ssl_context=listener_context(node), on_stored=on_stored)
     failure = None
     scp.start()
     try:

@@ -39,6 +39,7 @@ from rtforge.config import Node, check_ae_title
 from rtforge.errors import NetworkError
 from rtforge.net.query import _TRANSFER_SYNTAXES, _associate
 from rtforge.net.status import StatusCategory, status_category, status_meaning
+from rtforge.net.tls import listener_context
 
 __all__ = ["STORAGE_COMMITMENT_PUSH_MODEL", "CommitmentResult", "request_commitment"]
 
@@ -184,8 +185,9 @@ def request_commitment(node: Node, references: Sequence[tuple[str, str]], *, ae_
     listener = AE(ae_title=ae_title)
     listener.network_timeout = listener.acse_timeout = listener.dimse_timeout = node.timeout
     listener.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, _TRANSFER_SYNTAXES)
+    tls = listener_context(node)
     try:
-        server = listener.start_server((listen_host, listen_port), block=False,
+        server = listener.start_server((listen_host, listen_port), block=False, ssl_context=tls,
                                        evt_handlers=[(evt.EVT_N_EVENT_REPORT,
                                                       waiter.handler(False))])
     except OSError as exc:

@@ -1,0 +1,230 @@
+"""DICOM over TLS from the command line, against real peers (issue 15, item 3).
+
+Peers: ``rtforge receive --tls-cert --tls-key --tls-ca`` (mutual TLS
+required) as a child process, and dcmtk's ``storescp +tls`` (which requires
+a client certificate by default, ``-rc``).  The certificates are made with
+``openssl`` for each module (:mod:`tests.net.tls_pki`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtforge.cli import main
+from rtforge.config import Node, load_config
+from rtforge.errors import InvalidInputError
+from rtforge.net.tls import client_context
+from tests.net.peers import (
+    LOCALHOST,
+    Peer,
+    ReceiverProcess,
+    received_files,
+    run_storescp,
+    start_receiver,
+    stop_process,
+)
+from tests.net.tls_pki import Pki, make_pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _client(pki: Pki) -> dict[str, str]:
+    """Node settings of a client that the peers of these tests trust, and that trusts them."""
+    return {"tls": True, "tls_ca": str(pki.ca), "tls_cert": str(pki.client.cert),
+            "tls_key": str(pki.client.key)}
+
+
+def _flags(ca: Path, cert: Path | None = None, key: Path | None = None) -> list[str]:
+    flags = ["--tls-ca", str(ca)]
+    if cert is not None:
+        flags += ["--tls-cert", str(cert)]
+    if key is not None:
+        flags += ["--tls-key", str(key)]
+    return flags
+
+
+def _address(node: Node) -> str:
+    return f"{node.ae_title}@{node.host}:{node.port}"
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path, pki: Pki) -> Iterator[ReceiverProcess]:
+    rx = start_receiver(tmp_path, "--tls-cert", str(pki.server.cert), "--tls-key",
+                        str(pki.server.key), "--tls-ca", str(pki.ca), node_settings=_client(pki))
+    yield rx
+    stop_process(rx.proc)
+
+
+def _one_line_failure(capsys: pytest.CaptureFixture[str], command: str, node: Node) -> str:
+    err = capsys.readouterr().err
+    print(err)  # noqa: T201 - shown with -s: the words a user reads
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"rtforge {command}: {_address(node)}: ") and "TLS" in err, err
+    return err
+
+
+def test_echo_and_send_with_the_client_certificate(tls_receiver: ReceiverProcess, pki: Pki,
+                                                   small_files: list[Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    flags = _flags(pki.ca, pki.client.cert, pki.client.key)
+    assert main(["echo", _address(tls_receiver.node), *flags]) == 0
+    assert "C-ECHO success" in capsys.readouterr().out
+    assert main(["send", *map(str, small_files), "--to", _address(tls_receiver.node), "-q",
+                 *flags]) == 0
+    assert len(received_files(tls_receiver.out)) == len(small_files)
+
+
+def test_plain_dicom_and_missing_client_certificate_are_refused(
+        tls_receiver: ReceiverProcess, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    node = tls_receiver.node
+    assert main(["echo", _address(node), "--timeout", "5", *_flags(pki.ca)]) == 1
+    err = _one_line_failure(capsys, "echo", node)
+    assert "no client certificate" in err
+    assert main(["echo", _address(node), "--timeout", "5"]) == 1  # no TLS at all
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_client_certificate_of_another_ca_is_refused(
+        tls_receiver: ReceiverProcess, pki: Pki, small_files: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    node = tls_receiver.node
+    rogue = _flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)
+    assert main(["echo", _address(node), "--timeout", "5", *rogue]) == 1
+    assert str(pki.rogue_client.cert) in _one_line_failure(capsys, "echo", node)
+    assert main(["send", str(small_files[0]), "--to", _address(node), "--timeout", "5",
+                 *rogue]) == 1
+    assert "TLS" in capsys.readouterr().err
+    assert received_files(tls_receiver.out) == []
+
+
+def test_a_server_certificate_of_another_ca_is_refused(
+        tls_receiver: ReceiverProcess, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
+    node = tls_receiver.node
+    assert main(["echo", _address(node), *_flags(pki.rogue_ca, pki.client.cert,
+                                                  pki.client.key)]) == 1
+    err = _one_line_failure(capsys, "echo", node)
+    assert "certificate is not accepted" in err and str(pki.rogue_ca) in err
+
+
+def test_a_configured_tls_node_works_like_the_flags(
+        tls_receiver: ReceiverProcess, pki: Pki, small_files: list[Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Relative TLS paths are the config file's folder's; the flags override the node."""
+    folder = tmp_path / "etc"
+    (folder / "tls").mkdir(parents=True)
+    for source in (pki.ca, pki.client.cert, pki.client.key, pki.rogue_client.cert,
+                   pki.rogue_client.key):
+        shutil.copy(source, folder / "tls" / source.name)
+    node = tls_receiver.node
+    config = folder / "rtforge.toml"
+    config.write_text(f"[network.nodes.rx]\nae_title = '{node.ae_title}'\nhost = '{LOCALHOST}'\n"
+                      f"port = {node.port}\ntls = true\ntls_ca = 'tls/{pki.ca.name}'\n"
+                      f"tls_cert = 'tls/{pki.client.cert.name}'\n"
+                      f"tls_key = 'tls/{pki.client.key.name}'\n"
+                      f"[network.nodes.rogue]\nae_title = '{node.ae_title}'\n"
+                      f"host = '{LOCALHOST}'\nport = {node.port}\ntls = true\n"
+                      f"tls_ca = 'tls/{pki.ca.name}'\n"
+                      f"tls_cert = 'tls/{pki.rogue_client.cert.name}'\n"
+                      f"tls_key = 'tls/{pki.rogue_client.key.name}'\ntimeout = 5\n")
+    assert load_config(config).network.nodes["rx"].tls_ca == str(folder / "tls" / pki.ca.name)
+    assert main(["echo", "rx", "--config", str(config)]) == 0
+    assert main(["send", *map(str, small_files), "--to", "rx", "--config", str(config),
+                 "-q"]) == 0
+    assert len(received_files(tls_receiver.out)) == len(small_files)
+    capsys.readouterr()
+    assert main(["echo", "rogue", "--config", str(config)]) == 1
+    assert "TLS" in capsys.readouterr().err
+    assert main(["echo", "rogue", "--config", str(config), "--tls-cert", str(pki.client.cert),
+                 "--tls-key", str(pki.client.key)]) == 0
+
+
+def test_missing_or_bad_tls_files_are_one_line_errors(
+        pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"ANY@{LOCALHOST}:104"
+    missing = tmp_path / "nowhere.pem"
+    assert main(["echo", address, "--tls-cert", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "cannot read" in err
+    assert main(["echo", address, "--tls-ca", str(missing)]) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert main(["echo", address, "--tls-cert", str(pki.client.cert), "--tls-key",
+                 str(pki.rogue_client.key)]) == 1  # not its key
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(pki.client.cert) in err
+    assert main(["echo", address, "--tls-key", str(pki.client.key)]) == 1
+    assert "needs tls_cert (--tls-cert)" in capsys.readouterr().err
+
+
+def test_node_tls_settings_are_validated() -> None:
+    with pytest.raises(InvalidInputError, match="set tls = true"):
+        Node("PACS", LOCALHOST, 104, tls_ca="ca.pem")
+    with pytest.raises(InvalidInputError, match="tls must be true or false"):
+        Node("PACS", LOCALHOST, 104, tls="yes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="tls_cert must name a PEM file"):
+        Node("PACS", LOCALHOST, 104, tls=True, tls_cert="")
+
+
+def test_client_context_policy(pki: Pki) -> None:
+    context = client_context(Node("PACS", LOCALHOST, 104, **_client(pki)))
+    assert context is not None
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    loose = client_context(Node("PACS", LOCALHOST, 104, tls=True, tls_ca=str(pki.ca),
+                                tls_verify_hostname=False))
+    assert loose is not None and not loose.check_hostname
+    assert loose.verify_mode == ssl.CERT_REQUIRED
+    assert client_context(Node("PACS", LOCALHOST, 104)) is None
+
+
+# dcmtk storescp +tls: requires a client certificate (-rc, its default)
+
+def _storescp(tmp_path: Path, server_cert: Path, server_key: Path, pki: Pki) -> Iterator[Peer]:
+    return run_storescp(tmp_path, "+tls", str(server_key), str(server_cert), "+cf", str(pki.ca),
+                        "+xa", node_settings=_client(pki))
+
+
+def test_storescp_mutual_tls(tmp_path: Path, pki: Pki, small_files: list[Path],
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    peers = _storescp(tmp_path, pki.server.cert, pki.server.key, pki)
+    peer = next(peers)
+    try:
+        flags = _flags(pki.ca, pki.client.cert, pki.client.key)
+        assert main(["echo", _address(peer.node), *flags]) == 0
+        assert main(["send", *map(str, small_files), "--to", _address(peer.node), "-q",
+                     *flags]) == 0
+        assert len(list((peer.work / "in").iterdir())) == len(small_files)
+        capsys.readouterr()
+        assert main(["echo", _address(peer.node), "--timeout", "5", *_flags(pki.ca)]) == 1
+        _one_line_failure(capsys, "echo", peer.node)
+        assert main(["echo", _address(peer.node), "--timeout", "5",
+                     *_flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)]) == 1
+        _one_line_failure(capsys, "echo", peer.node)
+    finally:
+        peers.close()
+
+
+def test_storescp_with_a_server_certificate_of_another_ca_is_refused(
+        tmp_path: Path, pki: Pki, small_files: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # storescp is started with the rogue certificate; it is waited for with a client that
+    # trusts the rogue CA
+    peers = run_storescp(tmp_path, "+tls", str(pki.rogue_server.key), str(pki.rogue_server.cert),
+                         "+cf", str(pki.ca), "+xa",
+                         node_settings={**_client(pki), "tls_ca": str(pki.rogue_ca)})
+    peer = next(peers)
+    try:
+        flags = _flags(pki.ca, pki.client.cert, pki.client.key)
+        assert main(["send", str(small_files[0]), "--to", _address(peer.node), *flags]) == 1
+        err = _one_line_failure(capsys, "send", peer.node)
+        assert "certificate is not accepted" in err
+        assert list((peer.work / "in").iterdir()) == []
+    finally:
+        peers.close()

@@ -1,0 +1,85 @@
+"""A throw-away PKI for the TLS tests, made with the ``openssl`` command in a test's folder.
+
+Two certification authorities: ``ca`` signs the server and client
+certificates the peers trust; ``rogue`` signs look-alikes (same names) that
+must be refused.  Keys are P-256 (fast to make); every leaf certificate names
+``localhost`` and ``127.0.0.1``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+OPENSSL = "/usr/bin/openssl"
+_DAYS = "2"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A certificate and its private key (PEM files)."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """The files of :func:`make_pki`."""
+
+    ca: Path
+    server: Pair
+    client: Pair
+    rogue_ca: Path
+    rogue_server: Pair
+    rogue_client: Pair
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run([OPENSSL, *args], check=True, capture_output=True, timeout=60)
+
+
+def _authority(folder: Path, name: str) -> Pair:
+    pair = Pair(folder / f"{name}.pem", folder / f"{name}.key")
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(pair.key), "-out", str(pair.cert), "-days", _DAYS,
+             "-subj", f"/CN=rtforge test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return pair
+
+
+def _leaf(folder: Path, name: str, authority: Pair, usage: str) -> Pair:
+    pair = Pair(folder / f"{name}.pem", folder / f"{name}.key")
+    request = folder / f"{name}.csr"
+    extensions = folder / f"{name}.ext"
+    extensions.write_text("basicConstraints=CA:FALSE\n"
+                          "keyUsage=critical,digitalSignature,keyAgreement\n"
+                          f"extendedKeyUsage={usage}\n"
+                          "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                          "subjectKeyIdentifier=hash\n"
+                          "authorityKeyIdentifier=keyid\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(pair.key), "-out", str(request), "-subj", f"/CN={name}")
+    _openssl("x509", "-req", "-in", str(request), "-CA", str(authority.cert), "-CAkey",
+             str(authority.key), "-CAcreateserial", "-out", str(pair.cert), "-days", _DAYS,
+             "-extfile", str(extensions))
+    return pair
+
+
+def make_pki(folder: Path) -> Pki:
+    """Make the two authorities and their server and client certificates in ``folder``."""
+    if not Path(OPENSSL).exists():
+        pytest.skip(f"{OPENSSL} not installed (Debian package openssl)")
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = _authority(folder, "ca")
+    rogue = _authority(folder, "rogue-ca")
+    return Pki(ca=ca.cert,
+               server=_leaf(folder, "server", ca, "serverAuth"),
+               client=_leaf(folder, "client", ca, "clientAuth"),
+               rogue_ca=rogue.cert,
+               rogue_server=_leaf(folder, "rogue-server", rogue, "serverAuth"),
+               rogue_client=_leaf(folder, "rogue-client", rogue, "clientAuth"))
