@@ -213,13 +213,16 @@ def start_receiver(tmp_path: Path, *extra: str, file_size_limit: int | None = No
     Parameters
     ----------
     node_settings : mapping, optional
-        More fields of the receiver's node (its TLS settings, to reach it).
+        Fields of the receiver's node that differ from the defaults (AE title
+        RTFORGE_RX, a free port): ``ae_title``, ``port`` and the TLS settings
+        to reach it.
     file_size_limit : int, optional
         RLIMIT_FSIZE of the child, in bytes: a write beyond it fails with
         EFBIG, like a full disk (Python ignores SIGXFSZ).
     """
     out = tmp_path / name
-    port = free_port()
+    node = Node(**{"ae_title": "RTFORGE_RX", "host": LOCALHOST, "port": free_port(),
+                   "timeout": 10.0, **(node_settings or {})})
     preexec = None
     if file_size_limit is not None:
         import resource
@@ -227,11 +230,10 @@ def start_receiver(tmp_path: Path, *extra: str, file_size_limit: int | None = No
         def preexec() -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    proc = subprocess.Popen([sys.executable, "-m", "rtforge", "receive", "--aet", "RTFORGE_RX",
-                             "--port", str(port), "--out", str(out), "--bind", LOCALHOST, "--json",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=preexec)
-    node = Node("RTFORGE_RX", LOCALHOST, port, timeout=10.0, **(node_settings or {}))
+    proc = subprocess.Popen([sys.executable, "-m", "rtforge", "receive", "--aet", node.ae_title,
+                             "--port", str(node.port), "--out", str(out), "--bind", LOCALHOST,
+                             "--json", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=preexec)
     try:
         wait_for_echo(node, proc, seconds=30)
     except RuntimeError:

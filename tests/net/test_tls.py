@@ -8,8 +8,10 @@ a client certificate by default, ``-rc``).  The certificates are made with
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +21,24 @@ from rtforge.cli import main
 from rtforge.config import Node, load_config
 from rtforge.errors import InvalidInputError
 from rtforge.net.tls import client_context
+from tests.net.archive_peers import RESTORE_AET, phantom_store
 from tests.net.peers import (
     LOCALHOST,
+    ORTHANC,
+    ORTHANC_CONFIG,
     Peer,
     ReceiverProcess,
+    free_port,
+    needs,
     received_files,
     run_storescp,
     start_receiver,
     stop_process,
+    wait_for_echo,
 )
 from tests.net.tls_pki import Pki, make_pki
+
+PATIENT = "RTF-PHANTOM-001"
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +238,80 @@ def test_storescp_with_a_server_certificate_of_another_ca_is_refused(
         assert list((peer.work / "in").iterdir()) == []
     finally:
         peers.close()
+
+
+# Orthanc with DICOM TLS (mutual): C-FIND, C-MOVE, File and Restore, the archive connecting back
+# to our TLS listeners (the temporary SCP, the Storage Commitment report, 'rtforge receive')
+
+@pytest.fixture
+def tls_orthanc(tmp_path: Path, pki: Pki) -> Iterator[tuple[Node, int]]:
+    """Orthanc speaking only TLS; its move destination RTFORGE_RST (over TLS) at the port given."""
+    needs(ORTHANC)
+    work = tmp_path / "orthanc"
+    work.mkdir()
+    port, restore_port = free_port(), free_port()
+    config = json.loads(ORTHANC_CONFIG.format(port=port, http_port=free_port(), aet="ORTHANC",
+                                              work=work, dest_aet=RESTORE_AET,
+                                              dest_port=restore_port))
+    config.update({
+        "DicomTlsEnabled": True, "DicomTlsRemoteCertificateRequired": True,
+        "DicomTlsCertificate": str(pki.server.cert), "DicomTlsPrivateKey": str(pki.server.key),
+        "DicomTlsTrustedCertificates": str(pki.ca),
+        "DicomModalities": {"rtforge": {"AET": RESTORE_AET, "Host": LOCALHOST,
+                                        "Port": restore_port, "UseDicomTls": True}}})
+    (work / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([ORTHANC, "--no-jobs", str(work / "orthanc.json")], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = Node("ORTHANC", LOCALHOST, port, timeout=20.0, **_client(pki))
+    try:
+        wait_for_echo(node, proc, seconds=30)
+        yield node, restore_port
+    finally:
+        stop_process(proc, seconds=20)
+
+
+def test_orthanc_tls_find_file_restore_move(tls_orthanc: tuple[Node, int], pki: Pki,
+                                            tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    node, restore_port = tls_orthanc
+    store = tmp_path / "store"
+    files = {p: p.read_bytes() for p in phantom_store(store)}
+    config = tmp_path / "rtforge.toml"
+    config.write_text(
+        f"[archive]\nstore = '{store}'\nrestore_ae_title = '{RESTORE_AET}'\n"
+        f"restore_port = {restore_port}\n"
+        f"[network.nodes.archive]\nae_title = 'ORTHANC'\nhost = '{LOCALHOST}'\n"
+        f"port = {node.port}\ntimeout = 20\ntls = true\ntls_ca = '{pki.ca}'\n"
+        f"tls_cert = '{pki.client.cert}'\ntls_key = '{pki.client.key}'\n")
+    common = ["--config", str(config)]
+    assert main(["store", "import", str(store), "-q", *common]) == 0
+    assert main(["file", PATIENT, "--to", "archive", "--bind", LOCALHOST, "--json",
+                 *common]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verified"] == report["deleted"] == len(files), report
+    assert report["verified_by"] == ["commitment"]  # the report came back over TLS
+    assert not any(p.exists() for p in files)
+
+    assert main(["find", "archive", "--patient-id", PATIENT, "--json", *common]) == 0
+    (study,) = json.loads(capsys.readouterr().out)
+
+    assert main(["restore", PATIENT, "--bind", LOCALHOST, "--json", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["restored"] == len(files)
+    assert all(p.read_bytes() == data for p, data in files.items())
+
+    rx = start_receiver(tmp_path, "--tls-cert", str(pki.client.cert), "--tls-key",
+                        str(pki.client.key), "--tls-ca", str(pki.ca),
+                        node_settings={**_client(pki), "ae_title": RESTORE_AET,
+                                       "port": restore_port})
+    try:
+        assert main(["move", "archive", "--dest", RESTORE_AET, "--study-uid",
+                     study["StudyInstanceUID"], "--json", *common]) == 0
+        assert json.loads(capsys.readouterr().out)["completed"] == len(files)
+    finally:
+        stop_process(rx.proc)
+    assert len(received_files(rx.out)) == len(files)
+    capsys.readouterr()
+    # the same archive without our certificate: refused, one line
+    assert main(["find", f"ORTHANC@{LOCALHOST}:{node.port}", "--tls-ca", str(pki.ca),
+                 "--timeout", "5"]) == 1
+    _one_line_failure(capsys, "find", node)

@@ -3,7 +3,10 @@
 Two certification authorities: ``ca`` signs the server and client
 certificates the peers trust; ``rogue`` signs look-alikes (same names) that
 must be refused.  Keys are P-256 (fast to make); every leaf certificate names
-``localhost`` and ``127.0.0.1``.
+``localhost`` and ``127.0.0.1`` and serves both ends (TLS server and client):
+our client certificate is also what the temporary SCP of ``file`` and
+``restore`` presents, and an archive's server certificate what it presents
+when it connects back.
 """
 
 from __future__ import annotations
@@ -52,13 +55,13 @@ def _authority(folder: Path, name: str) -> Pair:
     return pair
 
 
-def _leaf(folder: Path, name: str, authority: Pair, usage: str) -> Pair:
+def _leaf(folder: Path, name: str, authority: Pair) -> Pair:
     pair = Pair(folder / f"{name}.pem", folder / f"{name}.key")
     request = folder / f"{name}.csr"
     extensions = folder / f"{name}.ext"
     extensions.write_text("basicConstraints=CA:FALSE\n"
                           "keyUsage=critical,digitalSignature,keyAgreement\n"
-                          f"extendedKeyUsage={usage}\n"
+                          "extendedKeyUsage=serverAuth,clientAuth\n"
                           "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
                           "subjectKeyIdentifier=hash\n"
                           "authorityKeyIdentifier=keyid\n")
@@ -78,8 +81,8 @@ def make_pki(folder: Path) -> Pki:
     ca = _authority(folder, "ca")
     rogue = _authority(folder, "rogue-ca")
     return Pki(ca=ca.cert,
-               server=_leaf(folder, "server", ca, "serverAuth"),
-               client=_leaf(folder, "client", ca, "clientAuth"),
+               server=_leaf(folder, "server", ca),
+               client=_leaf(folder, "client", ca),
                rogue_ca=rogue.cert,
-               rogue_server=_leaf(folder, "rogue-server", rogue, "serverAuth"),
-               rogue_client=_leaf(folder, "rogue-client", rogue, "clientAuth"))
+               rogue_server=_leaf(folder, "rogue-server", rogue),
+               rogue_client=_leaf(folder, "rogue-client", rogue))
