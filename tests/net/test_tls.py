@@ -36,29 +36,9 @@ from tests.net.peers import (
     stop_process,
     wait_for_echo,
 )
-from tests.net.tls_pki import Pki, make_pki
+from tests.net.tls_pki import Pki, client_settings, tls_flags
 
 PATIENT = "RTF-PHANTOM-001"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-def _client(pki: Pki) -> dict[str, str]:
-    """Node settings of a client that the peers of these tests trust, and that trusts them."""
-    return {"tls": True, "tls_ca": str(pki.ca), "tls_cert": str(pki.client.cert),
-            "tls_key": str(pki.client.key)}
-
-
-def _flags(ca: Path, cert: Path | None = None, key: Path | None = None) -> list[str]:
-    flags = ["--tls-ca", str(ca)]
-    if cert is not None:
-        flags += ["--tls-cert", str(cert)]
-    if key is not None:
-        flags += ["--tls-key", str(key)]
-    return flags
 
 
 def _address(node: Node) -> str:
@@ -68,7 +48,7 @@ def _address(node: Node) -> str:
 @pytest.fixture
 def tls_receiver(tmp_path: Path, pki: Pki) -> Iterator[ReceiverProcess]:
     rx = start_receiver(tmp_path, "--tls-cert", str(pki.server.cert), "--tls-key",
-                        str(pki.server.key), "--tls-ca", str(pki.ca), node_settings=_client(pki))
+                        str(pki.server.key), "--tls-ca", str(pki.ca), node_settings=client_settings(pki))
     yield rx
     stop_process(rx.proc)
 
@@ -84,7 +64,7 @@ def _one_line_failure(capsys: pytest.CaptureFixture[str], command: str, node: No
 def test_echo_and_send_with_the_client_certificate(tls_receiver: ReceiverProcess, pki: Pki,
                                                    small_files: list[Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    flags = _flags(pki.ca, pki.client.cert, pki.client.key)
+    flags = tls_flags(pki.ca, pki.client.cert, pki.client.key)
     assert main(["echo", _address(tls_receiver.node), *flags]) == 0
     assert "C-ECHO success" in capsys.readouterr().out
     assert main(["send", *map(str, small_files), "--to", _address(tls_receiver.node), "-q",
@@ -95,7 +75,7 @@ def test_echo_and_send_with_the_client_certificate(tls_receiver: ReceiverProcess
 def test_plain_dicom_and_missing_client_certificate_are_refused(
         tls_receiver: ReceiverProcess, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
     node = tls_receiver.node
-    assert main(["echo", _address(node), "--timeout", "5", *_flags(pki.ca)]) == 1
+    assert main(["echo", _address(node), "--timeout", "5", *tls_flags(pki.ca)]) == 1
     err = _one_line_failure(capsys, "echo", node)
     assert "no client certificate" in err
     assert main(["echo", _address(node), "--timeout", "5"]) == 1  # no TLS at all
@@ -106,7 +86,7 @@ def test_a_client_certificate_of_another_ca_is_refused(
         tls_receiver: ReceiverProcess, pki: Pki, small_files: list[Path],
         capsys: pytest.CaptureFixture[str]) -> None:
     node = tls_receiver.node
-    rogue = _flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)
+    rogue = tls_flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)
     assert main(["echo", _address(node), "--timeout", "5", *rogue]) == 1
     assert str(pki.rogue_client.cert) in _one_line_failure(capsys, "echo", node)
     assert main(["send", str(small_files[0]), "--to", _address(node), "--timeout", "5",
@@ -118,13 +98,13 @@ def test_a_client_certificate_of_another_ca_is_refused(
 def test_a_server_certificate_of_another_ca_is_refused(
         tls_receiver: ReceiverProcess, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
     node = tls_receiver.node
-    assert main(["echo", _address(node), *_flags(pki.rogue_ca, pki.client.cert,
+    assert main(["echo", _address(node), *tls_flags(pki.rogue_ca, pki.client.cert,
                                                   pki.client.key)]) == 1
     err = _one_line_failure(capsys, "echo", node)
     assert "certificate is not accepted" in err and str(pki.rogue_ca) in err
 
 
-def test_a_configured_tls_node_works_like_the_flags(
+def test_a_configured_tls_node_works_like_thetls_flags(
         tls_receiver: ReceiverProcess, pki: Pki, small_files: list[Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Relative TLS paths are the config file's folder's; the flags override the node."""
@@ -183,7 +163,7 @@ def test_node_tls_settings_are_validated() -> None:
 
 
 def test_client_context_policy(pki: Pki) -> None:
-    context = client_context(Node("PACS", LOCALHOST, 104, **_client(pki)))
+    context = client_context(Node("PACS", LOCALHOST, 104, **client_settings(pki)))
     assert context is not None
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
@@ -198,7 +178,7 @@ def test_client_context_policy(pki: Pki) -> None:
 
 def _storescp(tmp_path: Path, server_cert: Path, server_key: Path, pki: Pki) -> Iterator[Peer]:
     return run_storescp(tmp_path, "+tls", str(server_key), str(server_cert), "+cf", str(pki.ca),
-                        "+xa", node_settings=_client(pki))
+                        "+xa", node_settings=client_settings(pki))
 
 
 def test_storescp_mutual_tls(tmp_path: Path, pki: Pki, small_files: list[Path],
@@ -206,16 +186,16 @@ def test_storescp_mutual_tls(tmp_path: Path, pki: Pki, small_files: list[Path],
     peers = _storescp(tmp_path, pki.server.cert, pki.server.key, pki)
     peer = next(peers)
     try:
-        flags = _flags(pki.ca, pki.client.cert, pki.client.key)
+        flags = tls_flags(pki.ca, pki.client.cert, pki.client.key)
         assert main(["echo", _address(peer.node), *flags]) == 0
         assert main(["send", *map(str, small_files), "--to", _address(peer.node), "-q",
                      *flags]) == 0
         assert len(list((peer.work / "in").iterdir())) == len(small_files)
         capsys.readouterr()
-        assert main(["echo", _address(peer.node), "--timeout", "5", *_flags(pki.ca)]) == 1
+        assert main(["echo", _address(peer.node), "--timeout", "5", *tls_flags(pki.ca)]) == 1
         _one_line_failure(capsys, "echo", peer.node)
         assert main(["echo", _address(peer.node), "--timeout", "5",
-                     *_flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)]) == 1
+                     *tls_flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)]) == 1
         _one_line_failure(capsys, "echo", peer.node)
     finally:
         peers.close()
@@ -228,10 +208,10 @@ def test_storescp_with_a_server_certificate_of_another_ca_is_refused(
     # trusts the rogue CA
     peers = run_storescp(tmp_path, "+tls", str(pki.rogue_server.key), str(pki.rogue_server.cert),
                          "+cf", str(pki.ca), "+xa",
-                         node_settings={**_client(pki), "tls_ca": str(pki.rogue_ca)})
+                         node_settings={**client_settings(pki), "tls_ca": str(pki.rogue_ca)})
     peer = next(peers)
     try:
-        flags = _flags(pki.ca, pki.client.cert, pki.client.key)
+        flags = tls_flags(pki.ca, pki.client.cert, pki.client.key)
         assert main(["send", str(small_files[0]), "--to", _address(peer.node), *flags]) == 1
         err = _one_line_failure(capsys, "send", peer.node)
         assert "certificate is not accepted" in err
@@ -262,7 +242,7 @@ def tls_orthanc(tmp_path: Path, pki: Pki) -> Iterator[tuple[Node, int]]:
     (work / "orthanc.json").write_text(json.dumps(config))
     proc = subprocess.Popen([ORTHANC, "--no-jobs", str(work / "orthanc.json")], cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    node = Node("ORTHANC", LOCALHOST, port, timeout=20.0, **_client(pki))
+    node = Node("ORTHANC", LOCALHOST, port, timeout=20.0, **client_settings(pki))
     try:
         wait_for_echo(node, proc, seconds=30)
         yield node, restore_port
@@ -301,7 +281,7 @@ def test_orthanc_tls_find_file_restore_move(tls_orthanc: tuple[Node, int], pki: 
 
     rx = start_receiver(tmp_path, "--tls-cert", str(pki.client.cert), "--tls-key",
                         str(pki.client.key), "--tls-ca", str(pki.ca),
-                        node_settings={**_client(pki), "ae_title": RESTORE_AET,
+                        node_settings={**client_settings(pki), "ae_title": RESTORE_AET,
                                        "port": restore_port})
     try:
         assert main(["move", "archive", "--dest", RESTORE_AET, "--study-uid",

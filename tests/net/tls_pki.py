@@ -86,3 +86,19 @@ def make_pki(folder: Path) -> Pki:
                rogue_ca=rogue.cert,
                rogue_server=_leaf(folder, "rogue-server", rogue),
                rogue_client=_leaf(folder, "rogue-client", rogue))
+
+
+def client_settings(pki: Pki) -> dict[str, object]:
+    """Node settings of a client the peers trust (``ca``), that trusts them, with its certificate."""
+    return {"tls": True, "tls_ca": str(pki.ca), "tls_cert": str(pki.client.cert),
+            "tls_key": str(pki.client.key)}
+
+
+def tls_flags(ca: Path, cert: Path | None = None, key: Path | None = None) -> list[str]:
+    """``--tls-ca`` (and ``--tls-cert``, ``--tls-key``) for the command line."""
+    flags = ["--tls-ca", str(ca)]
+    if cert is not None:
+        flags += ["--tls-cert", str(cert)]
+    if key is not None:
+        flags += ["--tls-key", str(key)]
+    return flags
