@@ -20,7 +20,8 @@ import pytest
 from rtforge.cli import main
 from rtforge.config import Node, load_config
 from rtforge.errors import InvalidInputError
-from rtforge.net.tls import client_context
+from rtforge.net import StorageSCP
+from rtforge.net.tls import client_context, listener_context, server_context
 from tests.net.archive_peers import RESTORE_AET, phantom_store
 from tests.net.peers import (
     LOCALHOST,
@@ -104,7 +105,16 @@ def test_a_server_certificate_of_another_ca_is_refused(
     assert "certificate is not accepted" in err and str(pki.rogue_ca) in err
 
 
-def test_a_configured_tls_node_works_like_thetls_flags(
+def test_an_expired_server_certificate_is_refused(tmp_path: Path, pki: Pki,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    context = server_context(pki.expired_server.cert, pki.expired_server.key)
+    with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, ssl_context=context) as server:
+        node = Node(server.ae_title, LOCALHOST, server.port)
+        assert main(["echo", _address(node), *tls_flags(pki.ca)]) == 1
+        assert "certificate has expired" in _one_line_failure(capsys, "echo", node)
+
+
+def test_a_configured_tls_node_works_like_the_flags(
         tls_receiver: ReceiverProcess, pki: Pki, small_files: list[Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     """Relative TLS paths are the config file's folder's; the flags override the node."""
@@ -160,6 +170,15 @@ def test_node_tls_settings_are_validated() -> None:
         Node("PACS", LOCALHOST, 104, tls="yes")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="tls_cert must name a PEM file"):
         Node("PACS", LOCALHOST, 104, tls=True, tls_cert="")
+
+
+def test_a_tls_listener_needs_our_certificate(pki: Pki) -> None:
+    """file and restore listen with TLS for a TLS node: they need a certificate to present."""
+    with pytest.raises(InvalidInputError, match="give our certificate"):
+        listener_context(Node("PACS", LOCALHOST, 104, tls=True, tls_ca=str(pki.ca)))
+    context = listener_context(Node("PACS", LOCALHOST, 104, **client_settings(pki)))
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    assert listener_context(Node("PACS", LOCALHOST, 104)) is None
 
 
 def test_client_context_policy(pki: Pki) -> None:

@@ -11,6 +11,8 @@ when it connects back.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ class Pki:
     rogue_ca: Path
     rogue_server: Pair
     rogue_client: Pair
+    expired_server: Pair
 
 
 def _openssl(*args: str) -> None:
@@ -73,11 +76,44 @@ def _leaf(folder: Path, name: str, authority: Pair) -> Pair:
     return pair
 
 
+def _expired(folder: Path, name: str, authority: Pair) -> Pair:
+    """A leaf certificate of ``authority`` valid for one day, ten days ago (``cryptography``:
+    OpenSSL 3.0's command line cannot back-date one)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key(authority.key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(authority.cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    pair = Pair(folder / f"{name}.pem", folder / f"{name}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return pair
+
+
 def make_pki(folder: Path) -> Pki:
     """Make the two authorities and their server and client certificates in ``folder``."""
     if not Path(OPENSSL).exists():
         pytest.skip(f"{OPENSSL} not installed (Debian package openssl)")
     folder.mkdir(parents=True, exist_ok=True)
+    pytest.importorskip("cryptography", reason="the expired certificate is made with it")
     ca = _authority(folder, "ca")
     rogue = _authority(folder, "rogue-ca")
     return Pki(ca=ca.cert,
@@ -85,7 +121,8 @@ def make_pki(folder: Path) -> Pki:
                client=_leaf(folder, "client", ca),
                rogue_ca=rogue.cert,
                rogue_server=_leaf(folder, "rogue-server", rogue),
-               rogue_client=_leaf(folder, "rogue-client", rogue))
+               rogue_client=_leaf(folder, "rogue-client", rogue),
+               expired_server=_expired(folder, "expired-server", ca))
 
 
 def client_settings(pki: Pki) -> dict[str, object]:

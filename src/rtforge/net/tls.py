@@ -219,10 +219,10 @@ def failure_text(exc: BaseException, node: Node) -> str:
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
         trusted = f"signed by {node.tls_ca}" if node.tls_ca is not None \
-            else "signed by a CA the system trusts (give tls_ca / --tls-ca)"
+            else "signed by a CA the system trusts (else give tls_ca / --tls-ca)"
+        naming = f", naming {node.host}" if node.tls_verify_hostname else ""
         return f"TLS handshake failed: the peer's certificate is not accepted " \
-               f"({_ssl_words(exc)}); it must be {trusted}" + \
-               (", and name the host" if node.tls_verify_hostname else "")
+               f"({_ssl_words(exc)}); we accept one {trusted}{naming}"
     ours = f"our client certificate {node.tls_cert}" if node.tls_cert is not None \
         else "no client certificate (give tls_cert / --tls-cert)"
     if isinstance(exc, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
