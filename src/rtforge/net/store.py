@@ -416,7 +416,8 @@ def send(paths: Iterable[str | os.PathLike[str]], node: Node, *, ae_title: str =
     progress : callable, optional
         Called as ``progress(sent, total)`` after each stored object.
     ssl_context : ssl.SSLContext, optional
-        Speak TLS.
+        Speak TLS with this context instead of the node's TLS settings
+        (:func:`rtforge.net.tls.client_context`).
 
     Returns
     -------
