@@ -56,7 +56,6 @@ def tls_receiver(tmp_path: Path, pki: Pki) -> Iterator[ReceiverProcess]:
 
 def _one_line_failure(capsys: pytest.CaptureFixture[str], command: str, node: Node) -> str:
     err = capsys.readouterr().err
-    print(err)  # noqa: T201 - shown with -s: the words a user reads
     assert err.count("\n") == 1, err
     assert err.startswith(f"rtforge {command}: {_address(node)}: ") and "TLS" in err, err
     return err
@@ -112,6 +111,18 @@ def test_an_expired_server_certificate_is_refused(tmp_path: Path, pki: Pki,
         node = Node(server.ae_title, LOCALHOST, server.port)
         assert main(["echo", _address(node), *tls_flags(pki.ca)]) == 1
         assert "certificate has expired" in _one_line_failure(capsys, "echo", node)
+
+
+def test_the_host_name_is_checked_unless_told_not_to(tmp_path: Path, pki: Pki,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The certificates name localhost and 127.0.0.1; the receiver is reached at 127.0.0.2."""
+    context = server_context(pki.server.cert, pki.server.key)
+    with StorageSCP(tmp_path / "rx", port=0, host="127.0.0.2", ssl_context=context) as server:
+        node = Node(server.ae_title, "127.0.0.2", server.port)
+        assert main(["echo", _address(node), *tls_flags(pki.ca)]) == 1
+        assert "mismatch" in _one_line_failure(capsys, "echo", node)
+        assert main(["echo", _address(node), *tls_flags(pki.ca),
+                     "--tls-no-verify-hostname"]) == 0
 
 
 def test_a_configured_tls_node_works_like_the_flags(
