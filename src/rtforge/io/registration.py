@@ -149,9 +149,10 @@ SPATIAL_REGISTRATION = Module("Spatial Registration", "C.20.2", "-", (
     _A("RegistrationSequence", "1", note="the first item is the identity"),
 ))
 COMMON_INSTANCE_REFERENCE = Module("Common Instance Reference", "C.12.2", "-", (
-    _A("ReferencedSeriesSequence", "1", note="PS3.3 1C: the images of this study"),
-    _A("StudiesContainingOtherReferencedInstancesSequence", "1",
-       note="PS3.3 1C: images of other studies"),
+    _A("ReferencedSeriesSequence", "3",
+       note="PS3.3 1C: required when an image of this study is referenced; written then"),
+    _A("StudiesContainingOtherReferencedInstancesSequence", "3",
+       note="PS3.3 1C: required when an image of another study is referenced; written then"),
 ))
 #: Modules of the Spatial Registration IOD, Oncentra 8.1.1.2.10.1.
 SPATIAL_REGISTRATION_IOD: tuple[Module, ...] = (
