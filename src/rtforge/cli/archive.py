@@ -41,6 +41,8 @@ files; the catalog keeps the records and the archive's name. Any instance not pr
 nothing is deleted, exit 1, the instances are listed ("missing: UID"); run again.
 A folder target: each copy is read back and compared. A run killed at any point is
 reconciled by the next file or restore.
+compressed files the archive takes only uncompressed go decompressed (lossless exactly; lossy
+JPEG only with --allow-lossy-decompress).
 """
 _RESTORE_EXAMPLE = """examples:
   rtforge restore RTF-PHANTOM-001
@@ -117,6 +119,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="its port (default: [archive] restore_port)")
     p.add_argument("--bind", default="", metavar="ADDR",
                    help="address it listens on (default: every interface)")
+    p.add_argument("--allow-lossy-decompress", action="store_true",
+                   help="send lossy JPEG files decompressed to an archive that does not take "
+                        "them as they are (lossless ones always are); the local originals are "
+                        "deleted all the same")
     add_store_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_file)
@@ -243,7 +249,8 @@ def _file(args: argparse.Namespace) -> int:
                 ae_title=args.aet or config.network.ae_title,
                 scp_ae_title=args.scp_aet or config.archive.restore_ae_title,
                 scp_port=config.archive.restore_port if args.scp_port is None else args.scp_port,
-                scp_host=args.bind, progress=lambda done, total: bar.set(done, total))
+                scp_host=args.bind, progress=lambda done, total: bar.set(done, total),
+                allow_lossy_decompress=args.allow_lossy_decompress)
     finally:
         bar.close()
     if args.json:
@@ -254,6 +261,9 @@ def _file(args: argparse.Namespace) -> int:
               f"deleted ({report.archive})")
         for uid in report.differed:
             print(f"sent again (the archive held other content): {uid}")
+        if report.decompressed:
+            print(f"decompressed {report.decompressed} object(s) the archive accepts only "
+                  "uncompressed")
         for uid in report.missing:
             print(f"missing: {uid}")
     if not report.ok:

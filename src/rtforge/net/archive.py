@@ -143,6 +143,9 @@ class FileReport:
         Proven held by the archive (identical, where retrieved).
     deleted : int
         Local files deleted (their records are now filed).
+    decompressed : int
+        Sent decompressed because the archive accepts none of their compressed
+        syntax (:func:`rtforge.net.store.send`).
     missing : list of str
         SOP Instance UIDs not stored, or not proven held (or identical) in
         the archive.
@@ -164,6 +167,7 @@ class FileReport:
     sent: int = 0
     verified: int = 0
     deleted: int = 0
+    decompressed: int = 0
     missing: list[str] = field(default_factory=list)
     differed: list[str] = field(default_factory=list)
     verified_by: list[str] = field(default_factory=list)
@@ -178,7 +182,8 @@ class FileReport:
         """JSON-ready form."""
         return {"patient_id": self.patient_id, "archive": self.archive, "total": self.total,
                 "already": self.already, "sent": self.sent, "verified": self.verified,
-                "deleted": self.deleted, "missing": self.missing, "differed": self.differed,
+                "deleted": self.deleted, "decompressed": self.decompressed,
+                "missing": self.missing, "differed": self.differed,
                 "verified_by": self.verified_by, "failure": self.failure, "ok": self.ok}
 
 
@@ -376,7 +381,8 @@ def _prove_sent(node: Node, sent: Sequence[InstanceRecord], trust_commitment: se
 
 def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileReport,
                   ae_title: str, listener: _Listener, aside: Path,
-                  progress: Callable[[int, int], None] | None) -> None:
+                  progress: Callable[[int, int], None] | None,
+                  allow_lossy_decompress: bool) -> None:
     """Steps 1 to 3 of the module notes: what the archive holds, send, prove."""
     try:
         before = _archive_has(node, records, ae_title)
@@ -397,8 +403,14 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
     to_send = [r for r in records if r.sop_instance_uid not in identical]
     proven = set(identical)
     if to_send:
-        store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress)
-        report.sent = store.sent
+        store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress,
+                     allow_lossy_decompress=allow_lossy_decompress)
+        report.sent, report.decompressed = store.sent, store.decompressed
+        if store.refused and store.failed is None:
+            first = store.refused[0]
+            report.failure = f"{len(store.refused)} not sent, first {first.file}: {first.reason}"
+            report.missing = [r.sop_instance_uid for r in store.refused]
+            return
         if store.failed is not None:
             report.failure = f"storing {store.failed.file} failed: {store.failed.reason}"
             unsent = {str(p) for p in store.remaining} | {str(store.failed.file)}
@@ -433,7 +445,8 @@ def _delete_local(catalog: Catalog, records: Sequence[InstanceRecord], archive: 
 def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[str], *,
               study_uid: str | None = None, ae_title: str = "RTFORGE",
               scp_ae_title: str = "RTFORGE_RST", scp_port: int = 11113, scp_host: str = "",
-              progress: Callable[[int, int], None] | None = None) -> FileReport:
+              progress: Callable[[int, int], None] | None = None,
+              allow_lossy_decompress: bool = False) -> FileReport:
     """File a patient's local instances (or one study's) to an archive node or a folder.
 
     Parameters
@@ -459,6 +472,10 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         Address it listens on (default every interface).
     progress : callable, optional
         Called as ``progress(sent, total)`` after each stored object.
+    allow_lossy_decompress : bool
+        Send lossy JPEG files decompressed when the archive does not accept
+        their syntax (lossless ones always are); the local originals are then
+        deleted like any other.
 
     Returns
     -------
@@ -490,7 +507,8 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
     report = FileReport(patient_id=patient_id, archive=archive, total=len(records))
     if isinstance(to, Node):
         _file_to_node(to, records, report, ae_title, _Listener(scp_ae_title, scp_port, scp_host),
-                      _partial_folder(catalog, f"file-{patient_id}"), progress)
+                      _partial_folder(catalog, f"file-{patient_id}"), progress,
+                      allow_lossy_decompress)
     else:
         _file_to_folder(folder, records, report, progress)
         report.verified_by.append("read back")
