@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.misc import is_dicom
@@ -40,6 +40,7 @@ from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.charset import reencode
 from rtforge.io.fileset import atomic_write, instance_path
 from rtforge.io.integrity import read_checked
+from rtforge.io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = ["DICOMDIR", "MediaScan", "scan_media", "copy_into", "ExportReport", "export_media"]
 
@@ -249,6 +250,17 @@ class ExportReport:
                 "dicomdir": None if self.dicomdir is None else str(self.dicomdir)}
 
 
+class _OurFileSet(FileSet):
+    """pydicom's File-set, writing a DICOMDIR with rtforge's Implementation Class UID and
+    Version Name (pydicom puts its own in a DICOMDIR it creates)."""
+
+    def _create_dicomdir(self) -> Dataset:
+        ds = super()._create_dicomdir()
+        ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        return ds
+
+
 def _generated_names(files: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(source, relative target) with ``P/S/E/I`` + 7-digit names, one folder per level."""
     levels: list[dict[str, int]] = [{}, {}, {}]
@@ -336,7 +348,7 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         _check_patient(sources, patient_id)
     report = ExportReport(out_dir=out)
     if dicomdir:
-        fileset = FileSet()
+        fileset = _OurFileSet()
         fileset.ID = file_set_id
         for path in sources:
             try:

@@ -438,7 +438,9 @@ def _own_checks(path: Path, ds: Dataset, raw: bool, errors: list[str],
         sop_class = UID(str(ds.get("SOPClassUID", "") or ""))
         kind = sop_class.name if sop_class else None
     walk = _Walk(implicit=uid.is_implicit_VR, little_endian=uid.is_little_endian,
-                 ours=meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID,
+                 # written by rtforge, not received by it (the receiver names the sender)
+                 ours=meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
+                 and "SourceApplicationEntityTitle" not in meta,
                  data=path.read_bytes() if not uid.is_deflated else b"",
                  errors=errors, warnings=warnings)
     _walk(ds, walk)

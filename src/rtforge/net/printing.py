@@ -40,11 +40,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 
-from rtforge.config import Node, check_ae_title
+from rtforge.config import Node
 from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net._ae import rtforge_ae
 from rtforge.net._upper_layer import rejection_words
 from rtforge.net.status import status_meaning
 
@@ -233,7 +234,7 @@ class _Job:
 
 
 def _associate(node: Node, ae_title: str, timeout: float) -> Association:
-    ae = AE(ae_title=check_ae_title(ae_title))
+    ae = rtforge_ae(ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
     ae.maximum_pdu_size = node.max_pdu

@@ -25,12 +25,13 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 
 from rtforge.config import Node, check_ae_title
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.io.charset import check_value, query_character_set
+from rtforge.net._ae import rtforge_ae
 from rtforge.net._upper_layer import rejection_words
 from rtforge.net.status import StatusCategory, status_category, status_meaning
 
@@ -123,7 +124,7 @@ class ServiceRejected(NetworkError):
 @contextmanager
 def _associate(node: Node, ae_title: str, abstract_syntax: UID,
                evt_handlers: list[tuple[Any, Any]] | None = None) -> Iterator[Association]:
-    ae = AE(ae_title=check_ae_title(ae_title))
+    ae = rtforge_ae(ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout
     ae.connection_timeout = node.timeout
     ae.maximum_pdu_size = node.max_pdu
