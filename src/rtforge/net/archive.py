@@ -406,14 +406,15 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
         store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress,
                      allow_lossy_decompress=allow_lossy_decompress)
         report.sent, report.decompressed = store.sent, store.decompressed
-        if store.refused and store.failed is None:
-            first = store.refused[0]
-            report.failure = f"{len(store.refused)} not sent, first {first.file}: {first.reason}"
-            report.missing = [r.sop_instance_uid for r in store.refused]
-            return
-        if store.failed is not None:
-            report.failure = f"storing {store.failed.file} failed: {store.failed.reason}"
-            unsent = {str(p) for p in store.remaining} | {str(store.failed.file)}
+        if not store.ok:
+            unsent = {str(p) for p in store.remaining} | {str(i.file) for i in store.refused}
+            if store.failed is not None:
+                unsent.add(str(store.failed.file))
+                report.failure = f"storing {store.failed.file} failed: {store.failed.reason}"
+            else:
+                first = store.refused[0]
+                report.failure = (f"{len(store.refused)} not sent, first {first.file}: "
+                                  f"{first.reason}")
             report.missing = [r.sop_instance_uid for r in to_send if str(r.path) in unsent]
             return
         coerced = {str(w.file) for w in store.warnings}
