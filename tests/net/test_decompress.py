@@ -17,9 +17,10 @@ from pydicom import dcmread
 from rtforge.cli import main
 from rtforge.config import Node
 from rtforge.net import send
-from rtforge.net.archive import file_case
+from rtforge.net.archive import file_case, restore_case
 from rtforge.net.catalog import Catalog
-from tests.net.peers import LOCALHOST, Peer, fresh_copies, run_dcmqrscp
+from tests.net.archive_peers import RESTORE_AET
+from tests.net.peers import LOCALHOST, Peer, free_port, fresh_copies, run_dcmqrscp
 
 pytestmark = pytest.mark.interop
 
@@ -27,9 +28,13 @@ LOSSLESS = ("SC_rgb_jpeg_gdcm.dcm", "MR_small_RLE.dcm")  # JPEG Lossless SV1, RL
 LOSSY = "SC_rgb_jpeg_dcmtk.dcm"  # JPEG Baseline
 
 
+#: The temporary SCP of ``file`` and ``restore``, dcmqrscp's move destination.
+RESTORE = Node(RESTORE_AET, LOCALHOST, free_port())
+
+
 @pytest.fixture
 def dcmqrscp(tmp_path: Path) -> Iterator[Peer]:
-    yield from run_dcmqrscp(tmp_path / "qr", Node("NOBODY", LOCALHOST, 1))
+    yield from run_dcmqrscp(tmp_path / "qr", RESTORE)
 
 
 def _stored(peer: Peer) -> dict[str, Path]:
@@ -41,7 +46,7 @@ def _stored(peer: Peer) -> dict[str, Path]:
 def test_lossless_files_are_decompressed_exactly(dcmqrscp: Peer, tmp_path: Path) -> None:
     sources = fresh_copies(LOSSLESS, tmp_path / "src")
     report = send(sources, dcmqrscp.node)
-    assert report.ok and report.sent == 2 and report.decompressed == 2, report.as_dict()
+    assert report.ok and report.sent == 2 and report.decompressed == sources, report.as_dict()
     assert report.lossy_decompressed == []
     stored = _stored(dcmqrscp)
     for source in sources:
@@ -76,27 +81,45 @@ def test_lossy_file_needs_consent(dcmqrscp: Peer, tmp_path: Path,
     assert kept.pixel_array.shape == dcmread(lossy[0]).pixel_array.shape
 
 
+def _file(catalog: Catalog, patient: str, peer: Peer, **kwargs: object):
+    return file_case(catalog, patient, peer.node, scp_ae_title=RESTORE.ae_title,
+                     scp_port=RESTORE.port, scp_host=LOCALHOST, **kwargs)
+
+
 def test_file_to_an_archive_taking_only_uncompressed(dcmqrscp: Peer, tmp_path: Path) -> None:
-    """``rtforge file``: lossless files are filed decompressed; a lossy one blocks the deletion."""
+    """``rtforge file``: lossless files go decompressed, the local files become those copies,
+    the archive's are proven identical, and restore brings them back; a lossy one needs
+    consent and blocks the deletion without it."""
     folder = tmp_path / "store"
     sources = fresh_copies(LOSSLESS, folder)
+    pixels = {}
     for path in sources:  # one patient
         ds = dcmread(path)
         ds.PatientID = "DECOMP"
         ds.save_as(path, enforce_file_format=True)
+        pixels[path] = ds.pixel_array
     with Catalog(tmp_path / "catalog.sqlite") as catalog:
         assert catalog.import_paths([folder]).added == 2
-        report = file_case(catalog, "DECOMP", dcmqrscp.node)
+        report = _file(catalog, "DECOMP", dcmqrscp)
         assert report.ok and report.decompressed == 2 and report.verified == 2, report.failure
-    assert not any(p.exists() for p in sources)
-    assert len(_stored(dcmqrscp)) == 2
+        assert report.verified_by == ["retrieve"]
+        assert not any(p.exists() for p in sources)
+        assert len(_stored(dcmqrscp)) == 2
+        restored = restore_case(catalog, "DECOMP", scp_ae_title=RESTORE.ae_title,
+                                scp_port=RESTORE.port, scp_host=LOCALHOST)
+        assert restored.ok, restored.failure
+    for path in sources:
+        back = dcmread(path)
+        assert not back.file_meta.TransferSyntaxUID.is_compressed
+        np.testing.assert_array_equal(back.pixel_array, pixels[path], err_msg=path.name)
 
     (lossy,) = fresh_copies((LOSSY,), tmp_path / "lossy")
+    original = lossy.read_bytes()
     with Catalog(tmp_path / "catalog2.sqlite") as catalog:
         catalog.import_paths([lossy])
         patient = str(dcmread(lossy).PatientID)
-        report = file_case(catalog, patient, dcmqrscp.node)
+        report = _file(catalog, patient, dcmqrscp)
         assert not report.ok and "--allow-lossy-decompress" in str(report.failure)
-        assert report.deleted == 0 and lossy.exists()
-        report = file_case(catalog, patient, dcmqrscp.node, allow_lossy_decompress=True)
+        assert report.deleted == 0 and lossy.read_bytes() == original
+        report = _file(catalog, patient, dcmqrscp, allow_lossy_decompress=True)
         assert report.ok and report.decompressed == 1 and not lossy.exists(), report.failure

@@ -257,7 +257,7 @@ def _send(args: argparse.Namespace) -> int:
               f"{report.seconds:.1f} s, {rate:.0f} objects/s, {report.associations} "
               f"association{'s' if report.associations != 1 else ''})")
         if report.decompressed:
-            print(f"decompressed {report.decompressed} object(s) the peer accepts only "
+            print(f"decompressed {len(report.decompressed)} object(s) the peer accepts only "
                   "uncompressed")
         for path in report.lossy_decompressed:
             print(f"lossy decompressed: {path}")

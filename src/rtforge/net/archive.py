@@ -10,7 +10,15 @@ only once every instance is *proven* to be held by the archive:
    (the one restore uses) and their data set SHA-256 compared with the
    catalog's: an identical copy is not sent again (a re-run resumes); a copy
    with other content, or one that does not arrive, is sent again.
-2. C-STORE of everything not proven identical in step 1.
+2. C-STORE of everything not proven identical in step 1.  A compressed
+   file the archive accepts only uncompressed is sent decompressed
+   (:func:`rtforge.net.store.send`; lossy ones only when allowed), and the
+   local file is then replaced by that decompressed copy, re-indexed: what
+   the archive holds is what was filed, so step 3 can prove it and restore
+   brings it back byte for byte.  The copy is in Implicit VR Little Endian,
+   the syntax ``send`` proposes first and the one every re-encoding by the
+   archive maps back to exactly (Explicit VR may turn 8-bit Pixel Data from
+   OB into OW).
 3. Verification of what was sent, by the node's ``verify`` setting
    (:class:`rtforge.config.Node`):
 
@@ -90,8 +98,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import ImplicitVRLittleEndian
 
 from rtforge.config import Node
 from rtforge.errors import InvalidInputError, NetworkError
@@ -109,7 +119,12 @@ from rtforge.net.commitment import request_commitment
 from rtforge.net.nodes import resolve_node
 from rtforge.net.query import QueryLevel, ServiceRejected, find, move
 from rtforge.net.receiver import StorageSCP, StoredObject
-from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES, encode_for_transfer_syntax, send
+from rtforge.net.store import (
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    decompress_file,
+    encode_for_transfer_syntax,
+    send,
+)
 
 __all__ = ["FOLDER_PREFIX", "FileReport", "RestoreReport", "file_case", "restore_case"]
 
@@ -145,7 +160,8 @@ class FileReport:
         Local files deleted (their records are now filed).
     decompressed : int
         Sent decompressed because the archive accepts none of their compressed
-        syntax (:func:`rtforge.net.store.send`).
+        syntax (:func:`rtforge.net.store.send`); their local files are now the
+        decompressed copies.
     missing : list of str
         SOP Instance UIDs not stored, or not proven held (or identical) in
         the archive.
@@ -379,8 +395,25 @@ def _prove_sent(node: Node, sent: Sequence[InstanceRecord], trust_commitment: se
     return proven
 
 
-def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileReport,
-                  ae_title: str, listener: _Listener, aside: Path,
+def _keep_decompressed(catalog: Catalog, records: Sequence[InstanceRecord],
+                       paths: Sequence[Path]) -> list[InstanceRecord]:
+    """Replace each file sent decompressed by its decompressed copy (step 2 of the module
+    notes), re-index it, and return ``records`` with their rows as they now are."""
+    for path in paths:
+        ds = decompress_file(path)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        buffer = DicomBytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        _atomic_write(path, buffer.getvalue())
+    catalog.import_paths(paths)
+    changed = {str(p) for p in paths}
+    fresh = {r.sop_instance_uid: r for r in catalog.instances(records[0].patient_id)
+             if str(r.path) in changed}
+    return [fresh.get(r.sop_instance_uid, r) for r in records]
+
+
+def _file_to_node(catalog: Catalog, node: Node, records: Sequence[InstanceRecord],
+                  report: FileReport, ae_title: str, listener: _Listener, aside: Path,
                   progress: Callable[[int, int], None] | None,
                   allow_lossy_decompress: bool) -> None:
     """Steps 1 to 3 of the module notes: what the archive holds, send, prove."""
@@ -405,7 +438,9 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
     if to_send:
         store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress,
                      allow_lossy_decompress=allow_lossy_decompress)
-        report.sent, report.decompressed = store.sent, store.decompressed
+        report.sent, report.decompressed = store.sent, len(store.decompressed)
+        if store.decompressed:
+            to_send = _keep_decompressed(catalog, to_send, store.decompressed)
         if not store.ok:
             unsent = {str(p) for p in store.remaining} | {str(i.file) for i in store.refused}
             if store.failed is not None:
@@ -475,8 +510,8 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         Called as ``progress(sent, total)`` after each stored object.
     allow_lossy_decompress : bool
         Send lossy JPEG files decompressed when the archive does not accept
-        their syntax (lossless ones always are); the local originals are then
-        deleted like any other.
+        their syntax (lossless ones always are); either way such a local file
+        is replaced by its decompressed copy (see the module notes).
 
     Returns
     -------
@@ -507,7 +542,7 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         archive = FOLDER_PREFIX + str(folder)
     report = FileReport(patient_id=patient_id, archive=archive, total=len(records))
     if isinstance(to, Node):
-        _file_to_node(to, records, report, ae_title, _Listener(scp_ae_title, scp_port, scp_host),
+        _file_to_node(catalog, to, records, report, ae_title, _Listener(scp_ae_title, scp_port, scp_host),
                       _partial_folder(catalog, f"file-{patient_id}"), progress,
                       allow_lossy_decompress)
     else:

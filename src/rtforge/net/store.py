@@ -77,6 +77,8 @@ __all__ = [
     "UNCOMPRESSED_TRANSFER_SYNTAXES",
     "LOSSLESS_DECOMPRESSED",
     "LOSSY_DECOMPRESSED",
+    "DecompressionError",
+    "decompress_file",
     "StoreIssue",
     "StoreReport",
     "send",
@@ -102,6 +104,7 @@ _MAX_CONTEXTS = 128
 #: Bytes per value of the binary VRs that Explicit VR Big Endian swaps (PS3.5 7.3).
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _PIXEL_DATA = BaseTag(0x7FE00010)
+_TRAILING_PADDING = BaseTag(0xFFFCFFFC)
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,8 @@ class StoreReport:
     transcoded : int
         Objects re-encoded because the peer accepted another uncompressed
         transfer syntax than the file's.
-    decompressed : int
-        Objects decompressed because the peer accepted none of their
+    decompressed : list of Path
+        Files sent decompressed because the peer accepted none of their
         compressed syntax (lossy ones included).
     lossy_decompressed : list of Path
         Of those, the files of a lossy syntax (``allow_lossy_decompress``).
@@ -193,7 +196,7 @@ class StoreReport:
     remaining: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     transcoded: int = 0
-    decompressed: int = 0
+    decompressed: list[Path] = field(default_factory=list)
     lossy_decompressed: list[Path] = field(default_factory=list)
     associations: int = 0
     bytes_sent: int = 0
@@ -212,7 +215,7 @@ class StoreReport:
                 "refused": [r.as_dict() for r in self.refused],
                 "remaining": [str(p) for p in self.remaining],
                 "skipped": [str(p) for p in self.skipped], "transcoded": self.transcoded,
-                "decompressed": self.decompressed,
+                "decompressed": [str(p) for p in self.decompressed],
                 "lossy_decompressed": [str(p) for p in self.lossy_decompressed],
                 "associations": self.associations, "bytes_sent": self.bytes_sent,
                 "seconds": round(self.seconds, 3)}
@@ -367,16 +370,22 @@ def encode_for_transfer_syntax(ds: Dataset, transfer_syntax: str) -> bytes:
     return fp.getvalue()
 
 
-class _UndecodablePixels(Exception):
-    """A compressed object's pixels could not be decoded: it is refused, the transfer goes on."""
+class DecompressionError(InvalidInputError):
+    """A compressed file's pixels cannot be decoded (:func:`send` refuses it and goes on)."""
 
 
-def _decompressed(path: Path) -> Dataset:
-    """The data set of a compressed file, its Pixel Data decoded (see the module notes).
+def decompress_file(path: Path) -> Dataset:
+    """A compressed file, its Pixel Data decoded as :func:`send` does (see the module notes).
+
+    Lossless syntaxes keep their colour space; lossy ones are converted to RGB
+    where they are colour, and say Lossy Image Compression ``01``.  The SOP
+    Instance UID and the File Meta Information (but its Transfer Syntax UID,
+    now Explicit VR Little Endian) are kept; Data Set Trailing Padding, which
+    carries nothing and which re-encoding peers drop (dcmtk), is left out.
 
     Raises
     ------
-    _UndecodablePixels
+    DecompressionError
         If the pixels cannot be decoded.
     """
     ds = dcmread(path)
@@ -385,8 +394,10 @@ def _decompressed(path: Path) -> Dataset:
     try:
         ds.decompress(as_rgb=lossy, generate_instance_uid=False)
     except Exception as exc:  # pydicom's decoders raise assorted errors on bad streams
-        raise _UndecodablePixels(f"cannot decompress its {syntax.name} pixel data: "
-                                 f"{exc}") from None
+        raise DecompressionError(f"cannot decompress its {syntax.name} pixel data: {exc}",
+                                 path=path) from None
+    if _TRAILING_PADDING in ds:
+        del ds[_TRAILING_PADDING]
     if lossy:
         ds.LossyImageCompression = "01"
         if "LossyImageCompressionMethod" not in ds:
@@ -400,7 +411,7 @@ def _load(source: _Source, transfer_syntax: str | None, decompress: bool) -> byt
         with open(source.path, "rb") as fp:
             fp.seek(source.offset)
             return fp.read()
-    ds = _decompressed(source.path) if decompress else dcmread(source.path)
+    ds = decompress_file(source.path) if decompress else dcmread(source.path)
     return encode_for_transfer_syntax(ds, transfer_syntax)
 
 
@@ -447,10 +458,10 @@ class _Sender:
         context_id, convert_to, decompress = chosen
         try:
             data = _load(source, convert_to, decompress)
-        except _UndecodablePixels as exc:
+        except DecompressionError as exc:
             report.refused.append(StoreIssue(source.path, source.sop_instance_uid, None,
-                                             str(exc)))
-            logger.warning("%s: not sent: %s", source.path, exc)
+                                             exc.reason))
+            logger.warning("%s: not sent: %s", source.path, exc.reason)
             return True
         except (OSError, InvalidDicomError, InvalidInputError, ValueError) as exc:
             report.failed = StoreIssue(source.path, source.sop_instance_uid, None,
@@ -469,7 +480,7 @@ class _Sender:
             report.sent += 1
             report.bytes_sent += len(data)
             if decompress:
-                report.decompressed += 1
+                report.decompressed.append(source.path)
                 if source.transfer_syntax in LOSSY_DECOMPRESSED:
                     report.lossy_decompressed.append(source.path)
             elif convert_to is not None:
