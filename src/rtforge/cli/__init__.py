@@ -60,6 +60,7 @@ _COMMAND_HELP = {
     "plan": "RT Plan: show, split per fraction group",
     "deid": "clinical-trial de-identification of a set of objects",
     "relink": "change patient information and re-link references",
+    "reg": "write a rigid registration between two series (REG)",
     "print": "print images on a DICOM printer",
     "dvh": "dose-volume histograms of RT Structure Set ROIs",
     "dose": "inspect, sum or requantize RT Dose grids",
