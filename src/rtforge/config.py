@@ -9,6 +9,7 @@ A missing file means the defaults.  Example::
     platform_name = "RTFORGE-01"
     station_name = "planning-1"
     character_set = "ISO_IR 100"    # or "ISO_IR 192" (UTF-8); see rtforge.io.charset
+    private_isocenter_block = false   # RT Images: iPlan's private group 3273 (Note 8-15)
 
     [network]
     ae_title = "RTFORGE"
@@ -108,6 +109,10 @@ class ExportConfig:
         (:mod:`rtforge.io.charset`): ``ISO_IR 100`` (Latin-1, the default, as
         iPlan writes) refuses a value outside Latin-1; ``ISO_IR 192`` (UTF-8)
         holds every character.
+    private_isocenter_block : bool
+        Write the private group 3273 (Isocenter Position, Patient Position)
+        into RT Images, under ``private_creator`` (iPlan Note 8-15; off by
+        default).
     """
 
     uid_root: str = DEFAULT_UID_ROOT
@@ -115,6 +120,7 @@ class ExportConfig:
     private_creator: str = "RTFORGE_Conversion"
     station_name: str = field(default_factory=lambda: socket.gethostname()[:16] or "rtforge")
     character_set: str = DEFAULT_CHARACTER_SET
+    private_isocenter_block: bool = False
 
     def __post_init__(self) -> None:
         if not _UID_ROOT_RE.match(self.uid_root) or len(self.uid_root) > 40:
@@ -130,6 +136,9 @@ class ExportConfig:
         if self.character_set not in CHARACTER_SETS:
             raise InvalidInputError(f"character_set must be one of {', '.join(CHARACTER_SETS)}, "
                                     f"got {self.character_set!r}")
+        if not isinstance(self.private_isocenter_block, bool):
+            raise InvalidInputError("private_isocenter_block must be true or false, got "
+                                    f"{self.private_isocenter_block!r}")
 
 
 def check_ae_title(value: object, name: str = "ae_title") -> str:

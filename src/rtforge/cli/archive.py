@@ -50,6 +50,8 @@ reconciled by the next file or restore.
 TLS (--tls... or the node's tls settings): the temporary SCP listens with TLS too, presenting
 our certificate (--tls-cert/tls_cert, required) and requiring the archive's client certificate
 signed by --tls-ca/tls_ca.
+compressed files the archive takes only uncompressed go decompressed (lossless exactly; lossy
+JPEG only with --allow-lossy-decompress).
 """
 _RESTORE_EXAMPLE = """examples:
   rtforge restore RTF-PHANTOM-001
@@ -128,6 +130,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="its port (default: [archive] restore_port)")
     p.add_argument("--bind", default="", metavar="ADDR",
                    help="address it listens on (default: every interface)")
+    p.add_argument("--allow-lossy-decompress", action="store_true",
+                   help="send lossy JPEG files decompressed to an archive that does not take "
+                        "them as they are (lossless ones always are); the local originals are "
+                        "deleted all the same")
     add_store_flags(p)
     add_tls_flags(p)
     add_output_flags(p)
@@ -257,7 +263,8 @@ def _file(args: argparse.Namespace) -> int:
                 ae_title=args.aet or config.network.ae_title,
                 scp_ae_title=args.scp_aet or config.archive.restore_ae_title,
                 scp_port=config.archive.restore_port if args.scp_port is None else args.scp_port,
-                scp_host=args.bind, progress=lambda done, total: bar.set(done, total))
+                scp_host=args.bind, progress=lambda done, total: bar.set(done, total),
+                allow_lossy_decompress=args.allow_lossy_decompress)
     finally:
         bar.close()
     if args.json:
@@ -268,6 +275,9 @@ def _file(args: argparse.Namespace) -> int:
               f"deleted ({report.archive})")
         for uid in report.differed:
             print(f"sent again (the archive held other content): {uid}")
+        if report.decompressed:
+            print(f"decompressed {report.decompressed} object(s) the archive accepts only "
+                  "uncompressed")
         for uid in report.missing:
             print(f"missing: {uid}")
     if not report.ok:

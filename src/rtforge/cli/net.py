@@ -56,8 +56,13 @@ _ECHO_EXAMPLE = """examples:
 _SEND_EXAMPLE = """examples:
   rtforge send out/RTF-PHANTOM-001 --to pacs
   rtforge send plan.dcm dose.dcm --to STORESCP@127.0.0.1:11112 --ts explicit --json
+  rtforge send jpeg_series/ --to pacs --allow-lossy-decompress
 status policy (Oncentra table 4-7): a failure (A7xx, A9xx, Cxxx, ...) stops the transfer
 (exit 1, the count sent is reported); warnings (B000, B006, B007, ...) are listed at the end.
+compressed files go as they are when the peer accepts their syntax; otherwise they are
+decompressed (JPEG Lossless, JPEG-LS lossless and RLE exactly; JPEG Baseline/Extended and
+near-lossless JPEG-LS only with --allow-lossy-decompress, each listed) and sent uncompressed.
+An object that cannot go is listed as not sent, the others go on, and the exit status is 1.
 """
 _RECEIVE_EXAMPLE = """examples:
   rtforge receive --aet RTFORGE --port 11112 --out incoming
@@ -126,7 +131,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="node name from the configuration, or AET@HOST:PORT")
     p.add_argument("--ts", default="implicit,explicit,big", metavar="LIST",
                    help="uncompressed transfer syntaxes to propose, in order "
-                        "(default implicit,explicit,big); compressed files always go as they are")
+                        "(default implicit,explicit,big); compressed files go as they are "
+                        "when the peer accepts their syntax, else decompressed")
+    p.add_argument("--allow-lossy-decompress", action="store_true",
+                   help="decompress lossy JPEG files the peer does not accept in their own "
+                        "syntax (each is listed); without it they are not sent")
     _add_node_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_send)
@@ -248,7 +257,8 @@ def _send(args: argparse.Namespace) -> int:
     try:
         report = send(args.paths, node, ae_title=aet,
                       transfer_syntaxes=[_TS_NAMES[n] for n in names],
-                      progress=lambda done, total: bar.set(done, total))
+                      progress=lambda done, total: bar.set(done, total),
+                      allow_lossy_decompress=args.allow_lossy_decompress)
     finally:
         bar.close()
     if args.json:
@@ -259,14 +269,27 @@ def _send(args: argparse.Namespace) -> int:
         print(f"sent {report.sent} of {report.total} objects to {node} ({mb:.1f} MB, "
               f"{report.seconds:.1f} s, {rate:.0f} objects/s, {report.associations} "
               f"association{'s' if report.associations != 1 else ''})")
+        if report.decompressed:
+            print(f"decompressed {len(report.decompressed)} object(s) the peer accepts only "
+                  "uncompressed")
+        for path in report.lossy_decompressed:
+            print(f"lossy decompressed: {path}")
         for warning in report.warnings:
             print(f"warning: {warning.file}: {warning.reason}")
+        for refused in report.refused:
+            print(f"not sent: {refused.file}: {refused.reason}")
         if report.skipped:
             print(f"skipped {len(report.skipped)} file(s) that are not DICOM Part 10")
+    refused = f", {len(report.refused)} not sent" if report.refused else ""
     if report.failed is not None:
         failed = report.failed
         raise NetworkError(f"{failed.file}: {failed.reason}; {report.sent} of {report.total} "
-                           f"sent, {len(report.remaining)} not attempted", peer=str(node))
+                           f"sent, {len(report.remaining)} not attempted{refused}",
+                           peer=str(node))
+    if report.refused:
+        first = report.refused[0]
+        raise NetworkError(f"{report.sent} of {report.total} sent{refused}; first: "
+                           f"{first.file}: {first.reason}", peer=str(node))
     return 0
 
 

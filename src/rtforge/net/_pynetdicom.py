@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydicom.uid import UID
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.association import Association
 
-from rtforge.config import Node, check_ae_title
+from rtforge.config import Node
 from rtforge.errors import NetworkError
+from rtforge.net._ae import rtforge_ae
 from rtforge.net._upper_layer import rejection_words
 from rtforge.net.tls import client_context, failure_text
 
@@ -63,7 +64,7 @@ def request_association(node: Node, ae_title: str,
     InvalidInputError
         If a TLS file of the node cannot be loaded.
     """
-    ae = AE(ae_title=check_ae_title(ae_title))
+    ae = rtforge_ae(ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout
     ae.connection_timeout = node.timeout
     ae.maximum_pdu_size = node.max_pdu
