@@ -492,6 +492,11 @@ class StorageSCP:
         self.rejected = 0
 
     @property
+    def pending(self) -> int:
+        """Connections accepted and not yet answered (TLS handshake, A-ASSOCIATE-RQ) now."""
+        return self._pending.total
+
+    @property
     def durable(self) -> bool:
         """Whether each object is flushed to the disk before success is answered."""
         return self.sync is SyncPolicy.OBJECT
