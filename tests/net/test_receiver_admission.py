@@ -23,8 +23,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, generate_uid
 
-from rtforge.config import Node
-from rtforge.net import echo
+from rtforge.cli import main
+from rtforge.config import Node, ReceiveLimits, load_config
+from rtforge.errors import InvalidInputError
+from rtforge.net import StorageSCP, echo
 from rtforge.net._dimse import C_STORE_RQ, Command, encode_command
 from rtforge.net._upper_layer import ProposedContext, encode_associate_rq
 from rtforge.net.echo import VERIFICATION_SOP_CLASS
@@ -318,3 +320,121 @@ def test_3_gib_declared_pdu(receiver: Callable[..., ReceiverProcess]) -> None:
     finally:
         allowed.close()
     traffic.check()
+
+
+# -- the same limits, in this process -------------------------------------------------------
+
+
+def _scp(tmp_path: Path, **kwargs: object) -> StorageSCP:
+    return StorageSCP(tmp_path / "rx", ae_title="RTFORGE_RX", port=0, host=LOCALHOST,
+                      **kwargs).start()  # type: ignore[arg-type]
+
+
+def _connect(scp: StorageSCP, source: str = ATTACKER) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(5)
+    sock.connect((LOCALHOST, scp.port))
+    return sock
+
+
+def _rejection(sock: socket.socket) -> tuple[int, int, int]:
+    """(result, source, reason) of the A-ASSOCIATE-RJ the receiver answers."""
+    data = b""
+    while len(data) < 10:
+        chunk = sock.recv(10 - len(data))
+        assert chunk, "closed without an A-ASSOCIATE-RJ"
+        data += chunk
+    assert data[0] == 0x03, data
+    return data[7], data[8], data[9]
+
+
+def test_calling_ae_judged_on_the_fixed_fields(tmp_path: Path) -> None:
+    """Rejected as soon as the 74 bytes naming the caller are in; on main after the whole PDU."""
+    scp = _scp(tmp_path, allowed_aets=["TPS1"], acse_timeout=30)
+    try:
+        request = encode_associate_rq("INTRUDER", "RTFORGE_RX", [ProposedContext(
+            VERIFICATION_SOP_CLASS, (ImplicitVRLittleEndian,))], 16384)
+        with _connect(scp) as sock:
+            sock.sendall(request[:74])  # header and fixed fields; the items never come
+            assert _rejection(sock) == (1, 1, 3)  # permanent, calling AE title not recognized
+        echo(Node("RTFORGE_RX", LOCALHOST, scp.port, timeout=5.0), ae_title="TPS1")
+    finally:
+        scp.stop()
+
+
+def test_protocol_version_other_than_1_is_rejected(tmp_path: Path) -> None:
+    scp = _scp(tmp_path)
+    try:
+        request = bytearray(associate_rq())
+        request[6:8] = b"\x00\x02"
+        with _connect(scp) as sock:
+            sock.sendall(request)
+            assert _rejection(sock) == (1, 2, 2)  # permanent, protocol version not supported
+    finally:
+        scp.stop()
+
+
+@pytest.mark.parametrize("excess", [65, 1 << 19])
+def test_pdu_beyond_the_announced_maximum_is_aborted(tmp_path: Path, excess: int) -> None:
+    """16 KiB announced: on main up to 1 MiB was read (and allocated)."""
+    scp = _scp(tmp_path, max_pdu=16384)
+    try:
+        with _connect(scp) as sock:
+            sock.sendall(associate_rq())
+            assert read_pdu_type(sock) == 0x02
+            sock.sendall(struct.pack(">BBL", 0x04, 0, 16384 + excess) + b"\0" * 1024)
+            answer = sock.recv(10)
+            assert answer[:1] == b"\x07" and answer[8:10] == b"\x02\x06"  # invalid parameter
+    finally:
+        scp.stop()
+
+
+def test_pending_connections_are_capped_per_address_and_in_all(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    limits = ReceiveLimits(acse_timeout=30, max_pending=4, max_pending_per_address=2)
+    scp = _scp(tmp_path, limits=limits)
+    node = Node("RTFORGE_RX", LOCALHOST, scp.port, timeout=5.0)
+    idle = []
+    try:
+        idle += [_connect(scp, "127.0.0.3") for _ in range(2)]
+        with _connect(scp, "127.0.0.3") as third:  # a third from the same address
+            assert third.recv(10) == b""  # closed at once
+        idle += [_connect(scp, "127.0.0.4") for _ in range(2)]
+        with _connect(scp, "127.0.0.5") as fifth:  # a fifth from anywhere
+            assert fifth.recv(10) == b""
+        assert "closed at once: already 2 connections from 127.0.0.3" in caplog.text
+        assert "closed at once: already 4 connections waiting" in caplog.text
+        for sock in idle[:2]:  # the idle ones go: their places are free again
+            sock.close()
+        wait_until = time.monotonic() + 10  # a bound on the test, not an assertion
+        while scp.pending > 2 and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert scp.pending == 2
+        echo(node)  # from 127.0.0.1, with the other two still waiting
+    finally:
+        for sock in idle:
+            sock.close()
+        scp.stop()
+    assert scp.pending == 0
+
+
+def test_admission_limits_from_the_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[network]\nacse_timeout = 5\nmin_rate = 0\nmax_pending_per_address = 2\n")
+    limits = load_config(path).network.receive
+    assert (limits.acse_timeout, limits.min_rate, limits.max_pending_per_address) == (5.0, 0, 2)
+    assert limits.pdu_timeout == ReceiveLimits().pdu_timeout
+    path.write_text("[network]\nmax_pending = 0\n")
+    with pytest.raises(InvalidInputError, match="max_pending must be an integer from 1"):
+        load_config(path)
+    with pytest.raises(InvalidInputError, match="cannot exceed max_pending"):
+        ReceiveLimits(max_pending=2, max_pending_per_address=3)
+
+
+def test_receive_refuses_a_bad_limit_in_one_line(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["receive", "--out", str(tmp_path / "rx"), "--port", "0",
+                 "--min-rate", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "min_rate must be an integer from 0" in err
