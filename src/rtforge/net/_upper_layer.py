@@ -169,7 +169,8 @@ class PduStream:
     Parameters
     ----------
     sock : socket.socket
-        Connected; its timeout bounds every read and write.
+        Connected; its timeout (:meth:`set_timeout`) bounds every write and
+        the silence a read waits through.
     peer : str
         How the peer is named in errors.
 
@@ -177,7 +178,10 @@ class PduStream:
     -----
     Reads fill one reusable buffer with as much as the socket has (several
     PDUs per system call when they are queued) and hand out views of it, so
-    a received byte is copied once, by whoever keeps it.
+    a received byte is copied once, by whoever keeps it.  Besides the
+    silence timeout, reads can be held to a total deadline
+    (:meth:`set_deadline`) and a minimum data rate (:meth:`watch_rate`),
+    which a peer trickling bytes cannot stretch.
     """
 
     def __init__(self, sock: socket.socket, peer: str) -> None:

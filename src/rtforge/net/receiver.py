@@ -673,7 +673,14 @@ class StorageSCP:
                                           name=f"assoc-{address[0]}:{address[1]}", daemon=True)
                 with self._lock:
                     self._handlers.add(thread)
-                thread.start()
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no thread to be had: the connection cannot wait
+                    logger.warning("%s:%d: closed at once: %s", address[0], address[1], exc)
+                    with self._lock:
+                        self._handlers.discard(thread)
+                    self._pending.leave(address[0])
+                    conn.close()
         finally:
             listener.close()
             with self._lock:
@@ -732,7 +739,7 @@ class StorageSCP:
                 stream.send_abort(2, 0)
         except TimeoutError as exc:  # the TLS handshake outlasted acse_timeout
             logger.warning("%s: closed: %s (--acse-timeout %g s)", peer,
-                           exc or "TLS handshake not complete in time", self.acse_timeout)
+                           str(exc) or "TLS handshake not complete in time", self.acse_timeout)
         except PeerAborted as exc:
             logger.info("%s", exc)
         except (NetworkError, ssl.SSLError, OSError) as exc:
