@@ -18,15 +18,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, generate_uid
 
+import rtforge.net._part10 as part10
 from rtforge.cli import main
 from rtforge.config import Node, ReceiveLimits, load_config
 from rtforge.errors import InvalidInputError
-from rtforge.net import StorageSCP, echo
+from rtforge.net import StorageSCP, echo, send
 from rtforge.net._dimse import C_STORE_RQ, Command, encode_command
 from rtforge.net._upper_layer import ProposedContext, encode_associate_rq
 from rtforge.net.echo import VERIFICATION_SOP_CLASS
@@ -37,6 +39,7 @@ from tests.net.peers import (
     SMALL_FILES,
     STORESCU,
     ReceiverProcess,
+    ct_slices,
     needs,
     received_files,
     start_receiver,
@@ -438,3 +441,27 @@ def test_receive_refuses_a_bad_limit_in_one_line(tmp_path: Path,
                  "--min-rate", "-1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "min_rate must be an integer from 0" in err
+
+
+def test_a_receiver_busy_with_its_disk_does_not_make_the_sender_slow(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only time spent waiting for the peer counts against --pdu-timeout and --min-rate."""
+    real = part10._write_all
+    stalls = []
+
+    def slow_disk(fp: BinaryIO, data: memoryview) -> None:
+        if not stalls:
+            stalls.append(fp)
+            time.sleep(2.5)  # longer than the PDU timeout and the rate window below
+        real(fp, data)
+
+    monkeypatch.setattr(part10, "_write_all", slow_disk)
+    limits = ReceiveLimits(pdu_timeout=1.0, min_rate=1_000_000, rate_window=1.0)
+    scp = _scp(tmp_path, limits=limits, sync="none")
+    try:
+        sources = ct_slices(tmp_path / "ct", 2)
+        report = send(sources, Node("RTFORGE_RX", LOCALHOST, scp.port, timeout=10.0))
+        assert report.ok and report.sent == 2 and stalls
+    finally:
+        scp.stop()
+    assert scp.stored == 2

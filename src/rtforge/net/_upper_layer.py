@@ -179,9 +179,9 @@ class PduStream:
     Reads fill one reusable buffer with as much as the socket has (several
     PDUs per system call when they are queued) and hand out views of it, so
     a received byte is copied once, by whoever keeps it.  Besides the
-    silence timeout, reads can be held to a total deadline
-    (:meth:`set_deadline`) and a minimum data rate (:meth:`watch_rate`),
-    which a peer trickling bytes cannot stretch.
+    silence timeout, reads can be held to a total time (:meth:`limit_wait`)
+    and a minimum data rate (:meth:`watch_rate`), which a peer trickling
+    bytes cannot stretch.
     """
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
@@ -192,11 +192,11 @@ class PduStream:
         self._start = 0
         self._end = 0
         self._silence = sock.gettimeout()  # the longest wait for one read
-        self._deadline: float | None = None
-        self._deadline_what = ""
+        self._budget: float | None = None  # seconds reads may still wait (limit_wait)
+        self._budget_what = ""
         self._rate = 0.0  # bytes per second wanted while a rate watch runs (0: none)
         self._window = 0.0
-        self._window_end = 0.0
+        self._window_waited = 0.0
         self._window_bytes = 0
 
     def set_timeout(self, seconds: float | None) -> None:
@@ -204,26 +204,28 @@ class PduStream:
         self._silence = seconds
         self.sock.settimeout(seconds)
 
-    def set_deadline(self, at: float | None, what: str = "") -> None:
-        """Fail reads past ``at`` (``time.monotonic()``), whatever arrives until then.
+    def limit_wait(self, seconds: float | None, what: str = "") -> None:
+        """Let reads wait ``seconds`` in all from now on, however the bytes trickle in.
 
-        ``what`` says what had to be complete (it goes into the
-        :class:`LimitExceeded` message); ``None`` lifts the deadline.
+        Only time spent waiting for the peer counts (not our own work
+        between reads).  ``what`` says what had to be complete (it goes into
+        the :class:`LimitExceeded` message); ``None`` lifts the limit.
         """
-        self._deadline, self._deadline_what = at, what
-        if at is None and not self._rate:
+        self._budget, self._budget_what = seconds, what
+        if seconds is None and not self._rate:
             self.sock.settimeout(self._silence)
 
     def watch_rate(self, bytes_per_second: float, window: float) -> None:
-        """Fail reads once a ``window`` of seconds brings fewer than ``bytes_per_second * window``.
+        """Fail reads once ``window`` seconds of waiting bring fewer than ``bytes_per_second * window``.
 
         ``bytes_per_second`` 0 ends the watch.  Windows follow each other
-        from the call on; bytes already buffered are not counted.
+        from the call on; only time spent waiting for the peer counts (a
+        receiver busy with its disk does not make a sender slow); bytes
+        already buffered are not counted.
         """
         self._rate, self._window = float(bytes_per_second), float(window)
-        self._window_end = time.monotonic() + window
-        self._window_bytes = 0
-        if not bytes_per_second and self._deadline is None:
+        self._window_waited, self._window_bytes = 0.0, 0
+        if not bytes_per_second and self._budget is None:
             self.sock.settimeout(self._silence)
 
     def _wait(self) -> tuple[float | None, bool]:
@@ -232,25 +234,22 @@ class PduStream:
         Raises
         ------
         LimitExceeded
-            If the deadline passed, or the window just ended brought too little.
+            If the wait budget is spent, or the window just ended brought too little.
         """
-        now = time.monotonic()
         wait, limited = self._silence, False
-        if self._deadline is not None:
-            left = self._deadline - now
-            if left <= 0:
-                raise LimitExceeded(f"{self._deadline_what} not complete in time", peer=self.peer)
-            if wait is None or left < wait:
-                wait, limited = left, True
+        if self._budget is not None:
+            if self._budget <= 0:
+                raise LimitExceeded(f"{self._budget_what} not complete in time", peer=self.peer)
+            if wait is None or self._budget < wait:
+                wait, limited = self._budget, True
         if self._rate:
-            if now >= self._window_end:
-                wanted = self._rate * self._window
-                if self._window_bytes < wanted:
+            if self._window_waited >= self._window:
+                if self._window_bytes < self._rate * self._window:
                     raise LimitExceeded(f"{self._window_bytes} bytes in {self._window:g} s, less "
                                         f"than the minimum of {self._rate:g} bytes/s",
                                         peer=self.peer)
-                self._window_end, self._window_bytes = now + self._window, 0
-            left = self._window_end - now
+                self._window_waited, self._window_bytes = 0.0, 0
+            left = self._window - self._window_waited
             if wait is None or left < wait:
                 wait, limited = left, True
         return wait, limited
@@ -278,24 +277,33 @@ class PduStream:
         return "stop" if ready else "timeout"
 
     def _recv_into(self, view: memoryview) -> int:
-        watched = self._deadline is not None or self._rate
+        watched = self._budget is not None or bool(self._rate)
+        started = 0.0
         while True:
             limited = False
             if watched:
                 wait, limited = self._wait()
                 self.sock.settimeout(wait)
+                started = time.monotonic()
             try:
                 count = self.sock.recv_into(view)
             except TimeoutError:
-                if limited:
-                    continue  # _wait() now raises, or a window passed with enough data
-                raise NetworkError(f"no data within {self._silence:g} s", peer=self.peer) from None
+                if not limited:
+                    raise NetworkError(f"no data within {self.sock.gettimeout():g} s",
+                                       peer=self.peer) from None
+                count = -1  # _wait() now raises, or a window passed with enough data
             except OSError as exc:
                 raise NetworkError(f"connection lost: {exc}", peer=self.peer) from None
             if count == 0:
                 raise NetworkError("connection closed by the peer", peer=self.peer)
-            self._window_bytes += count
-            return count
+            if watched:
+                waited = time.monotonic() - started
+                if self._budget is not None:
+                    self._budget -= waited
+                self._window_waited += waited
+            if count > 0:
+                self._window_bytes += count
+                return count
 
     def _fill(self, count: int) -> memoryview:
         """The next ``count`` bytes, received if need be; valid until the next read."""
@@ -404,7 +412,7 @@ class PduStream:
         NetworkError
             If the connection fails or the send times out.
         """
-        if self._deadline is not None or self._rate:  # reads may have shortened the timeout
+        if self._budget is not None or self._rate:  # reads may have shortened the timeout
             self.sock.settimeout(self._silence)
         try:
             self.sock.sendall(data)
@@ -483,11 +491,11 @@ class MessageReader:
 
     def _read_pdu(self, at_boundary: bool) -> None:
         stream = self._stream
-        stream.set_deadline(None)  # the last PDU is complete
+        stream.limit_wait(None)  # the last PDU is complete
         pdu_type, length = stream.read_header()
         if self._pdu_timeout is not None:
-            stream.set_deadline(time.monotonic() + self._pdu_timeout,
-                                f"PDU of {length} bytes (--pdu-timeout {self._pdu_timeout:g} s)")
+            stream.limit_wait(self._pdu_timeout,
+                              f"PDU of {length} bytes (--pdu-timeout {self._pdu_timeout:g} s)")
         if pdu_type == P_DATA_TF_TYPE:
             if length > self._limit:
                 raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds the maximum of "
@@ -501,7 +509,7 @@ class MessageReader:
             raise peer_aborted(stream, stream.read_exact(4))
         if pdu_type == A_RELEASE_RQ_TYPE and at_boundary:
             stream.read_exact(4)
-            stream.set_deadline(None)
+            stream.limit_wait(None)
             raise ReleaseRequested()
         raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} during data transfer",
                             peer=stream.peer, reason=2)
@@ -543,7 +551,7 @@ class MessageReader:
         finally:
             stream.watch_rate(0, 0)
             if not self._left:
-                stream.set_deadline(None)
+                stream.limit_wait(None)
 
     def _read_message(self, sink_for: Callable[[int, Command], DataSetSink]
                       ) -> tuple[int, Command, DataSetSink | None]:

@@ -712,12 +712,12 @@ class StorageSCP:
             if self.ssl_context is not None:
                 conn = self.ssl_context.wrap_socket(conn, server_side=True)
             stream = PduStream(conn, peer)
-            stream.set_deadline(accepted_at + self.acse_timeout,
-                                f"A-ASSOCIATE-RQ (--acse-timeout {self.acse_timeout:g} s)")
+            stream.limit_wait(accepted_at + self.acse_timeout - time.monotonic(),
+                              f"A-ASSOCIATE-RQ (--acse-timeout {self.acse_timeout:g} s)")
             try:
                 accepted = self._negotiate(stream, accepted_at)
             finally:
-                stream.set_deadline(None)
+                stream.limit_wait(None)
                 self._pending.leave(address[0])
                 pending = False
             if accepted is not None:
