@@ -319,6 +319,8 @@ class NetworkConfig:
             if not isinstance(node, Node):
                 raise InvalidInputError(f"node {name!r} must be a Node, got {type(node).__name__}")
         object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
+        if not isinstance(self.receive, ReceiveLimits):
+            raise InvalidInputError(f"receive must be ReceiveLimits, got {type(self.receive).__name__}")
 
 
 @dataclass(frozen=True)
@@ -435,17 +437,16 @@ def _network(data: object, path: Path) -> NetworkConfig:
     if not isinstance(data, dict):
         raise InvalidInputError("[network] must be a table", path=path)
     data = dict(data)
+    if "receive" in data:  # the admission limits are keys of [network] itself
+        raise InvalidInputError("unknown setting(s) in [network]: receive", path=path)
+    limits = {f.name: data.pop(f.name) for f in fields(ReceiveLimits) if f.name in data}
+    data["receive"] = _section(ReceiveLimits, limits, path, "network")
     nodes_data = data.pop("nodes", {})
     if not isinstance(nodes_data, dict):
         raise InvalidInputError("[network.nodes] must be a table of tables", path=path)
     nodes = {name: _section(Node, entry, path, f"network.nodes.{name}")
              for name, entry in nodes_data.items()}
-    if "receive" in data:
-        raise InvalidInputError("unknown setting(s) in [network]: receive", path=path)
-    limits = {f.name: data.pop(f.name) for f in fields(ReceiveLimits) if f.name in data}
-    receive = _section(ReceiveLimits, limits, path, "network")
-    return _section(NetworkConfig, {**data, "nodes": nodes, "receive": receive},  # type: ignore[return-value]
-                    path, "network")
+    return _section(NetworkConfig, {**data, "nodes": nodes}, path, "network")  # type: ignore[return-value]
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
