@@ -46,7 +46,7 @@ import re
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -284,6 +284,20 @@ class ReceiveLimits:
         if self.max_pending_per_address > self.max_pending:
             raise InvalidInputError(f"max_pending_per_address ({self.max_pending_per_address}) "
                                     f"cannot exceed max_pending ({self.max_pending})")
+
+    def updated(self, values: Mapping[str, object]) -> ReceiveLimits:
+        """These limits with those of ``values`` (e.g. parsed flags) that are set (not ``None``).
+
+        Keys other than the field names are ignored.
+
+        Raises
+        ------
+        InvalidInputError
+            If a new value is out of range.
+        """
+        given = {f.name: values[f.name] for f in fields(self)
+                 if values.get(f.name) is not None}
+        return replace(self, **given)
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ import re
 import signal
 import ssl
 import sys
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from pydicom.multival import MultiValue
 
 from rtforge.cli._common import add_output_flags, emit_json, progress_bar
-from rtforge.config import Config, ReceiveLimits, load_config
+from rtforge.config import Config, load_config
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net import (
     DuplicatePolicy,
@@ -295,13 +294,6 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def _receive_limits(args: argparse.Namespace, limits: ReceiveLimits) -> ReceiveLimits:
-    """The configuration's admission limits, with the flags given on the command line."""
-    given = {f.name: getattr(args, f.name) for f in fields(ReceiveLimits)
-             if getattr(args, f.name) is not None}
-    return replace(limits, **given)
-
-
 def _receive(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     catalog_path = None
@@ -322,7 +314,7 @@ def _receive(args: argparse.Namespace) -> int:
                      host=args.bind, max_associations=args.max_associations,
                      max_pdu=args.max_pdu, refuse_compressed=args.refuse_compressed,
                      allowed_aets=args.allow_aets, duplicates=args.duplicates,
-                     ssl_context=_tls(args), limits=_receive_limits(args, config.network.receive),
+                     ssl_context=_tls(args), limits=config.network.receive.updated(vars(args)),
                      sync=SyncPolicy.NONE if args.no_fsync else args.sync or SyncPolicy.OBJECT,
                      on_stored=on_stored)
     scp.prepare()  # the folder's lock: a second receiver on OUT stops here
