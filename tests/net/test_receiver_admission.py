@@ -433,6 +433,10 @@ def test_admission_limits_from_the_configuration(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(InvalidInputError, match="cannot exceed max_pending"):
         ReceiveLimits(max_pending=2, max_pending_per_address=3)
+    # flags given on the command line win; those not given (None) and other keys are ignored
+    flags = {"min_rate": None, "max_pending": 5, "out": "rx"}
+    assert limits.updated(flags) == ReceiveLimits(acse_timeout=5, min_rate=0, max_pending=5,
+                                                  max_pending_per_address=2)
 
 
 def test_receive_refuses_a_bad_limit_in_one_line(tmp_path: Path,

@@ -116,7 +116,7 @@ PDU_TOLERANCE = 64
 _UNLIMITED_FRAGMENT = 1 << 20
 #: Bytes of PDUs collected before one ``sendall``.
 _SEND_BATCH = 1 << 20
-#: Initial size of a connection's receive buffer (it grows to the largest PDU read).
+#: Size of a connection's receive buffer (only a PDU read whole, as an A-ASSOCIATE-RQ, grows it).
 _RECV_BUFFER = 1 << 18
 _PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, length
 _PDV_ITEM = struct.Struct(">LBB")  # PDV item length, context ID, message control header
