@@ -55,6 +55,7 @@ _RECEIVE_EXAMPLE = """examples:
   rtforge receive --aet RTFORGE --port 11112 --out incoming
   rtforge receive --out incoming --allow-aet ORTHANC --allow-aet TPS1 --refuse-compressed
   rtforge receive --out /mnt/ramdisk/incoming --sync none
+  rtforge receive --out incoming --acse-timeout 5 --max-pending-per-address 4 --min-rate 4096
 files: OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, written
 under a temporary name and renamed; with --sync object (default) each file and its folder are
 flushed to disk before success is answered. Ctrl-C or SIGTERM: stop accepting, finish the
@@ -67,6 +68,10 @@ content is kept beside the first as <UID>_2.dcm (and reported), never dropped.
 one receiver per OUT: a second one exits 1 (lock file OUT/""" + LOCK_NAME + """). With
 --catalog, start-up first reconciles the catalog with OUT (after a crash, kill -9 included):
 files without rows are indexed, rows whose file is gone are settled.
+under attack (admission limits above): a connection over a pending cap is closed at once; one
+that has not sent its whole A-ASSOCIATE-RQ within --acse-timeout is closed; an association
+whose PDU or data rate is too slow, or whose P-DATA-TF exceeds --max-pdu by more than 64 bytes,
+is aborted; each with a log line (-v shows them). One association holds about 33 MiB at most.
 """
 _FIND_EXAMPLE = """examples:
   rtforge find pacs --patient-name "DOE^*" --study-date 20240101-20240131
