@@ -14,6 +14,13 @@ A missing file means the defaults.  Example::
     [network]
     ae_title = "RTFORGE"
     port = 11112
+    acse_timeout = 10     # rtforge receive: admission limits (ReceiveLimits, defaults shown)
+    pdu_timeout = 30
+    network_timeout = 60
+    min_rate = 1024       # bytes/s while a message arrives, over each rate_window
+    rate_window = 10
+    max_pending = 64
+    max_pending_per_address = 8
 
     [network.nodes.pacs]
     ae_title = "ORTHANC"
@@ -49,7 +56,7 @@ import re
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -64,6 +71,7 @@ __all__ = [
     "ExportConfig",
     "Node",
     "NetworkConfig",
+    "ReceiveLimits",
     "ArchiveConfig",
     "Config",
     "config_path",
@@ -274,6 +282,79 @@ class Node:
 
 
 @dataclass(frozen=True)
+class ReceiveLimits:
+    """What ``rtforge receive`` grants a connection before and after it associates.
+
+    Set in ``[network]`` (same names) and on ``rtforge receive`` (same names
+    as flags, ``-`` for ``_``).  :mod:`rtforge.net.receiver` says how they
+    work together.
+
+    Parameters
+    ----------
+    acse_timeout : float
+        Seconds from the connection to the whole A-ASSOCIATE-RQ read (TLS
+        handshake included; ARTIM, PS3.8 9.1.5); default 10.
+    pdu_timeout : float
+        Seconds each PDU has, once its header is read, to arrive whole;
+        default 30.
+    network_timeout : float
+        Seconds an association may stay silent between messages; default 60.
+    min_rate : int
+        Bytes per second a message must bring while it arrives, over every
+        ``rate_window``; 0 means no minimum; default 1024.
+    rate_window : float
+        Seconds over which ``min_rate`` is measured; default 10.
+    max_pending : int
+        Connections not yet associated (TLS handshake, A-ASSOCIATE-RQ),
+        from everyone together; one more is closed at once; default 64.
+    max_pending_per_address : int
+        The same, from one IP address; default 8.
+
+    Raises
+    ------
+    InvalidInputError
+        If any value is out of range.
+    """
+
+    acse_timeout: float = 10.0
+    pdu_timeout: float = 30.0
+    network_timeout: float = 60.0
+    min_rate: int = 1024
+    rate_window: float = 10.0
+    max_pending: int = 64
+    max_pending_per_address: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("acse_timeout", "pdu_timeout", "network_timeout", "rate_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 < value <= 86400:
+                raise InvalidInputError(f"{name} must be 0 to 86400 seconds, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        for name, low in (("min_rate", 0), ("max_pending", 1), ("max_pending_per_address", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**31:
+                raise InvalidInputError(f"{name} must be an integer from {low}, got {value!r}")
+        if self.max_pending_per_address > self.max_pending:
+            raise InvalidInputError(f"max_pending_per_address ({self.max_pending_per_address}) "
+                                    f"cannot exceed max_pending ({self.max_pending})")
+
+    def updated(self, values: Mapping[str, object]) -> ReceiveLimits:
+        """These limits with those of ``values`` (e.g. parsed flags) that are set (not ``None``).
+
+        Keys other than the field names are ignored.
+
+        Raises
+        ------
+        InvalidInputError
+            If a new value is out of range.
+        """
+        given = {f.name: values[f.name] for f in fields(self)
+                 if values.get(f.name) is not None}
+        return replace(self, **given)
+
+
+@dataclass(frozen=True)
 class NetworkConfig:
     """Our own application entity and the nodes we know (Oncentra 4.4.1).
 
@@ -286,11 +367,15 @@ class NetworkConfig:
         Default listening port of ``rtforge receive`` (default 11112).
     nodes : mapping of str to Node
         Remote nodes by name (letters, digits, ``_``, ``.``, ``-``).
+    receive : ReceiveLimits
+        Admission limits of ``rtforge receive`` (its fields are keys of
+        ``[network]`` itself).
     """
 
     ae_title: str = "RTFORGE"
     port: int = 11112
     nodes: Mapping[str, Node] = field(default_factory=dict)
+    receive: ReceiveLimits = field(default_factory=ReceiveLimits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
@@ -302,6 +387,8 @@ class NetworkConfig:
             if not isinstance(node, Node):
                 raise InvalidInputError(f"node {name!r} must be a Node, got {type(node).__name__}")
         object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
+        if not isinstance(self.receive, ReceiveLimits):
+            raise InvalidInputError(f"receive must be ReceiveLimits, got {type(self.receive).__name__}")
 
 
 @dataclass(frozen=True)
@@ -430,6 +517,10 @@ def _network(data: object, path: Path) -> NetworkConfig:
     if not isinstance(data, dict):
         raise InvalidInputError("[network] must be a table", path=path)
     data = dict(data)
+    if "receive" in data:  # the admission limits are keys of [network] itself
+        raise InvalidInputError("unknown setting(s) in [network]: receive", path=path)
+    limits = {f.name: data.pop(f.name) for f in fields(ReceiveLimits) if f.name in data}
+    data["receive"] = _section(ReceiveLimits, limits, path, "network")
     nodes_data = data.pop("nodes", {})
     if not isinstance(nodes_data, dict):
         raise InvalidInputError("[network.nodes] must be a table of tables", path=path)

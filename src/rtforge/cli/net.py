@@ -68,6 +68,7 @@ _RECEIVE_EXAMPLE = """examples:
   rtforge receive --aet RTFORGE --port 11112 --out incoming
   rtforge receive --out incoming --allow-aet ORTHANC --allow-aet TPS1 --refuse-compressed
   rtforge receive --out /mnt/ramdisk/incoming --sync none
+  rtforge receive --out incoming --acse-timeout 5 --max-pending-per-address 4 --min-rate 4096
 files: OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm, written
 under a temporary name and renamed; with --sync object (default) each file and its folder are
 flushed to disk before success is answered. Ctrl-C or SIGTERM: stop accepting, finish the
@@ -80,6 +81,10 @@ content is kept beside the first as <UID>_2.dcm (and reported), never dropped.
 one receiver per OUT: a second one exits 1 (lock file OUT/""" + LOCK_NAME + """). With
 --catalog, start-up first reconciles the catalog with OUT (after a crash, kill -9 included):
 files without rows are indexed, rows whose file is gone are settled.
+under attack (admission limits above): a connection over a pending cap is closed at once; one
+that has not sent its whole A-ASSOCIATE-RQ within --acse-timeout is closed; an association
+whose PDU or data rate is too slow, or whose P-DATA-TF exceeds --max-pdu by more than 64 bytes,
+is aborted; each with a log line (-v shows them). One association holds about 33 MiB at most.
 """
 _FIND_EXAMPLE = """examples:
   rtforge find pacs --patient-name "DOE^*" --study-date 20240101-20240131
@@ -150,7 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-associations", type=int, default=10, metavar="N",
                    help="simultaneous associations; one more is rejected (default 10)")
     p.add_argument("--max-pdu", type=int, default=16384, metavar="BYTES",
-                   help="largest PDU we accept (default 16384)")
+                   help="Maximum Length we announce (default 16384); a P-DATA-TF longer by more "
+                        "than 64 bytes aborts the association. Memory does not grow with it: "
+                        "PDUs are read in pieces, an association holds about 33 MiB at most")
     p.add_argument("--refuse-compressed", action="store_true",
                    help="refuse JPEG Baseline, JPEG Lossless and RLE")
     p.add_argument("--allow-aet", action="append", metavar="AET", dest="allow_aets",
@@ -179,10 +186,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "tmpfs, or a disk with a protected write cache)")
     durability.add_argument("--no-fsync", action="store_true",
                             help="the same as --sync none")
-    p.add_argument("--acse-timeout", type=float, default=30.0, metavar="S",
-                   help="seconds a new connection has to ask for an association (default 30)")
-    p.add_argument("--network-timeout", type=float, default=60.0, metavar="S",
-                   help="seconds an association may stay silent (default 60)")
+    limits = p.add_argument_group(
+        "admission limits", "what a connection is granted (defaults: [network] of the "
+        "configuration, else the values shown); past a limit a connection is closed or its "
+        "association aborted, with a log line, and its slot is free again")
+    limits.add_argument("--acse-timeout", type=float, metavar="S",
+                        help="seconds from the connection to its whole A-ASSOCIATE-RQ, TLS "
+                             "handshake included (default 10)")
+    limits.add_argument("--network-timeout", type=float, metavar="S",
+                        help="seconds an association may stay silent between messages "
+                             "(default 60)")
+    limits.add_argument("--pdu-timeout", type=float, metavar="S",
+                        help="seconds each PDU has, from its header, to arrive whole (default 30)")
+    limits.add_argument("--min-rate", type=int, metavar="BYTES",
+                        help="bytes per second a message must bring while it arrives, over "
+                             "each --rate-window; 0: no minimum (default 1024)")
+    limits.add_argument("--rate-window", type=float, metavar="S",
+                        help="seconds over which --min-rate is measured (default 10)")
+    limits.add_argument("--max-pending", type=int, metavar="N",
+                        help="connections not yet associated, in all; one more is closed at once "
+                             "(default 64; counted apart from --max-associations)")
+    limits.add_argument("--max-pending-per-address", type=int, metavar="N",
+                        help="the same from one IP address (default 8)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(p)
     p.set_defaults(func=_receive)
@@ -321,8 +346,7 @@ def _receive(args: argparse.Namespace) -> int:
                      host=args.bind, max_associations=args.max_associations,
                      max_pdu=args.max_pdu, refuse_compressed=args.refuse_compressed,
                      allowed_aets=args.allow_aets, duplicates=args.duplicates,
-                     ssl_context=_tls(args), acse_timeout=args.acse_timeout,
-                     network_timeout=args.network_timeout,
+                     ssl_context=_tls(args), limits=config.network.receive.updated(vars(args)),
                      sync=SyncPolicy.NONE if args.no_fsync else args.sync or SyncPolicy.OBJECT,
                      on_stored=on_stored)
     scp.prepare()  # the folder's lock: a second receiver on OUT stops here

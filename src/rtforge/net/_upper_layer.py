@@ -36,6 +36,7 @@ import select
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -66,6 +67,7 @@ __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "ProtocolError",
+    "LimitExceeded",
     "PeerAborted",
     "ReleaseRequested",
     "PduStream",
@@ -85,6 +87,10 @@ __all__ = [
     "rejection_words",
     "peer_aborted",
     "read_associate_pdu",
+    "AssociateRequestHead",
+    "read_associate_rq_head",
+    "read_associate_rq_rest",
+    "PDU_TOLERANCE",
 ]
 
 #: PDU types (PS3.8 9.3.1).
@@ -100,19 +106,36 @@ APPLICATION_CONTEXT_NAME = UID("1.2.840.10008.3.1.1.1")
 
 #: A-ASSOCIATE PDUs larger than this are refused (128 contexts take about 12 KiB).
 _MAX_ASSOCIATE_PDU = 1 << 20
+#: A P-DATA-TF may exceed the Maximum Length we announced by this much (bytes): peers that
+#: count the maximum as the PDV's data, or as the whole PDU with its header, still get in.
+PDU_TOLERANCE = 64
 #: Data per PDV when the peer sets no maximum PDU length.
 _UNLIMITED_FRAGMENT = 1 << 20
 #: Bytes of PDUs collected before one ``sendall``.
 _SEND_BATCH = 1 << 20
-#: Initial size of a connection's receive buffer (it grows to the largest PDU read).
+#: Size of a connection's receive buffer (only a PDU read whole, as an A-ASSOCIATE-RQ, grows it).
 _RECV_BUFFER = 1 << 18
 _PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, length
 _PDV_ITEM = struct.Struct(">LBB")  # PDV item length, context ID, message control header
 _PDV_HEADER = struct.Struct(">BBLLBB")  # a P-DATA-TF header and its one PDV item's header
+#: The fixed fields of an A-ASSOCIATE-RQ after its PDU header (PS3.8 table 9-11): protocol
+#: version, reserved, Called AE Title, Calling AE Title, 32 reserved bytes.
+_ASSOCIATE_FIXED = struct.Struct(">HH16s16s32x")
 
 
 class ProtocolError(NetworkError):
-    """The peer broke the Upper Layer protocol; the association must be aborted."""
+    """The peer broke the Upper Layer protocol; the association must be aborted.
+
+    ``reason`` is the A-ABORT reason to send (PS3.8 9.3.8; 0: not specified).
+    """
+
+    def __init__(self, message: str, peer: str | None = None, reason: int = 0) -> None:
+        super().__init__(message, peer=peer)
+        self.reason = reason
+
+
+class LimitExceeded(NetworkError):
+    """The peer was too slow: a deadline passed or its data rate fell below the minimum."""
 
 
 class PeerAborted(NetworkError):
@@ -143,7 +166,8 @@ class PduStream:
     Parameters
     ----------
     sock : socket.socket
-        Connected; its timeout bounds every read and write.
+        Connected; its timeout (:meth:`set_timeout`) bounds every write and
+        the silence a read waits through.
     peer : str
         How the peer is named in errors.
 
@@ -151,7 +175,10 @@ class PduStream:
     -----
     Reads fill one reusable buffer with as much as the socket has (several
     PDUs per system call when they are queued) and hand out views of it, so
-    a received byte is copied once, by whoever keeps it.
+    a received byte is copied once, by whoever keeps it.  Besides the
+    silence timeout, reads can be held to a total time (:meth:`limit_wait`)
+    and a minimum data rate (:meth:`watch_rate`), which a peer trickling
+    bytes cannot stretch.
     """
 
     def __init__(self, sock: socket.socket, peer: str) -> None:
@@ -161,6 +188,68 @@ class PduStream:
         self._view = memoryview(self._buffer)
         self._start = 0
         self._end = 0
+        self._silence = sock.gettimeout()  # the longest wait for one read
+        self._budget: float | None = None  # seconds reads may still wait (limit_wait)
+        self._budget_what = ""
+        self._rate = 0.0  # bytes per second wanted while a rate watch runs (0: none)
+        self._window = 0.0
+        self._window_waited = 0.0
+        self._window_bytes = 0
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """The longest silence a read waits through (and the socket's timeout for sends)."""
+        self._silence = seconds
+        self.sock.settimeout(seconds)
+
+    def limit_wait(self, seconds: float | None, what: str = "") -> None:
+        """Let reads wait ``seconds`` in all from now on, however the bytes trickle in.
+
+        Only time spent waiting for the peer counts (not our own work
+        between reads).  ``what`` says what had to be complete (it goes into
+        the :class:`LimitExceeded` message); ``None`` lifts the limit.
+        """
+        self._budget, self._budget_what = seconds, what
+        if seconds is None and not self._rate:
+            self.sock.settimeout(self._silence)
+
+    def watch_rate(self, bytes_per_second: float, window: float) -> None:
+        """Fail reads once ``window`` seconds of waiting bring fewer than ``bytes_per_second * window``.
+
+        ``bytes_per_second`` 0 ends the watch.  Windows follow each other
+        from the call on; only time spent waiting for the peer counts (a
+        receiver busy with its disk does not make a sender slow); bytes
+        already buffered are not counted.
+        """
+        self._rate, self._window = float(bytes_per_second), float(window)
+        self._window_waited, self._window_bytes = 0.0, 0
+        if not bytes_per_second and self._budget is None:
+            self.sock.settimeout(self._silence)
+
+    def _wait(self) -> tuple[float | None, bool]:
+        """How long the next read may wait, and whether that wait is a limit's, not silence.
+
+        Raises
+        ------
+        LimitExceeded
+            If the wait budget is spent, or the window just ended brought too little.
+        """
+        wait, limited = self._silence, False
+        if self._budget is not None:
+            if self._budget <= 0:
+                raise LimitExceeded(f"{self._budget_what} not complete in time", peer=self.peer)
+            if wait is None or self._budget < wait:
+                wait, limited = self._budget, True
+        if self._rate:
+            if self._window_waited >= self._window:
+                if self._window_bytes < self._rate * self._window:
+                    raise LimitExceeded(f"{self._window_bytes} bytes in {self._window:g} s, less "
+                                        f"than the minimum of {self._rate:g} bytes/s",
+                                        peer=self.peer)
+                self._window_waited, self._window_bytes = 0.0, 0
+            left = self._window - self._window_waited
+            if wait is None or left < wait:
+                wait, limited = left, True
+        return wait, limited
 
     def pending(self) -> bool:
         """Whether bytes are already received and waiting to be read."""
@@ -185,16 +274,33 @@ class PduStream:
         return "stop" if ready else "timeout"
 
     def _recv_into(self, view: memoryview) -> int:
-        try:
-            count = self.sock.recv_into(view)
-        except TimeoutError:
-            raise NetworkError(f"no data within {self.sock.gettimeout():g} s",
-                               peer=self.peer) from None
-        except OSError as exc:
-            raise NetworkError(f"connection lost: {exc}", peer=self.peer) from None
-        if count == 0:
-            raise NetworkError("connection closed by the peer", peer=self.peer)
-        return count
+        watched = self._budget is not None or bool(self._rate)
+        started = 0.0
+        while True:
+            limited = False
+            if watched:
+                wait, limited = self._wait()
+                self.sock.settimeout(wait)
+                started = time.monotonic()
+            try:
+                count = self.sock.recv_into(view)
+            except TimeoutError:
+                if not limited:
+                    raise NetworkError(f"no data within {self.sock.gettimeout():g} s",
+                                       peer=self.peer) from None
+                count = -1  # _wait() now raises, or a window passed with enough data
+            except OSError as exc:
+                raise NetworkError(f"connection lost: {exc}", peer=self.peer) from None
+            if count == 0:
+                raise NetworkError("connection closed by the peer", peer=self.peer)
+            if watched:
+                waited = time.monotonic() - started
+                if self._budget is not None:
+                    self._budget -= waited
+                self._window_waited += waited
+            if count > 0:
+                self._window_bytes += count
+                return count
 
     def _fill(self, count: int) -> memoryview:
         """The next ``count`` bytes, received if need be; valid until the next read."""
@@ -225,6 +331,42 @@ class PduStream:
         data = bytes(self._fill(count))
         self._start += count
         return data
+
+    def read_some(self, most: int) -> memoryview:
+        """Between 1 and ``most`` bytes (valid until the next read), received if none is buffered.
+
+        Never more than the receive buffer holds: what a peer declares is
+        never allocated.
+
+        Raises
+        ------
+        NetworkError
+            If the connection closes, fails or times out first.
+        """
+        if self._start >= self._end:
+            self._start = self._end = 0
+            self._end = self._recv_into(self._view)
+        start = self._start
+        end = min(self._end, start + most)
+        self._start = end
+        return self._view[start:end]
+
+    def read_header(self) -> tuple[int, int]:
+        """The next PDU's header: its type and the length of its body (not read).
+
+        Raises
+        ------
+        ProtocolError
+            If the PDU type is not one of PS3.8 9.3.1.
+        NetworkError
+            If the connection closes, fails or times out first.
+        """
+        pdu_type, _, length = _PDU_HEADER.unpack_from(self._fill(6))
+        self._start += 6
+        if not A_ASSOCIATE_RQ_TYPE <= pdu_type <= A_ABORT_TYPE:
+            raise ProtocolError(f"unrecognized PDU type 0x{pdu_type:02X}", peer=self.peer,
+                                reason=1)
+        return pdu_type, length
 
     def read_pdu(self, limit: int) -> tuple[int, memoryview]:
         """Read one whole PDU: its type and its body (valid until the next read).
@@ -267,17 +409,19 @@ class PduStream:
         NetworkError
             If the connection fails or the send times out.
         """
+        if self._budget is not None or self._rate:  # reads may have shortened the timeout
+            self.sock.settimeout(self._silence)
         try:
             self.sock.sendall(data)
         except TimeoutError:
-            raise NetworkError(f"send blocked for {self.sock.gettimeout():g} s",
-                               peer=self.peer) from None
+            raise NetworkError(f"send blocked for {self._silence:g} s", peer=self.peer) from None
         except OSError as exc:
             raise NetworkError(f"connection lost: {exc}", peer=self.peer) from None
 
     def send_abort(self, source: int = 0, reason: int = 0) -> None:
-        """Send an A-ABORT, ignoring a connection that is already gone."""
+        """Send an A-ABORT (waiting 1 s at most), ignoring a connection that is already gone."""
         with contextlib.suppress(OSError):
+            self.sock.settimeout(1.0)
             self.sock.sendall(abort_pdu(source, reason))
 
     def close(self) -> None:
@@ -309,34 +453,63 @@ class MessageReader:
     ----------
     stream : PduStream
     max_pdu : int
-        The Maximum Length we announced (0: none); PDUs far beyond it are refused.
+        The Maximum Length we announced (0: none).  A P-DATA-TF longer than
+        that by more than :data:`PDU_TOLERANCE` bytes is a protocol error.
     contexts : collection of int
         The accepted presentation context IDs.
+    pdu_timeout : float, optional
+        Seconds each PDU has, once its header is read, to arrive whole.
+    min_rate, rate_window : float, optional
+        While a message arrives, every ``rate_window`` seconds must bring at
+        least ``min_rate * rate_window`` bytes (``min_rate`` 0: no minimum).
+
+    Notes
+    -----
+    A PDU is never read whole: its presentation data values go to their
+    sink in pieces of at most the stream's buffer, so the memory a peer can
+    make us hold does not depend on the lengths it declares.
     """
 
-    def __init__(self, stream: PduStream, max_pdu: int, contexts: Collection[int]) -> None:
+    def __init__(self, stream: PduStream, max_pdu: int, contexts: Collection[int], *,
+                 pdu_timeout: float | None = None, min_rate: float = 0.0,
+                 rate_window: float = 10.0) -> None:
         self._stream = stream
-        self._limit = max(4 * max_pdu, 1 << 20) if max_pdu else 1 << 26
+        self._limit = max_pdu + PDU_TOLERANCE if max_pdu else 0xFFFFFFFF
+        self._max_pdu = max_pdu
         self._contexts = contexts
-        self._body = memoryview(b"")
-        self._pos = 0
+        self._pdu_timeout = pdu_timeout
+        self._min_rate = min_rate
+        self._rate_window = rate_window
+        self._left = 0  # bytes of the current P-DATA-TF not read yet
 
     def pending(self) -> bool:
         """Whether part of the next message is already received."""
-        return self._pos < len(self._body) or self._stream.pending()
+        return self._left > 0 or self._stream.pending()
 
     def _read_pdu(self, at_boundary: bool) -> None:
         stream = self._stream
-        pdu_type, body = stream.read_pdu(self._limit)
+        stream.limit_wait(None)  # the last PDU is complete
+        pdu_type, length = stream.read_header()
+        if self._pdu_timeout is not None:
+            stream.limit_wait(self._pdu_timeout,
+                              f"PDU of {length} bytes (--pdu-timeout {self._pdu_timeout:g} s)")
         if pdu_type == P_DATA_TF_TYPE:
-            self._body, self._pos = body, 0
+            if length > self._limit:
+                raise ProtocolError(f"P-DATA-TF of {length} bytes exceeds the maximum of "
+                                    f"{self._max_pdu} we announced", peer=stream.peer, reason=6)
+            self._left = length
             return
+        if pdu_type in (A_ABORT_TYPE, A_RELEASE_RQ_TYPE) and length != 4:
+            raise ProtocolError(f"PDU type 0x{pdu_type:02X} of invalid length {length}",
+                                peer=stream.peer, reason=6)
         if pdu_type == A_ABORT_TYPE:
-            raise peer_aborted(stream, bytes(body))
+            raise peer_aborted(stream, stream.read_exact(4))
         if pdu_type == A_RELEASE_RQ_TYPE and at_boundary:
+            stream.read_exact(4)
+            stream.limit_wait(None)
             raise ReleaseRequested()
         raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02X} during data transfer",
-                            peer=stream.peer)
+                            peer=stream.peer, reason=2)
 
     def read_message(self, sink_for: Callable[[int, Command], DataSetSink]
                      ) -> tuple[int, Command, DataSetSink | None]:
@@ -362,48 +535,64 @@ class MessageReader:
             If the peer aborted.
         ProtocolError
             If the PDUs do not form a valid message.
+        LimitExceeded
+            If a PDU took longer than ``pdu_timeout`` or the data came slower
+            than ``min_rate``.
         NetworkError
             If the connection fails or times out.
         """
-        peer = self._stream.peer
+        stream = self._stream
+        stream.watch_rate(self._min_rate, self._rate_window)
+        try:
+            return self._read_message(sink_for)
+        finally:
+            stream.watch_rate(0, 0)
+            if not self._left:
+                stream.limit_wait(None)
+
+    def _read_message(self, sink_for: Callable[[int, Command], DataSetSink]
+                      ) -> tuple[int, Command, DataSetSink | None]:
+        stream = self._stream
+        peer = stream.peer
         command_set = bytearray()
         command: Command | None = None
         sink: DataSetSink | None = None
         context: int | None = None
         while True:
-            body, pos = self._body, self._pos
-            if pos >= len(body):
+            if not self._left:
                 self._read_pdu(at_boundary=context is None)
                 continue
-            # One presentation data value item (PS3.8 9.3.5.1), parsed here: the hot loop.
-            if len(body) - pos < 6:
-                raise ProtocolError("truncated presentation data value item", peer=peer)
-            length, context_id, control = _PDV_ITEM.unpack_from(body, pos)
-            end = pos + 4 + length
-            if length < 2 or end > len(body):
+            # One presentation data value item (PS3.8 9.3.5.1).
+            if self._left < 6:
+                raise ProtocolError("truncated presentation data value item", peer=peer, reason=6)
+            length, context_id, control = _PDV_ITEM.unpack(stream.read_exact(6))
+            if length < 2 or length + 4 > self._left:
                 raise ProtocolError(f"presentation data value item of invalid length {length}",
-                                    peer=peer)
-            self._pos = end
-            payload = body[pos + 6:end]
+                                    peer=peer, reason=6)
+            self._left -= length + 4
             if context_id != context:
                 if context_id not in self._contexts:
                     raise ProtocolError(f"data on presentation context {context_id}, which is "
-                                        "not accepted", peer=peer)
+                                        "not accepted", peer=peer, reason=6)
                 if context is not None:
                     raise ProtocolError("one message on two presentation contexts", peer=peer)
                 context = context_id
-            if not control & 0x01:  # a data set fragment
+            todo = length - 2
+            if not control & 0x01:  # a data set fragment, passed on piece by piece
                 if command is None or sink is None:
                     raise ProtocolError("data set fragment before the command set", peer=peer)
-                sink.write(payload)
+                while todo:
+                    piece = stream.read_some(todo)
+                    todo -= len(piece)
+                    sink.write(piece)
                 if control & 0x02:
                     return context_id, command, sink
                 continue
             if command is not None:
                 raise ProtocolError("command fragment after the last one", peer=peer)
-            command_set += payload
-            if len(command_set) > 1 << 16:
+            if len(command_set) + todo > 1 << 16:
                 raise ProtocolError("command set larger than 64 KiB", peer=peer)
+            command_set += stream.read_exact(todo)
             if control & 0x02:
                 try:
                     command = decode_command(command_set)
@@ -580,3 +769,73 @@ def read_associate_pdu(stream: PduStream) -> tuple[int, bytes]:
     """Read a whole PDU during association set-up: (type, header and body)."""
     pdu_type, body = stream.read_pdu(_MAX_ASSOCIATE_PDU)
     return pdu_type, _PDU_HEADER.pack(pdu_type, 0, len(body)) + bytes(body)
+
+
+@dataclass(frozen=True)
+class AssociateRequestHead:
+    """The fixed fields of an A-ASSOCIATE-RQ (PS3.8 table 9-11), read before its items.
+
+    Parameters
+    ----------
+    protocol_version : int
+        Bit 0 set: version 1, the only one there is.
+    called_ae, calling_ae : str
+        The AE titles, leading and trailing spaces removed.
+    length : int
+        The PDU's body length (fixed fields and variable items).
+    raw : bytes
+        The PDU header and the fixed fields as received.
+    """
+
+    protocol_version: int
+    called_ae: str
+    calling_ae: str
+    length: int
+    raw: bytes
+
+
+def read_associate_rq_head(stream: PduStream) -> AssociateRequestHead:
+    """Read an A-ASSOCIATE-RQ's header and fixed fields, and no more.
+
+    What they say (the calling AE title above all) can be judged before the
+    variable items are read.
+
+    Raises
+    ------
+    ProtocolError
+        If the PDU is not an A-ASSOCIATE-RQ, or its length is out of bounds.
+    NetworkError
+        If the connection closes, fails or times out first.
+    """
+    pdu_type, length = stream.read_header()
+    if pdu_type != A_ASSOCIATE_RQ_TYPE:
+        raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
+                            peer=stream.peer, reason=2)
+    if not _ASSOCIATE_FIXED.size <= length <= _MAX_ASSOCIATE_PDU:
+        raise ProtocolError(f"A-ASSOCIATE-RQ of invalid length {length} (at most "
+                            f"{_MAX_ASSOCIATE_PDU})", peer=stream.peer, reason=6)
+    fixed = stream.read_exact(_ASSOCIATE_FIXED.size)
+    version, _, called, calling = _ASSOCIATE_FIXED.unpack(fixed)
+
+    def title(raw: bytes) -> str:
+        return raw.decode("ascii", "replace").strip(" \0")
+
+    return AssociateRequestHead(version, title(called), title(calling), length,
+                                _PDU_HEADER.pack(pdu_type, 0, length) + fixed)
+
+
+def read_associate_rq_rest(stream: PduStream, head: AssociateRequestHead) -> A_ASSOCIATE:
+    """Read the variable items of the A-ASSOCIATE-RQ ``head`` began; its primitive.
+
+    Raises
+    ------
+    ProtocolError
+        If the request cannot be decoded.
+    NetworkError
+        If the connection closes, fails or times out first.
+    """
+    rest = stream.read_exact(head.length - _ASSOCIATE_FIXED.size)
+    try:
+        return decode_associate_rq(head.raw + rest)
+    except Exception as exc:  # pynetdicom raises assorted errors on bad items
+        raise ProtocolError(f"invalid A-ASSOCIATE-RQ: {exc}", peer=stream.peer) from None

@@ -14,6 +14,36 @@ matters):
 - an optional calling-AE allowlist (rejected: permanent, calling AE title not
   recognized) and optional TLS.
 
+Admission control (:class:`~rtforge.config.ReceiveLimits`, ``[network]``
+and ``rtforge receive`` flags; defaults in brackets).  What a peer that
+says little, slowly, or declares much can hold is bounded:
+
+- *pending connections* (accepted, not yet answered: TLS handshake and
+  A-ASSOCIATE-RQ) are counted apart from the association slots: at most
+  ``max_pending`` [64] in all and ``max_pending_per_address`` [8] from one
+  IP address.  One more is closed at once, with a log line (nothing was
+  asked yet, so there is nothing to reject);
+- ``acse_timeout`` [10 s] is the whole time from the connection to the
+  last byte of its A-ASSOCIATE-RQ (the TLS handshake included: ARTIM,
+  PS3.8 9.1.5), however the bytes trickle in; past it the connection is
+  closed with a log line;
+- the calling AE title is judged as soon as the request's fixed fields are
+  read (74 bytes), before its variable items; a protocol version other than
+  1 is rejected (permanent, protocol version not supported);
+- once associated, each PDU has ``pdu_timeout`` [30 s] from its header to
+  its last byte; while a message arrives, every ``rate_window`` [10 s] must
+  bring ``min_rate`` [1024] bytes per second on average (0: no minimum);
+  between messages an association may stay silent ``network_timeout``
+  [60 s].  Past any of these the association is aborted (A-ABORT, service
+  provider) with a log line, and its slot is free again;
+- a P-DATA-TF longer than the Maximum Length we announce (``max_pdu``) by
+  more than :data:`~rtforge.net._upper_layer.PDU_TOLERANCE` (64) bytes
+  is aborted (A-ABORT, invalid PDU parameter value);
+- memory: no declared length is ever allocated.  PDUs are read in pieces of
+  at most 256 KiB (an A-ASSOCIATE-RQ: 1 MiB at most); an association holds
+  that buffer and the object in transfer, in memory up to 32 MiB, beyond it
+  on disk: about 33 MiB per association, whatever ``max_pdu`` is.
+
 Each object is kept exactly as received: the data set bytes go unchanged
 into a Part 10 file behind a File Meta Information header, under
 ``OUT/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``.
@@ -99,10 +129,11 @@ import select
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -120,8 +151,9 @@ from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.presentation import PresentationContext
 
-from rtforge.config import check_ae_title
+from rtforge.config import ReceiveLimits, check_ae_title
 from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net._admission import PendingConnections
 from rtforge.net._dimse import C_ECHO_RQ, C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP, Command, encode_command
 from rtforge.net._part10 import (
     PATIENT_ID,
@@ -137,19 +169,19 @@ from rtforge.net._part10 import (
     unlink_quietly,
 )
 from rtforge.net._upper_layer import (
-    A_ASSOCIATE_RQ_TYPE,
     APPLICATION_CONTEXT_NAME,
     RELEASE_RP_PDU,
+    LimitExceeded,
     MessageReader,
     PduStream,
     PeerAborted,
     ProtocolError,
     ReleaseRequested,
-    decode_associate_rq,
     encode_associate_ac,
     encode_associate_rj,
     encode_message,
-    read_associate_pdu,
+    read_associate_rq_head,
+    read_associate_rq_rest,
 )
 from rtforge.net.echo import VERIFICATION_SOP_CLASS
 
@@ -189,8 +221,6 @@ _INCOMING = ".incoming"
 _PART = ".part"
 #: Held (flock) by the receiver writing to the folder; a second one refuses to start.
 LOCK_NAME = ".rtforge-receive.lock"
-#: Connections that may wait for negotiation beyond ``max_associations`` (to be told "no").
-_EXTRA_CONNECTIONS = 8
 
 
 class DuplicatePolicy(str, Enum):
@@ -362,10 +392,15 @@ class StorageSCP:
         What to do with a SOP Instance UID received twice (default keep-first).
     ssl_context : ssl.SSLContext, optional
         Server-side TLS context; set ``verify_mode`` to require client certificates.
-    acse_timeout : float
-        Seconds a new connection has to send its A-ASSOCIATE-RQ (ARTIM, default 30).
-    network_timeout : float
-        Seconds an association may stay silent (default 60).
+    acse_timeout : float, optional
+        Seconds a new connection has to send its whole A-ASSOCIATE-RQ (ARTIM;
+        default ``limits.acse_timeout``, 10).
+    network_timeout : float, optional
+        Seconds an association may stay silent between messages (default
+        ``limits.network_timeout``, 60).
+    limits : ReceiveLimits, optional
+        Admission limits (see the module notes); ``acse_timeout`` and
+        ``network_timeout``, when given, take precedence over its fields.
     sync : SyncPolicy or str, optional
         What success promises (see :class:`SyncPolicy` and the module
         notes): ``"object"`` (default) flushes each file (fdatasync) and its
@@ -393,10 +428,11 @@ class StorageSCP:
                  max_pdu: int = 16384, refuse_compressed: bool = False,
                  allowed_aets: Iterable[str] | None = None,
                  duplicates: DuplicatePolicy | str = DuplicatePolicy.KEEP_FIRST,
-                 ssl_context: ssl.SSLContext | None = None, acse_timeout: float = 30.0,
-                 network_timeout: float = 60.0, sync: SyncPolicy | str | None = None,
+                 ssl_context: ssl.SSLContext | None = None, acse_timeout: float | None = None,
+                 network_timeout: float | None = None, sync: SyncPolicy | str | None = None,
                  durable: bool | None = None,
-                 on_stored: Callable[[StoredObject], None] | None = None) -> None:
+                 on_stored: Callable[[StoredObject], None] | None = None,
+                 limits: ReceiveLimits | None = None) -> None:
         self.ae_title = check_ae_title(ae_title)
         if not 0 <= port <= 65535:
             raise InvalidInputError(f"port must be 0 to 65535, got {port}")
@@ -404,8 +440,10 @@ class StorageSCP:
             raise InvalidInputError(f"max_associations must be 1 to 1000, got {max_associations}")
         if not 4096 <= max_pdu < 2**32:
             raise InvalidInputError(f"max_pdu must be 4096 to 4294967295 bytes, got {max_pdu}")
-        if acse_timeout <= 0 or network_timeout <= 0:
-            raise InvalidInputError("timeouts must be positive")
+        given = {name: value for name, value in (("acse_timeout", acse_timeout),
+                                                 ("network_timeout", network_timeout))
+                 if value is not None}
+        self.limits = replace(limits or ReceiveLimits(), **given)
         try:
             policy = SyncPolicy(sync) if sync is not None else None
         except ValueError:
@@ -427,8 +465,10 @@ class StorageSCP:
             check_ae_title(a, "allowed AE title") for a in allowed_aets)
         self.duplicates = DuplicatePolicy(duplicates)
         self.ssl_context = ssl_context
-        self.acse_timeout = float(acse_timeout)
-        self.network_timeout = float(network_timeout)
+        self.acse_timeout = self.limits.acse_timeout
+        self.network_timeout = self.limits.network_timeout
+        self._pending = PendingConnections(self.limits.max_pending,
+                                           self.limits.max_pending_per_address)
         self.on_stored = on_stored
         self._listener: socket.socket | None = None
         self._stop_r = self._stop_w = -1  # a pipe, readable once a stop is requested
@@ -450,6 +490,11 @@ class StorageSCP:
         self.conflicts = 0
         self.failed = 0
         self.rejected = 0
+
+    @property
+    def pending(self) -> int:
+        """Connections accepted and not yet answered (TLS handshake, A-ASSOCIATE-RQ) now."""
+        return self._pending.total
 
     @property
     def durable(self) -> bool:
@@ -617,18 +662,25 @@ class StorageSCP:
                 except OSError as exc:
                     logger.warning("accept failed: %s", exc)
                     continue
-                with self._lock:
-                    crowded = len(self._handlers) >= self.max_associations + _EXTRA_CONNECTIONS
-                    if not crowded:
-                        thread = threading.Thread(target=self._handle, args=(conn, address),
-                                                  name=f"assoc-{address[0]}:{address[1]}",
-                                                  daemon=True)
-                        self._handlers.add(thread)
-                if crowded:
-                    logger.warning("%s:%d: too many connections, closed at once", *address[:2])
+                crowded = self._pending.enter(address[0])
+                if crowded is not None:
+                    logger.warning("%s:%d: closed at once: already %s", address[0], address[1],
+                                   crowded)
                     conn.close()
                     continue
-                thread.start()
+                thread = threading.Thread(target=self._handle,
+                                          args=(conn, address, time.monotonic()),
+                                          name=f"assoc-{address[0]}:{address[1]}", daemon=True)
+                with self._lock:
+                    self._handlers.add(thread)
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # no thread to be had: the connection cannot wait
+                    logger.warning("%s:%d: closed at once: %s", address[0], address[1], exc)
+                    with self._lock:
+                        self._handlers.discard(thread)
+                    self._pending.leave(address[0])
+                    conn.close()
         finally:
             listener.close()
             with self._lock:
@@ -648,17 +700,26 @@ class StorageSCP:
 
     # -- one connection -------------------------------------------------------------------
 
-    def _handle(self, conn: socket.socket, address: tuple[str, int]) -> None:
+    def _handle(self, conn: socket.socket, address: tuple[str, int], accepted_at: float) -> None:
+        """Serve one connection; ``accepted_at`` (``time.monotonic()``) starts its ARTIM."""
         peer = f"{address[0]}:{address[1]}"
         stream: PduStream | None = None
         accepted: _Association | None = None
+        pending = True
         try:
-            conn.settimeout(self.acse_timeout)
+            conn.settimeout(self.acse_timeout)  # bounds the whole TLS handshake
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context is not None:
                 conn = self.ssl_context.wrap_socket(conn, server_side=True)
             stream = PduStream(conn, peer)
-            accepted = self._negotiate(stream)
+            stream.limit_wait(accepted_at + self.acse_timeout - time.monotonic(),
+                              f"A-ASSOCIATE-RQ (--acse-timeout {self.acse_timeout:g} s)")
+            try:
+                accepted = self._negotiate(stream, accepted_at)
+            finally:
+                stream.limit_wait(None)
+                self._pending.leave(address[0])
+                pending = False
             if accepted is not None:
                 self._serve_association(stream, accepted)
         except ReleaseRequested:
@@ -668,7 +729,17 @@ class StorageSCP:
         except ProtocolError as exc:
             logger.warning("%s: protocol error, aborting: %s", peer, exc)
             if stream is not None:
+                stream.send_abort(2, exc.reason)
+        except LimitExceeded as exc:
+            if accepted is None:
+                logger.warning("%s: closed: %s", peer, exc)
+            else:
+                logger.warning("%s: aborting the association: %s", peer, exc)
+                assert stream is not None
                 stream.send_abort(2, 0)
+        except TimeoutError as exc:  # the TLS handshake outlasted acse_timeout
+            logger.warning("%s: closed: %s (--acse-timeout %g s)", peer,
+                           str(exc) or "TLS handshake not complete in time", self.acse_timeout)
         except PeerAborted as exc:
             logger.info("%s", exc)
         except (NetworkError, ssl.SSLError, OSError) as exc:
@@ -682,6 +753,8 @@ class StorageSCP:
                 stream.close()
             else:
                 conn.close()
+            if pending:  # the TLS handshake failed
+                self._pending.leave(address[0])
             with self._lock:
                 if accepted is not None:
                     self._active -= 1
@@ -694,27 +767,28 @@ class StorageSCP:
         stream.send(encode_associate_rj(result, source, reason))
         _linger_close(stream)
 
-    def _negotiate(self, stream: PduStream) -> _Association | None:
-        event = stream.wait_readable(self.acse_timeout, self._stop_r)
+    def _negotiate(self, stream: PduStream, accepted_at: float) -> _Association | None:
+        left = accepted_at + self.acse_timeout - time.monotonic()
+        event = stream.wait_readable(max(left, 0.0), self._stop_r)
         if event != "data":  # ARTIM expired, or we are stopping: just close
-            logger.info("%s: no A-ASSOCIATE-RQ (%s), closing", stream.peer,
-                        "stopping" if event == "stop" else f"ARTIM {self.acse_timeout:g} s")
+            if event == "stop":
+                logger.info("%s: closed: stopping", stream.peer)
+            else:
+                logger.warning("%s: closed: no A-ASSOCIATE-RQ within %g s (--acse-timeout)",
+                               stream.peer, self.acse_timeout)
             return None
-        pdu_type, pdu = read_associate_pdu(stream)
-        if pdu_type != A_ASSOCIATE_RQ_TYPE:
-            raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02X}",
-                                peer=stream.peer)
-        try:
-            request = decode_associate_rq(pdu)
-        except Exception as exc:  # pynetdicom raises assorted errors on bad items
-            raise ProtocolError(f"invalid A-ASSOCIATE-RQ: {exc}", peer=stream.peer) from None
-        calling = str(request.calling_ae_title).strip()
+        head = read_associate_rq_head(stream)
+        calling = head.calling_ae
         stream.peer = f"{calling}@{stream.peer}"
-        if request.application_context_name != APPLICATION_CONTEXT_NAME:
-            self._reject(stream, 1, 1, 2, "application context name not supported")
+        if not head.protocol_version & 1:
+            self._reject(stream, 1, 2, 2, f"protocol version 0x{head.protocol_version:04X}")
             return None
         if self.allowed_aets is not None and calling not in self.allowed_aets:
             self._reject(stream, 1, 1, 3, f"calling AE title {calling!r} is not allowed")
+            return None
+        request = read_associate_rq_rest(stream, head)
+        if request.application_context_name != APPLICATION_CONTEXT_NAME:
+            self._reject(stream, 1, 1, 2, "application context name not supported")
             return None
         with self._lock:
             full = self._active >= self.max_associations or self._stopping
@@ -763,8 +837,11 @@ class StorageSCP:
         return results, contexts
 
     def _serve_association(self, stream: PduStream, assoc: _Association) -> None:
-        stream.sock.settimeout(self.network_timeout)
-        reader = MessageReader(stream, self.max_pdu, assoc.contexts)
+        stream.set_timeout(self.network_timeout)
+        limits = self.limits
+        reader = MessageReader(stream, self.max_pdu, assoc.contexts,
+                               pdu_timeout=limits.pdu_timeout, min_rate=limits.min_rate,
+                               rate_window=limits.rate_window)
         arena = Arena()
         current: IncomingObject | None = None
 

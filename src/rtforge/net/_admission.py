@@ -1,0 +1,66 @@
+"""Who may wait for an association: the receiver's count of pending connections.
+
+A connection is *pending* from the moment it is accepted until its
+A-ASSOCIATE-RQ is answered (TLS handshake and request included).  Pending
+connections are counted apart from the association slots, in all and per
+remote IP address, so that idle or slow connections from one host can
+neither take the slots nor keep others from being heard.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+__all__ = ["PendingConnections"]
+
+
+class PendingConnections:
+    """Thread-safe counts of pending connections, in all and per address.
+
+    Parameters
+    ----------
+    most : int
+        Pending connections allowed in all.
+    per_address : int
+        Pending connections allowed from one address.
+    """
+
+    def __init__(self, most: int, per_address: int) -> None:
+        self.most = most
+        self.per_address = per_address
+        self._lock = threading.Lock()
+        self._by_address: Counter[str] = Counter()
+        self._total = 0
+
+    def enter(self, address: str) -> str | None:
+        """Count one more connection from ``address``, or say why it cannot be one.
+
+        Returns
+        -------
+        str or None
+            ``None`` when counted (call :meth:`leave` once it is answered);
+            else the limit it would exceed, in words.
+        """
+        with self._lock:
+            if self._total >= self.most:
+                return f"{self.most} connections waiting to associate (--max-pending)"
+            if self._by_address[address] >= self.per_address:
+                return (f"{self.per_address} connections from {address} waiting to associate "
+                        "(--max-pending-per-address)")
+            self._total += 1
+            self._by_address[address] += 1
+            return None
+
+    def leave(self, address: str) -> None:
+        """Forget one connection from ``address`` counted by :meth:`enter`."""
+        with self._lock:
+            self._total -= 1
+            self._by_address[address] -= 1
+            if not self._by_address[address]:
+                del self._by_address[address]
+
+    @property
+    def total(self) -> int:
+        """Pending connections now."""
+        return self._total
