@@ -50,6 +50,7 @@ from starlette.routing import Route
 
 from rtforge.core.beam import BeamGeometry
 from rtforge.errors import RtforgeError
+from rtforge.io.fileset import file_meta
 from rtforge.service import CTStudy, StudyCache
 
 __all__ = ["create_app", "RequestError"]
@@ -137,6 +138,7 @@ def _geometry(item: object, n: int) -> BeamGeometry:
 
 
 def _part10(ds: Dataset) -> bytes:
+    ds.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID)  # our Implementation Class UID
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()

@@ -9,6 +9,7 @@ A missing file means the defaults.  Example::
     platform_name = "RTFORGE-01"
     station_name = "planning-1"
     character_set = "ISO_IR 100"    # or "ISO_IR 192" (UTF-8); see rtforge.io.charset
+    private_isocenter_block = false   # RT Images: iPlan's private group 3273 (Note 8-15)
 
     [network]
     ae_title = "RTFORGE"
@@ -22,6 +23,15 @@ A missing file means the defaults.  Example::
     max_pdu = 28672       # bytes we accept per PDU (iPlan 4.4.2 default)
     verify = "commitment" # how 'rtforge file' proves the archive holds a copy: "auto",
                           # "commitment" (Storage Commitment) or "retrieve" (C-MOVE back)
+
+    [network.nodes.secure-pacs]   # DICOM over TLS (mutual TLS with tls_cert)
+    ae_title = "PACS"
+    host = "pacs.example.org"
+    port = 2762
+    tls = true
+    tls_ca = "tls/ca.pem"         # trust only this CA (default: the system's CAs); relative
+    tls_cert = "tls/rtforge.pem"  #   paths are relative to this file's folder
+    tls_key = "tls/rtforge.key"
 
     [archive]
     store = "/srv/rtforge/store"   # the local store (catalog.sqlite in it by default)
@@ -75,6 +85,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PDU = 28672
 #: How filing proves an archive node holds each instance (see :mod:`rtforge.net.archive`).
 VERIFY_METHODS = ("auto", "commitment", "retrieve")
+#: A node's TLS files: paths relative to the configuration file are resolved against its folder.
+_TLS_FILES = ("tls_ca", "tls_cert", "tls_key")
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,10 @@ class ExportConfig:
         (:mod:`rtforge.io.charset`): ``ISO_IR 100`` (Latin-1, the default, as
         iPlan writes) refuses a value outside Latin-1; ``ISO_IR 192`` (UTF-8)
         holds every character.
+    private_isocenter_block : bool
+        Write the private group 3273 (Isocenter Position, Patient Position)
+        into RT Images, under ``private_creator`` (iPlan Note 8-15; off by
+        default).
     """
 
     uid_root: str = DEFAULT_UID_ROOT
@@ -104,6 +120,7 @@ class ExportConfig:
     private_creator: str = "RTFORGE_Conversion"
     station_name: str = field(default_factory=lambda: socket.gethostname()[:16] or "rtforge")
     character_set: str = DEFAULT_CHARACTER_SET
+    private_isocenter_block: bool = False
 
     def __post_init__(self) -> None:
         if not _UID_ROOT_RE.match(self.uid_root) or len(self.uid_root) > 40:
@@ -119,6 +136,9 @@ class ExportConfig:
         if self.character_set not in CHARACTER_SETS:
             raise InvalidInputError(f"character_set must be one of {', '.join(CHARACTER_SETS)}, "
                                     f"got {self.character_set!r}")
+        if not isinstance(self.private_isocenter_block, bool):
+            raise InvalidInputError("private_isocenter_block must be true or false, got "
+                                    f"{self.private_isocenter_block!r}")
 
 
 def check_ae_title(value: object, name: str = "ae_title") -> str:
@@ -183,6 +203,18 @@ class Node:
         and compare the data set checksums), or ``"auto"`` (default:
         commitment where the node accepts the Storage Commitment Push Model,
         else retrieve).  :mod:`rtforge.net.archive` says what each proves.
+    tls : bool
+        Speak TLS with this node (default false); :mod:`rtforge.net.tls`
+        holds the policy (TLS 1.2 at least, the peer's certificate verified).
+    tls_ca : str, optional
+        PEM file of the CA(s) whose signature on the node's certificate we
+        accept (default: the system's trusted CAs).
+    tls_cert : str, optional
+        PEM file of our client certificate (mutual TLS); it may hold the key.
+    tls_key : str, optional
+        PEM file of its private key.
+    tls_verify_hostname : bool
+        Check that the node's certificate names ``host`` (default true).
 
     Raises
     ------
@@ -196,9 +228,15 @@ class Node:
     timeout: float = DEFAULT_TIMEOUT
     max_pdu: int = DEFAULT_MAX_PDU
     verify: str = "auto"
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify_hostname: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title))
+        self._check_tls()
         if self.verify not in VERIFY_METHODS:
             raise InvalidInputError(f"verify must be one of {', '.join(VERIFY_METHODS)}, got "
                                     f"{self.verify!r}")
@@ -213,6 +251,22 @@ class Node:
                 or not (self.max_pdu == 0 or 4096 <= self.max_pdu < 2**32):
             raise InvalidInputError(
                 f"max_pdu must be 0 (no limit) or 4096 to 4294967295 bytes, got {self.max_pdu!r}")
+
+    def _check_tls(self) -> None:
+        for name in ("tls", "tls_verify_hostname"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name} must be true or false, got "
+                                        f"{getattr(self, name)!r}")
+        files = [name for name in _TLS_FILES if getattr(self, name) is not None]
+        for name in files:
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInputError(f"{name} must name a PEM file, got {value!r}")
+        if files and not self.tls:
+            raise InvalidInputError(f"{', '.join(files)} given but tls is off: set tls = true")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise InvalidInputError("tls_key (--tls-key) needs tls_cert (--tls-cert), the "
+                                    "certificate it belongs to")
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -360,6 +414,18 @@ def _section(cls: type, data: object, path: Path, name: str) -> object:
     return cls(**data)
 
 
+def _resolve_tls_files(entry: object, path: Path) -> object:
+    """A node's table with its relative TLS file paths made relative to the file's folder."""
+    if not isinstance(entry, dict):
+        return entry
+    resolved = dict(entry)
+    for name in _TLS_FILES:
+        value = resolved.get(name)
+        if isinstance(value, str) and value.strip():
+            resolved[name] = str(path.absolute().parent / Path(value).expanduser())
+    return resolved
+
+
 def _network(data: object, path: Path) -> NetworkConfig:
     if not isinstance(data, dict):
         raise InvalidInputError("[network] must be a table", path=path)
@@ -367,7 +433,8 @@ def _network(data: object, path: Path) -> NetworkConfig:
     nodes_data = data.pop("nodes", {})
     if not isinstance(nodes_data, dict):
         raise InvalidInputError("[network.nodes] must be a table of tables", path=path)
-    nodes = {name: _section(Node, entry, path, f"network.nodes.{name}")
+    nodes = {name: _section(Node, _resolve_tls_files(entry, path), path,
+                            f"network.nodes.{name}")
              for name, entry in nodes_data.items()}
     return _section(NetworkConfig, {**data, "nodes": nodes}, path, "network")  # type: ignore[return-value]
 

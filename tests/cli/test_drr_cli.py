@@ -206,3 +206,34 @@ def test_default_pixel_spacing_fits_the_body_and_previews_are_annotated(
     assert main(["drr", str(phantom_patient[0].folder), "--gantry", "0", "--isocenter", "0,0,0",
                  "-o", str(tmp_path / "o2"), "--json", *SMALL]) == 0
     assert json.loads(capsys.readouterr().out)["images"][0]["pixel_spacing"] == [9, 9]
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
+def test_private_isocenter_block_from_flag_and_configuration(phantom_patient, tmp_path,  # noqa: ANN001
+                                                             capsys) -> None:  # noqa: ANN001
+    """iPlan's group 3273 is off by default, on with --private-isocenter or the configuration."""
+    ct = str(phantom_patient[0].folder)
+    geometry = ["--gantry", "90", "--isocenter", "-10,20,5"]
+    config = tmp_path / "config.toml"
+    config.write_text("[export]\nprivate_isocenter_block = true\n")
+    for name, extra in (("default", []), ("flag", ["--private-isocenter"]),
+                        ("config", ["--config", str(config)])):
+        assert main(["drr", ct, *geometry, "-o", str(tmp_path / name), *SMALL, *extra]) == 0
+    capsys.readouterr()
+    for name in ("default", "flag", "config"):
+        (path,) = _dcm(tmp_path / name)
+        ds = pydicom.dcmread(path)
+        has_block = any(tag.group == 0x3273 for tag in ds.keys())
+        assert has_block == (name != "default"), name
+        if has_block:
+            block = ds.private_block(0x3273, "RTFORGE_Conversion")
+            np.testing.assert_allclose([float(v) for v in block[0x00].value], [-10, 20, 5])
+            assert block[0x01].value == "HFS"
+        result = validate_file(path)
+        assert result.dciodvfy_ran and result.ok, result.errors
+    config.write_text("[export]\nprivate_isocenter_block = 'yes'\n")
+    assert main(["drr", ct, *geometry, "-o", str(tmp_path / "bad"), *SMALL,
+                 "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "private_isocenter_block must be true or false" in err and err.count("\n") == 1

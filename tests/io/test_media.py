@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from pydicom.fileset import FileSet
 from rtforge.demo import make_phantom_patient
 from rtforge.errors import InvalidInputError
 from rtforge.io.media import DICOMDIR, copy_into, export_media, scan_media
+from rtforge.io.validate import validate_file
 
 DCMDUMP = "/usr/bin/dcmdump"
 DCMFTEST = "/usr/bin/dcmftest"
@@ -113,3 +116,40 @@ def test_exported_dicomdir_reads_with_fileset_and_dcmtk(tmp_path: Path,
     check = subprocess.run([DCMFTEST, *map(str, report.files)], capture_output=True, text=True,
                            timeout=30)
     assert check.returncode == 0 and check.stdout.count("yes:") == len(phantom), check.stdout
+
+
+def _lowercase_tree(root: Path) -> None:
+    """Rename every file and folder under ``root`` but the DICOMDIR to lower case (a CD
+    mounted with ``map=lower``)."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.name != DICOMDIR:
+            path.rename(path.with_name(path.name.lower()))
+
+
+def test_lowercase_mounted_cd_resolves_file_ids_quietly(tmp_path: Path, phantom: list[Path],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    export_media(phantom, tmp_path / "cd", dicomdir=True)
+    _lowercase_tree(tmp_path / "cd")
+    assert not list((tmp_path / "cd").rglob("IM*"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scan = scan_media(tmp_path / "cd")
+    assert scan.complete and not scan.dangling and not scan.missed_by_dicomdir
+    assert _uids(scan.files) == _uids(phantom)
+    assert all(p.name.startswith("im") for p in scan.files)
+    assert not caught, [str(w.message) for w in caught]
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")]
+    assert validate_file(tmp_path / "cd" / DICOMDIR).errors == []
+
+
+def test_media_import_of_a_lowercase_cd_prints_no_pydicom_warning(tmp_path: Path,
+                                                                  phantom: list[Path]) -> None:
+    export_media(phantom, tmp_path / "cd", dicomdir=True)
+    _lowercase_tree(tmp_path / "cd")
+    done = subprocess.run([sys.executable, "-m", "rtforge", "media", "import",
+                           str(tmp_path / "cd"), "--store", str(tmp_path / "store"),
+                           "--catalog", str(tmp_path / "catalog.sqlite")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert f"imported {len(phantom)} file(s)" in done.stdout and "missing" not in done.stdout

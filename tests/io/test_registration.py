@@ -119,3 +119,20 @@ def test_dciodvfy_has_no_errors(reg_ds: Dataset, tmp_path) -> None:  # noqa: ANN
     result = validate_file(write_registration(reg_ds, tmp_path))
     assert result.dciodvfy_ran and result.iod == "SpatialRegistration"
     assert result.errors == [], result.errors
+
+
+@pytest.mark.interop
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (dicom3tools) not installed")
+@pytest.mark.parametrize("where", ["all in this study", "none in this study"])
+def test_common_instance_reference_type_1c(where: str, tmp_path) -> None:  # noqa: ANN001
+    """PS3.3 C.12.2: each sequence is written only when there is an image for it."""
+    study = STUDY if where == "all in this study" else OTHER_STUDY
+    mr = ImageReference(MRImageStorage, ROOT + "20", ROOT + "21", study)
+    ct = ImageReference(CTImageStorage, ROOT + "10", ROOT + "11", study)
+    ds = build_registration([FrameRegistration(MR_FRAME, MATRIX, (mr,))], source=source(),
+                            reference_images=(ct,), config=CONFIG, timestamp=WHEN)
+    own = "ReferencedSeriesSequence" in ds
+    other = "StudiesContainingOtherReferencedInstancesSequence" in ds
+    assert (own, other) == ((True, False) if study == STUDY else (False, True))
+    result = validate_file(write_registration(ds, tmp_path))
+    assert result.dciodvfy_ran and result.errors == [], result.errors

@@ -12,6 +12,13 @@ from rtforge.net.catalog import Catalog
 from tests.datafiles import pydicom_file
 from tests.net.archive_peers import phantom_store
 from tests.net.peers import LOCALHOST, SMALL_FILES, Peer, run_storescp
+from tests.net.tls_pki import Pki, make_pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """CA, server and client certificates, and look-alikes of another CA (:mod:`tests.net.tls_pki`)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def free_port() -> int:
 def wait_for_echo(node: Node, proc: subprocess.Popen | None = None, seconds: float = 15.0) -> None:
     """C-ECHO ``node`` until it answers: at most ``seconds``, or until ``proc`` dies."""
     deadline = time.monotonic() + seconds
-    quick = Node(node.ae_title, node.host, node.port, timeout=2.0)
+    quick = replace(node, timeout=2.0)  # its TLS settings kept
     while True:
         try:
             echo(quick)
@@ -176,7 +177,9 @@ def scp_node(server: StorageSCP) -> Node:
     return Node(server.ae_title, LOCALHOST, server.port, timeout=10.0)
 
 
-def run_storescp(tmp_path: Path, *extra: str) -> Iterator[Peer]:
+def run_storescp(tmp_path: Path, *extra: str, node_settings: Mapping[str, Any] | None = None
+                 ) -> Iterator[Peer]:
+    """dcmtk's storescp with ``extra`` options; ``node_settings`` (TLS) go to its node."""
     needs(STORESCP)
     work = tmp_path / "storescp"
     (work / "in").mkdir(parents=True)
@@ -184,7 +187,8 @@ def run_storescp(tmp_path: Path, *extra: str) -> Iterator[Peer]:
     proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(work / "in"), "+B",
                              *(extra or ("+xa",)), str(port)], env=DCMTK_ENV, cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peer = Peer(Node("STORESCP", LOCALHOST, port, timeout=10.0), proc, work)
+    peer = Peer(Node("STORESCP", LOCALHOST, port, timeout=10.0, **(node_settings or {})), proc,
+                work)
     try:
         wait_for_echo(peer.node, proc)
         yield peer
@@ -202,17 +206,23 @@ class ReceiverProcess:
 
 
 def start_receiver(tmp_path: Path, *extra: str, file_size_limit: int | None = None,
-                   name: str = "rx") -> ReceiverProcess:
+                   name: str = "rx", node_settings: Mapping[str, Any] | None = None
+                   ) -> ReceiverProcess:
     """Start ``python -m rtforge receive`` on a free port and wait until it answers C-ECHO.
 
     Parameters
     ----------
+    node_settings : mapping, optional
+        Fields of the receiver's node that differ from the defaults (AE title
+        RTFORGE_RX, a free port): ``ae_title``, ``port`` and the TLS settings
+        to reach it.
     file_size_limit : int, optional
         RLIMIT_FSIZE of the child, in bytes: a write beyond it fails with
         EFBIG, like a full disk (Python ignores SIGXFSZ).
     """
     out = tmp_path / name
-    port = free_port()
+    node = Node(**{"ae_title": "RTFORGE_RX", "host": LOCALHOST, "port": free_port(),
+                   "timeout": 10.0, **(node_settings or {})})
     preexec = None
     if file_size_limit is not None:
         import resource
@@ -220,11 +230,10 @@ def start_receiver(tmp_path: Path, *extra: str, file_size_limit: int | None = No
         def preexec() -> None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    proc = subprocess.Popen([sys.executable, "-m", "rtforge", "receive", "--aet", "RTFORGE_RX",
-                             "--port", str(port), "--out", str(out), "--bind", LOCALHOST, "--json",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=preexec)
-    node = Node("RTFORGE_RX", LOCALHOST, port, timeout=10.0)
+    proc = subprocess.Popen([sys.executable, "-m", "rtforge", "receive", "--aet", node.ae_title,
+                             "--port", str(node.port), "--out", str(out), "--bind", LOCALHOST,
+                             "--json", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=preexec)
     try:
         wait_for_echo(node, proc, seconds=30)
     except RuntimeError:

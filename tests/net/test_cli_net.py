@@ -71,13 +71,15 @@ def test_send_to_a_configured_node_with_ts_choice(scp: StorageSCP, small_files: 
 def test_send_failure_reports_the_count(small_files: list[Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, refuse_compressed=True) as server:
-        files = small_files[:2] + [pydicom_file("SC_rgb_rle.dcm"), small_files[2]]
+        # a lossy JPEG the peer refuses is not sent without consent; the others go on
+        files = small_files[:2] + [pydicom_file("SC_rgb_jpeg_dcmtk.dcm"), small_files[2]]
         assert main(["send", *map(str, files), "--to", _address(server), "--json"]) == 1
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    assert report["sent"] == 2 and report["failed"]["file"].endswith("SC_rgb_rle.dcm")
-    assert len(report["remaining"]) == 1
-    assert captured.err.count("\n") == 1 and "2 of 4 sent, 1 not attempted" in captured.err
+    assert report["sent"] == 3 and report["failed"] is None
+    (refused,) = report["refused"]
+    assert refused["file"].endswith("SC_rgb_jpeg_dcmtk.dcm") and "lossy" in refused["reason"]
+    assert captured.err.count("\n") == 1 and "3 of 4 sent, 1 not sent" in captured.err
 
 
 def test_send_nothing_to_send(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +28,9 @@ from rtforge.config import Node
 from rtforge.demo import make_phantom_patient
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net.printing import print_images, window_image
+from rtforge.net.tls import server_context
 from tests.net.peers import DCMTK_ENV, LOCALHOST, free_port, needs, stop_process, wait_for_echo
+from tests.net.tls_pki import Pki, tls_flags
 
 DCMPRSCP = "/usr/bin/dcmprscp"
 CENTER, WIDTH = 40.0, 400.0
@@ -133,7 +136,7 @@ class PrintSCP:
 def _print_scp(tmp_path: Path) -> Callable[..., PrintSCP]:
     servers = []
 
-    def start(**behaviour: object) -> PrintSCP:
+    def start(ssl_context: ssl.SSLContext | None = None, **behaviour: object) -> PrintSCP:
         port = free_port()
         scp = PrintSCP(Node("COLORSCP", LOCALHOST, port, timeout=10.0), **behaviour)
 
@@ -181,7 +184,8 @@ def _print_scp(tmp_path: Path) -> Callable[..., PrintSCP]:
         handlers = [(evt.EVT_N_GET, n_get), (evt.EVT_N_CREATE, n_create),
                     (evt.EVT_N_SET, n_set), (evt.EVT_N_ACTION, n_action),
                     (evt.EVT_N_DELETE, n_delete)]
-        servers.append(ae.start_server((LOCALHOST, port), block=False, evt_handlers=handlers))
+        servers.append(ae.start_server((LOCALHOST, port), block=False, evt_handlers=handlers,
+                                       ssl_context=ssl_context))
         return scp
 
     start.servers = servers  # type: ignore[attr-defined]
@@ -249,3 +253,21 @@ def test_print_command(slices: list[Path], print_scp: Callable[..., PrintSCP], t
     assert main(["print", str(slices[0]), "--to", target, "--color", "-q"]) == 1
     assert "Film Session N-CREATE" in capsys.readouterr().err
     assert main(["print", str(slices[0]), "--to", target, "--film-size", "HUGE"]) == 2
+
+
+def test_print_command_over_mutual_tls(slices: list[Path], print_scp: Callable[..., PrintSCP],
+                                       pki: Pki, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.toml").write_text("")
+    monkeypatch.setenv("RTFORGE_CONFIG", str(tmp_path / "config.toml"))
+    scp = print_scp(ssl_context=server_context(pki.server.cert, pki.server.key, pki.ca))
+    target = f"{scp.node.ae_title}@{LOCALHOST}:{scp.node.port}"
+    assert main(["print", str(slices[0]), "--to", target, "--color", "-q",
+                 *tls_flags(pki.ca, pki.client.cert, pki.client.key)]) == 0
+    assert scp.printed == 1
+    assert main(["print", str(slices[0]), "--to", target, "--color", "--timeout", "5",
+                 *tls_flags(pki.ca, pki.rogue_client.cert, pki.rogue_client.key)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{target}: print job failed: TLS" in err, err
+    assert scp.printed == 1

@@ -92,14 +92,15 @@ def test_echo_is_answered(scp: StorageSCP) -> None:
 def test_compressed_syntaxes_can_be_refused(tmp_path: Path) -> None:
     with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, refuse_compressed=True) as server:
         report = send([pydicom_file("MR_small_RLE.dcm")], scp_node(server))
-        assert report.failed is not None and report.sent == 0
-        assert "no presentation context" in report.failed.reason
-        assert send([pydicom_file("MR_small.dcm")], scp_node(server)).ok
+        assert report.ok and len(report.decompressed) == 1  # RLE refused: sent decompressed
+        (stored,) = received_files(server.out_dir)
+        assert not dcmread(stored).file_meta.TransferSyntaxUID.is_compressed
 
 
 def test_jpeg_2000_is_not_accepted(scp: StorageSCP) -> None:
     report = send([pydicom_file("MR_small_jp2klossless.dcm")], scp_node(scp))
-    assert report.failed is not None and "never transcoded" in report.failed.reason
+    assert report.failed is None and not report.ok
+    assert "cannot decompress JPEG 2000" in report.refused[0].reason
     assert received_files(scp.out_dir) == []
 
 

@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser"]
 
 #: The modules of :mod:`rtforge.cli` that register subcommands, in ``--help`` order.
 _MODULES = ("reslice", "demo", "validate", "net", "drr", "contours", "archive", "media", "plan",
-            "printing", "dose", "serve")
+            "registration", "printing", "dose", "serve")
 
 #: Which module registers each command.  A run imports only that module, so
 #: ``rtforge reslice`` does not pay for importing the networking stack, and so on
@@ -33,7 +33,7 @@ _COMMAND_MODULE = {
     "echo": "net", "send": "net", "receive": "net", "find": "net", "move": "net",
     "drr": "drr", "contours": "contours", "store": "archive", "file": "archive",
     "restore": "archive", "media": "media", "plan": "plan", "deid": "plan", "relink": "plan",
-    "print": "printing", "dvh": "dose", "dose": "dose", "serve": "serve",
+    "print": "printing", "dvh": "dose", "dose": "dose", "serve": "serve", "reg": "registration",
 }
 
 
@@ -60,6 +60,7 @@ _COMMAND_HELP = {
     "plan": "RT Plan: show, split per fraction group",
     "deid": "clinical-trial de-identification of a set of objects",
     "relink": "change patient information and re-link references",
+    "reg": "write a rigid registration between two series (REG)",
     "print": "print images on a DICOM printer",
     "dvh": "dose-volume histograms of RT Structure Set ROIs",
     "dose": "inspect, sum or requantize RT Dose grids",

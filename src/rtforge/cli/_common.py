@@ -7,12 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rtforge.config import Node
 from rtforge.errors import InvalidInputError
 
-__all__ = ["floats", "ints", "output_file", "check_output_files", "add_output_flags", "emit_json",
+__all__ = ["floats", "ints", "output_file", "check_output_files", "add_output_flags",
+           "add_tls_flags", "with_tls_flags", "emit_json",
            "progress_bar", "Bar"]
 
 
@@ -86,6 +89,38 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
     """``--json`` and ``-q/--quiet``."""
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """``--tls``, ``--tls-ca``, ``--tls-cert``, ``--tls-key``, ``--tls-no-verify-hostname``."""
+    group = parser.add_argument_group(
+        "TLS", "DICOM over TLS 1.2 or later, the peer's certificate verified. Each flag\n"
+        "overrides the node's setting of the same name (tls, tls_ca, tls_cert, tls_key,\n"
+        "tls_verify_hostname) and any of them turns TLS on.")
+    group.add_argument("--tls", action="store_true", default=None,
+                       help="speak TLS with the node (default: the node's tls setting)")
+    group.add_argument("--tls-ca", metavar="PEM",
+                       help="accept only a peer certificate signed by this CA (default: the "
+                            "node's tls_ca, else the system's trusted CAs)")
+    group.add_argument("--tls-cert", metavar="PEM",
+                       help="our client certificate, for peers that require one (mutual TLS)")
+    group.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    group.add_argument("--tls-no-verify-hostname", action="store_false", default=None,
+                       dest="tls_verify_hostname",
+                       help="accept a peer certificate that does not name the node's host (the "
+                            "CA signature is still checked)")
+
+
+def with_tls_flags(node: Node, args: argparse.Namespace) -> Node:
+    """``node`` with the TLS flags of :func:`add_tls_flags` applied (any of them turns TLS on)."""
+    given = {name: getattr(args, name) for name in ("tls_ca", "tls_cert", "tls_key",
+                                                    "tls_verify_hostname")
+             if getattr(args, name) is not None}
+    if not given and not args.tls:
+        return node
+    if "tls_cert" in given and "tls_key" not in given:
+        given["tls_key"] = None  # the node's key belongs to the node's certificate
+    return replace(node, tls=True, **given)
 
 
 def emit_json(data: Any) -> None:

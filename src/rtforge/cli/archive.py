@@ -7,7 +7,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.cli._common import (
+    add_output_flags,
+    add_tls_flags,
+    emit_json,
+    progress_bar,
+    with_tls_flags,
+)
 from rtforge.config import VERIFY_METHODS, Config, Node, load_config
 from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.net import resolve_node
@@ -41,6 +47,11 @@ files; the catalog keeps the records and the archive's name. Any instance not pr
 nothing is deleted, exit 1, the instances are listed ("missing: UID"); run again.
 A folder target: each copy is read back and compared. A run killed at any point is
 reconciled by the next file or restore.
+TLS (--tls... or the node's tls settings): the temporary SCP listens with TLS too, presenting
+our certificate (--tls-cert/tls_cert, required) and requiring the archive's client certificate
+signed by --tls-ca/tls_ca.
+compressed files the archive takes only uncompressed go decompressed (lossless exactly; lossy
+JPEG only with --allow-lossy-decompress).
 """
 _RESTORE_EXAMPLE = """examples:
   rtforge restore RTF-PHANTOM-001
@@ -49,6 +60,8 @@ a temporary SCP ([archive] restore_ae_title/restore_port) receives the C-MOVE fr
 archive the records name; every instance is checked against the catalog (UID and checksum).
 A run killed at any point is reconciled by the next file or restore (rows settled from the
 disk, temporary .restore/*.partial folders and .tmp files removed).
+TLS: the recorded archive's settings come from the configured node of the same AET@HOST:PORT,
+overridden by --tls...; with TLS the temporary SCP listens with TLS as for 'rtforge file'.
 """
 
 
@@ -117,7 +130,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="its port (default: [archive] restore_port)")
     p.add_argument("--bind", default="", metavar="ADDR",
                    help="address it listens on (default: every interface)")
+    p.add_argument("--allow-lossy-decompress", action="store_true",
+                   help="send lossy JPEG files decompressed to an archive that does not take "
+                        "them as they are (lossless ones always are); the local originals are "
+                        "deleted all the same")
     add_store_flags(p)
+    add_tls_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_file)
 
@@ -134,6 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, metavar="S",
                    help="network timeout in seconds (default: the recorded node's, 30)")
     add_store_flags(p)
+    add_tls_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_restore)
 
@@ -232,7 +251,8 @@ def _file(args: argparse.Namespace) -> int:
     config, catalog = open_catalog(args)
     target: Node | Path = args.folder
     if args.folder is None:
-        target = resolve_node(args.node, config.network, timeout=args.timeout)
+        target = with_tls_flags(resolve_node(args.node, config.network, timeout=args.timeout),
+                                args)
         if args.verify is not None:
             target = replace(target, verify=args.verify)
     bar = progress_bar(args, None, "file", "obj")
@@ -243,7 +263,8 @@ def _file(args: argparse.Namespace) -> int:
                 ae_title=args.aet or config.network.ae_title,
                 scp_ae_title=args.scp_aet or config.archive.restore_ae_title,
                 scp_port=config.archive.restore_port if args.scp_port is None else args.scp_port,
-                scp_host=args.bind, progress=lambda done, total: bar.set(done, total))
+                scp_host=args.bind, progress=lambda done, total: bar.set(done, total),
+                allow_lossy_decompress=args.allow_lossy_decompress)
     finally:
         bar.close()
     if args.json:
@@ -254,6 +275,9 @@ def _file(args: argparse.Namespace) -> int:
               f"deleted ({report.archive})")
         for uid in report.differed:
             print(f"sent again (the archive held other content): {uid}")
+        if report.decompressed:
+            print(f"decompressed {report.decompressed} object(s) the archive accepts only "
+                  "uncompressed")
         for uid in report.missing:
             print(f"missing: {uid}")
     if not report.ok:
@@ -261,17 +285,30 @@ def _file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_node(args: argparse.Namespace, config: Config, catalog: Catalog) -> Node | None:
+    """The archive a patient's records name, as configured (TLS included), with the flags.
+
+    ``None`` (the records' own address, plain DICOM) unless exactly one node
+    archive is recorded.
+    """
+    archives = {r.archive for r in catalog.instances(args.patient_id)
+                if r.archive and "@" in r.archive}
+    if len(archives) != 1:
+        return None
+    archive = archives.pop()
+    configured = [n for n in config.network.nodes.values() if str(n) == archive]
+    node = configured[0] if configured else resolve_node(archive)
+    if args.timeout is not None:
+        node = replace(node, timeout=args.timeout)
+    return with_tls_flags(node, args)
+
+
 def _restore(args: argparse.Namespace) -> int:
     config, catalog = open_catalog(args)
     bar = progress_bar(args, None, "restore", "obj")
     try:
         with catalog:
-            node = None
-            if args.timeout is not None:
-                archives = {r.archive for r in catalog.instances(args.patient_id)
-                            if r.archive and "@" in r.archive}
-                if len(archives) == 1:
-                    node = resolve_node(archives.pop(), timeout=args.timeout)
+            node = _recorded_node(args, config, catalog)
             report = restore_case(
                 catalog, args.patient_id,
                 scp_ae_title=args.aet or config.archive.restore_ae_title,

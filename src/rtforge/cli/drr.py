@@ -6,6 +6,7 @@ import argparse
 import logging
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rtforge.cli._common import add_output_flags, emit_json, floats, progress_bar
@@ -26,6 +27,7 @@ _EXAMPLE = """examples:
   rtforge drr ct/ --plan plan.dcm -o drr/ --png previews/
   rtforge drr ct/ --plan plan.dcm --beam 2 --method trilinear -o drr/
   rtforge drr ct/ --gantry 0,90,180,270 --isocenter -10,20,5 --hu-window -500,3000 -o drr/
+  rtforge drr ct/ --plan plan.dcm -o drr/ --private-isocenter   (iPlan's group 3273)
 
 Images are seen from the source (beam's eye view): for a supine head-first
 patient at gantry 0 the patient's left is on the right and the head at the top.
@@ -106,6 +108,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR",
                    help="output root of the RT Image files")
     p.add_argument("--png", type=Path, metavar="DIR", help="also write PNG previews there")
+    p.add_argument("--private-isocenter", action="store_true",
+                   help="write iPlan's private group 3273 (Isocenter Position, Patient Position) "
+                        "into each RT Image (default: [export] private_isocenter_block)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(p)
     p.set_defaults(func=_drr)
@@ -170,6 +175,8 @@ def _drr(args: argparse.Namespace) -> int:
     attenuation = Attenuation(hu_window=args.hu_window)
     requests, plan = _requests(args, rows, cols)
     config = load_config(args.config)
+    export = replace(config.export, private_isocenter_block=True) if args.private_isocenter \
+        else config.export
     series = read_series(args.ct)
     if series.modality != "CT":
         raise InvalidInputError(f"the series is {series.modality}, not CT", path=args.ct)
@@ -180,7 +187,7 @@ def _drr(args: argparse.Namespace) -> int:
     try:
         run = write_drrs(volume, series.headers[0], requests, args.out, plan=plan,
                          method=args.method, device=args.device, attenuation=attenuation,
-                         png_dir=args.png, config=config.export,
+                         png_dir=args.png, config=export,
                          progress=lambda done, total: bar.set(done, total))
     finally:
         bar.close()

@@ -13,7 +13,13 @@ from typing import Any
 
 from pydicom.multival import MultiValue
 
-from rtforge.cli._common import add_output_flags, emit_json, progress_bar
+from rtforge.cli._common import (
+    add_output_flags,
+    add_tls_flags,
+    emit_json,
+    progress_bar,
+    with_tls_flags,
+)
 from rtforge.config import Config, load_config
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net import (
@@ -35,6 +41,7 @@ from rtforge.net.catalog import Catalog, CatalogIndexer
 from rtforge.net.receiver import LOCK_NAME, SyncPolicy
 from rtforge.net.reconcile import reconcile_store
 from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES
+from rtforge.net.tls import server_context
 
 __all__ = ["register"]
 
@@ -44,12 +51,18 @@ _DATE_RANGE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 _ECHO_EXAMPLE = """examples:
   rtforge echo pacs                       (a node named in [network.nodes])
   rtforge echo ORTHANC@10.0.0.5:4242 --aet PLANNING1
+  rtforge echo PACS@pacs.example.org:2762 --tls-ca ca.pem --tls-cert me.pem --tls-key me.key
 """
 _SEND_EXAMPLE = """examples:
   rtforge send out/RTF-PHANTOM-001 --to pacs
   rtforge send plan.dcm dose.dcm --to STORESCP@127.0.0.1:11112 --ts explicit --json
+  rtforge send jpeg_series/ --to pacs --allow-lossy-decompress
 status policy (Oncentra table 4-7): a failure (A7xx, A9xx, Cxxx, ...) stops the transfer
 (exit 1, the count sent is reported); warnings (B000, B006, B007, ...) are listed at the end.
+compressed files go as they are when the peer accepts their syntax; otherwise they are
+decompressed (JPEG Lossless, JPEG-LS lossless and RLE exactly; JPEG Baseline/Extended and
+near-lossless JPEG-LS only with --allow-lossy-decompress, each listed) and sent uncompressed.
+An object that cannot go is listed as not sent, the others go on, and the exit status is 1.
 """
 _RECEIVE_EXAMPLE = """examples:
   rtforge receive --aet RTFORGE --port 11112 --out incoming
@@ -80,8 +93,12 @@ _MOVE_EXAMPLE = """examples:
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3
   rtforge move pacs --dest RTFORGE --study-uid 1.2.3 --series-uid 1.2.3.4
   rtforge move pacs --dest RTFORGE --model patient --patient-id 12345   (the whole patient)
+  rtforge move PACS@pacs.example.org:2762 --dest RTFORGE --study-uid 1.2.3 \\
+      --tls-ca ca.pem --tls-cert rtforge.pem --tls-key rtforge.key
 
 A move that matches nothing (0 sub-operations) says so and exits 1.
+move starts no receiver: the destination is whatever the node knows under --dest (for example an
+'rtforge receive --tls-cert ... --tls-ca ...' of yours, which the node must reach with TLS).
 """
 
 
@@ -93,6 +110,7 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pdu", type=int, metavar="BYTES",
                    help="largest PDU we accept (default: the node's, 28672)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    add_tls_flags(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,7 +131,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="node name from the configuration, or AET@HOST:PORT")
     p.add_argument("--ts", default="implicit,explicit,big", metavar="LIST",
                    help="uncompressed transfer syntaxes to propose, in order "
-                        "(default implicit,explicit,big); compressed files always go as they are")
+                        "(default implicit,explicit,big); compressed files go as they are "
+                        "when the peer accepts their syntax, else decompressed")
+    p.add_argument("--allow-lossy-decompress", action="store_true",
+                   help="decompress lossy JPEG files the peer does not accept in their own "
+                        "syntax (each is listed); without it they are not sent")
     _add_node_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_send)
@@ -212,7 +234,7 @@ def _quiet_pynetdicom(args: argparse.Namespace) -> None:
 def _setup(args: argparse.Namespace) -> tuple[Config, Node, str]:
     config = load_config(args.config)
     node = resolve_node(args.node, config.network, timeout=args.timeout, max_pdu=args.max_pdu)
-    return config, node, args.aet or config.network.ae_title
+    return config, with_tls_flags(node, args), args.aet or config.network.ae_title
 
 
 def _echo(args: argparse.Namespace) -> int:
@@ -235,7 +257,8 @@ def _send(args: argparse.Namespace) -> int:
     try:
         report = send(args.paths, node, ae_title=aet,
                       transfer_syntaxes=[_TS_NAMES[n] for n in names],
-                      progress=lambda done, total: bar.set(done, total))
+                      progress=lambda done, total: bar.set(done, total),
+                      allow_lossy_decompress=args.allow_lossy_decompress)
     finally:
         bar.close()
     if args.json:
@@ -246,14 +269,27 @@ def _send(args: argparse.Namespace) -> int:
         print(f"sent {report.sent} of {report.total} objects to {node} ({mb:.1f} MB, "
               f"{report.seconds:.1f} s, {rate:.0f} objects/s, {report.associations} "
               f"association{'s' if report.associations != 1 else ''})")
+        if report.decompressed:
+            print(f"decompressed {len(report.decompressed)} object(s) the peer accepts only "
+                  "uncompressed")
+        for path in report.lossy_decompressed:
+            print(f"lossy decompressed: {path}")
         for warning in report.warnings:
             print(f"warning: {warning.file}: {warning.reason}")
+        for refused in report.refused:
+            print(f"not sent: {refused.file}: {refused.reason}")
         if report.skipped:
             print(f"skipped {len(report.skipped)} file(s) that are not DICOM Part 10")
+    refused = f", {len(report.refused)} not sent" if report.refused else ""
     if report.failed is not None:
         failed = report.failed
         raise NetworkError(f"{failed.file}: {failed.reason}; {report.sent} of {report.total} "
-                           f"sent, {len(report.remaining)} not attempted", peer=str(node))
+                           f"sent, {len(report.remaining)} not attempted{refused}",
+                           peer=str(node))
+    if report.refused:
+        first = report.refused[0]
+        raise NetworkError(f"{report.sent} of {report.total} sent{refused}; first: "
+                           f"{first.file}: {first.reason}", peer=str(node))
     return 0
 
 
@@ -262,16 +298,7 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         if args.tls_key is not None or args.tls_ca is not None:
             raise InvalidInputError("--tls-key and --tls-ca need --tls-cert")
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(args.tls_cert, args.tls_key)
-        if args.tls_ca is not None:
-            context.load_verify_locations(args.tls_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise InvalidInputError(f"cannot load the TLS certificate or key: {exc}",
-                                path=args.tls_cert) from None
-    return context
+    return server_context(args.tls_cert, args.tls_key, args.tls_ca)
 
 
 def _receive(args: argparse.Namespace) -> int:

@@ -59,15 +59,12 @@ from the old UID and the new patient: a re-run gives the same UIDs) and every re
 the objects follows; Frame of Reference UIDs stay. --keep-study-uids gives new SOP Instance
 UIDs only (Oncentra's behaviour): the studies then exist under two patients.
 (RT Dose objects are copied unchanged and reported: they are never re-linked)
-<<<<<<< HEAD
 Every DICOM file under IN_DIR is checked first (truncated file, short Pixel Data, non-finite
 geometry, broken contours): one damaged file and nothing is written. All or nothing: OUT_DIR
 receives the objects only when every one is written.
-=======
 Every object is written in the configured character set (character_set under [export]:
 ISO_IR 100 by default, where a name outside Latin-1 is an error, exit 1, nothing written;
 ISO_IR 192 writes UTF-8, e.g. --patient-name "Παπαδόπουλος^Γιώργος").
->>>>>>> c097ce8 (One character-set policy for every writer (issue 14 item 5))
 """
 
 

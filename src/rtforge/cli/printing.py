@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rtforge.cli._common import add_output_flags, emit_json, floats, progress_bar
+from rtforge.cli._common import (
+    add_output_flags,
+    add_tls_flags,
+    emit_json,
+    floats,
+    progress_bar,
+    with_tls_flags,
+)
 from rtforge.config import load_config
 from rtforge.net import resolve_node
 from rtforge.net.printing import FILM_SIZES, print_images
@@ -49,13 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, metavar="S",
                    help="seconds for each step (default: the node's, 30)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    add_tls_flags(p)
     add_output_flags(p)
     p.set_defaults(func=_print)
 
 
 def _print(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    node = resolve_node(args.node, config.network, timeout=args.timeout)
+    node = with_tls_flags(resolve_node(args.node, config.network, timeout=args.timeout), args)
     center, width = args.window if args.window is not None else (None, None)
     bar = progress_bar(args, len(args.images), "print", "img")
     try:

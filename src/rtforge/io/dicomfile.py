@@ -12,8 +12,13 @@ without its meta (:attr:`DicomFile.bare`), so that reports can tell the user.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +28,8 @@ from pydicom.dataset import Dataset
 
 from rtforge.errors import InvalidInputError
 
-__all__ = ["DicomFile", "looks_like_dicom", "read_dicom_file", "transfer_syntax_of",
-           "sop_class_name"]
+__all__ = ["DicomFile", "looks_like_dicom", "quiet_pydicom", "read_dicom_file",
+           "transfer_syntax_of", "sop_class_name"]
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _VR_BYTES = frozenset(
@@ -148,3 +153,34 @@ def read_dicom_file(path: str | os.PathLike, *, stop_before_pixels: bool = False
     if bare and "SOPClassUID" not in ds:
         raise InvalidInputError("not a DICOM file: no SOP Class UID could be parsed", path=file)
     return DicomFile(ds, bare)
+
+
+class _QuietThreads(logging.Filter):
+    """Drops pydicom's log records made on a thread inside :func:`quiet_pydicom`."""
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "quiet", False)
+
+
+_QUIET_FILTER = _QuietThreads()
+#: warnings.catch_warnings swaps process-wide state: one thread at a time.
+_WARNINGS_LOCK = threading.Lock()
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Neither pydicom's warnings nor its log lines, where the caller reports itself
+    (bytes that may not be DICOM at all, a DICOMDIR's missing files).  Per thread
+    (files are checked on several threads); other threads' records pass."""
+    logger = logging.getLogger("pydicom")
+    if _QUIET_FILTER not in logger.filters:
+        logger.addFilter(_QUIET_FILTER)
+    _QuietThreads.local.quiet = True
+    try:
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _QuietThreads.local.quiet = False

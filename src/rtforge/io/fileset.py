@@ -51,11 +51,9 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-import rtforge
-from rtforge.config import DEFAULT_UID_ROOT
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.charset import check_dataset
-from rtforge.io.uids import derived_uid
+from rtforge.io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = [
     "Chunk",
@@ -91,10 +89,6 @@ TRANSFER_SYNTAXES: dict[str, UID] = {
 
 #: Folder name used for an empty Patient ID.
 NO_PATIENT_ID = "_no_patient_id"
-
-#: Implementation Class UID (0002,0012) of rtforge: fixed, derived under
-#: pydicom's public root; the version goes in Implementation Version Name.
-IMPLEMENTATION_CLASS_UID = derived_uid(DEFAULT_UID_ROOT, "rtforge", "implementation class")
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _SMALL_CHUNK = 65536
@@ -385,7 +379,7 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str,
     meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = parse_transfer_syntax(transfer_syntax)
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = f"RTFORGE_{rtforge.__version__}"[:16]
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
 
 

@@ -7,7 +7,10 @@ DICOMDIR entry whose file is gone is reported.  Without a DICOMDIR every file
 is read directly.  Only DICOM Part 10 files are taken, and only whole ones:
 each is checked (:mod:`rtforge.io.integrity`: truncated file, short Pixel
 Data, non-finite geometry, broken contours) and a damaged one is reported
-and left out.
+and left out.  A File ID is matched exactly, else ignoring case
+(:func:`resolve_file_id`: a CD mounted with lowercase names); pydicom's own
+warnings about the records are kept off the terminal (:func:`load_file_set`),
+the scan reports what is missing.
 
 Writing: Part 10 files with generated folder and file names (eight
 characters, ISO 9660 level 1: ``P0000001/S0000001/E0000001/I0000001``), and,
@@ -23,13 +26,12 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 from pydicom.misc import is_dicom
@@ -38,10 +40,13 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from rtforge.config import DEFAULT_CHARACTER_SET
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.charset import reencode
+from rtforge.io.dicomfile import quiet_pydicom
 from rtforge.io.fileset import atomic_write, instance_path
 from rtforge.io.integrity import read_checked
+from rtforge.io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
-__all__ = ["DICOMDIR", "MediaScan", "scan_media", "copy_into", "ExportReport", "export_media"]
+__all__ = ["DICOMDIR", "MediaScan", "scan_media", "copy_into", "ExportReport", "export_media",
+           "load_file_set", "resolve_file_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +106,64 @@ class MediaScan:
                 "dicomdir_error": self.dicomdir_error}
 
 
+def load_file_set(ds: Dataset) -> FileSet:
+    """A DICOMDIR data set as a :class:`~pydicom.fileset.FileSet`, pydicom kept quiet.
+
+    pydicom warns, and logs, once per record whose file it cannot find (by
+    exact name); the callers report missing files themselves, once.
+
+    Raises
+    ------
+    Exception
+        Whatever pydicom raises on a broken record hierarchy.
+    """
+    with quiet_pydicom():
+        return FileSet(ds)
+
+
+def resolve_file_id(root: Path, file_id: str | Sequence[str],
+                    listings: dict[Path, dict[str, Path]] | None = None) -> Path:
+    """The file a Referenced File ID (0004,1500) names under ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        The DICOMDIR's folder.
+    file_id : str or sequence of str
+        The File ID's components.
+    listings : dict, optional
+        A cache of folder listings (case-folded name to path), shared across
+        calls for one file set.
+
+    Returns
+    -------
+    Path
+        The exact path when it exists; else the path whose components match
+        ignoring case (File IDs are upper case, PS3.10 8.5, and some systems
+        mount a CD in lower case); else the exact path, which does not exist.
+    """
+    parts = [file_id] if isinstance(file_id, str) else [str(p) for p in file_id]
+    exact = root.joinpath(*parts)
+    if exact.exists():
+        return exact
+    cache = {} if listings is None else listings
+    current = root
+    for part in parts:
+        if (current / part).exists():
+            current = current / part
+            continue
+        if current not in cache:
+            try:
+                cache[current] = {p.name.casefold(): p for p in current.iterdir()}
+            except OSError:
+                cache[current] = {}
+        found = cache[current].get(part.casefold())
+        if found is None:
+            return exact
+        current = found
+    return current
+
+
 def _listed(dicomdir: Path) -> list[Path]:
     """The files a DICOMDIR's records reference (resolved), whether they exist or not.
 
@@ -109,10 +172,9 @@ def _listed(dicomdir: Path) -> list[Path]:
     the records are read here).
     """
     ds = dcmread(dicomdir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns about each missing file
-        FileSet(ds)
-    return [dicomdir.parent.joinpath(*([ref] if isinstance(ref, str) else list(ref))).resolve()
+    load_file_set(ds)
+    listings: dict[Path, dict[str, Path]] = {}
+    return [resolve_file_id(dicomdir.parent, ref, listings).resolve()
             for record in ds.DirectoryRecordSequence
             if (ref := record.get("ReferencedFileID")) is not None]
 
@@ -249,6 +311,17 @@ class ExportReport:
                 "dicomdir": None if self.dicomdir is None else str(self.dicomdir)}
 
 
+class _OurFileSet(FileSet):
+    """pydicom's File-set, writing a DICOMDIR with rtforge's Implementation Class UID and
+    Version Name (pydicom puts its own in a DICOMDIR it creates)."""
+
+    def _create_dicomdir(self) -> Dataset:
+        ds = super()._create_dicomdir()
+        ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        return ds
+
+
 def _generated_names(files: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(source, relative target) with ``P/S/E/I`` + 7-digit names, one folder per level."""
     levels: list[dict[str, int]] = [{}, {}, {}]
@@ -336,7 +409,7 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         _check_patient(sources, patient_id)
     report = ExportReport(out_dir=out)
     if dicomdir:
-        fileset = FileSet()
+        fileset = _OurFileSet()
         fileset.ID = file_set_id
         for path in sources:
             try:
@@ -347,7 +420,8 @@ def export_media(files: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         out.mkdir(parents=True, exist_ok=True)
         fileset.write(out)
         report.dicomdir = out / DICOMDIR
-        report.files = sorted(Path(instance.path) for instance in FileSet(report.dicomdir))
+        report.files = sorted(Path(instance.path)
+                              for instance in load_file_set(dcmread(report.dicomdir)))
     else:
         for source, relative in _generated_names(sources):
             target = out / relative

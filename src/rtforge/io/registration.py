@@ -7,6 +7,9 @@ matrix (type ``RIGID``), the registration type code and the images it was
 computed from; and the Common Instance Reference module listing those
 images.  :func:`parse_registration` returns the matrices, and
 :func:`rtforge.core.geometry.transform_grid` applies one to a Grid.
+:func:`series_references` reads what a registration needs of an image
+series (its header and a reference to each image), as ``rtforge reg`` does
+for the fixed and the moving series.
 
 Matrices
 --------
@@ -46,6 +49,7 @@ from rtforge.io.modules import (
     format_tm,
 )
 from rtforge.io.modules import ModuleAttribute as _A
+from rtforge.io.series import discover_series
 from rtforge.io.uids import new_uid
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "build_registration",
     "parse_registration",
     "read_registration",
+    "series_references",
     "write_registration",
 ]
 
@@ -149,9 +154,10 @@ SPATIAL_REGISTRATION = Module("Spatial Registration", "C.20.2", "-", (
     _A("RegistrationSequence", "1", note="the first item is the identity"),
 ))
 COMMON_INSTANCE_REFERENCE = Module("Common Instance Reference", "C.12.2", "-", (
-    _A("ReferencedSeriesSequence", "1", note="PS3.3 1C: the images of this study"),
-    _A("StudiesContainingOtherReferencedInstancesSequence", "1",
-       note="PS3.3 1C: images of other studies"),
+    _A("ReferencedSeriesSequence", "3",
+       note="PS3.3 1C: required when an image of this study is referenced; written then"),
+    _A("StudiesContainingOtherReferencedInstancesSequence", "3",
+       note="PS3.3 1C: required when an image of another study is referenced; written then"),
 ))
 #: Modules of the Spatial Registration IOD, Oncentra 8.1.1.2.10.1.
 SPATIAL_REGISTRATION_IOD: tuple[Module, ...] = (
@@ -398,3 +404,59 @@ def write_registration(ds: Dataset, out_dir: str | os.PathLike,
     pathlib.Path
     """
     return write_dataset_file(ds, instance_path(out_dir, ds), transfer_syntax, fsync=fsync)
+
+
+_REFERENCE_TAGS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
+                   "FrameOfReferenceUID")
+
+
+def series_references(source: str | os.PathLike) -> tuple[Dataset, tuple[ImageReference, ...]]:
+    """The header of an image series and a reference to each of its images.
+
+    Parameters
+    ----------
+    source : str or path-like
+        A folder holding one image series (searched recursively), or one
+        image file.
+
+    Returns
+    -------
+    pydicom.Dataset
+        The first image's header (no Pixel Data): patient, study and Frame of
+        Reference for :func:`build_registration`.
+    tuple of ImageReference
+        Every image of the series, sorted by path.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``source`` holds no image series or several, or its images do not
+        share one Frame of Reference UID.
+    """
+    path = Path(source)
+    found = discover_series(path).series
+    if len(found) != 1:
+        raise InvalidInputError(f"holds {len(found)} image series; give a folder or file of "
+                                "one", path=path)
+    references = []
+    frames = set()
+    header: Dataset | None = None
+    for image_path in found[0].paths:
+        try:
+            ds = dcmread(image_path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read its header: {exc}", path=image_path) from None
+        missing = [k for k in _REFERENCE_TAGS if not ds.get(k)]
+        if missing:
+            raise InvalidInputError(f"the image has no {', '.join(missing)}", path=image_path,
+                                    tag=missing[0])
+        header = header or ds
+        frames.add(str(ds.FrameOfReferenceUID))
+        references.append(ImageReference(str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                                         str(ds.SeriesInstanceUID), str(ds.StudyInstanceUID)))
+    if len(frames) != 1:
+        raise InvalidInputError(f"its images have {len(frames)} Frames of Reference; a "
+                                "registration needs one per series", path=path,
+                                tag="FrameOfReferenceUID")
+    assert header is not None
+    return header, tuple(references)

@@ -35,7 +35,9 @@ Follows iPlan RT Dose 4.1 tables 8-5 and 8-35 and Oncentra Brachy 4.5.3
   another vendor's creator.
 - Optionally (off by default, iPlan Note 8-15) the private group 3273 with
   Isocenter Position (3273,1000) and Patient Position (3273,1001), under the
-  configured private creator (:attr:`ExportConfig.private_creator`).
+  configured private creator (:attr:`ExportConfig.private_creator`), switched
+  on by :attr:`ExportConfig.private_isocenter_block` (the configuration file,
+  ``rtforge drr --private-isocenter``) or per image.
 
 :func:`write_drrs` runs a whole job (a CT and many geometries or plan beams:
 cast together, one RT Image series, optional PNG previews with the field
@@ -334,7 +336,8 @@ def build_rt_image(image: QuantizedDrr, geometry: BeamGeometry, *, ct: Dataset,
                    derivation: str | None = None, ssd: float | None = None,
                    series_uid: str | None = None, series_number: int = 1,
                    instance_number: int = 1, operators_name: str = "",
-                   private_isocenter_block: bool = False, config: ExportConfig | None = None,
+                   private_isocenter_block: bool | None = None,
+                   config: ExportConfig | None = None,
                    timestamp: datetime | None = None) -> Dataset:
     """An RT Image data set of one DRR.
 
@@ -367,9 +370,9 @@ def build_rt_image(image: QuantizedDrr, geometry: BeamGeometry, *, ct: Dataset,
     series_number, instance_number : int
     operators_name : str
         Operators' Name (Type 2: empty by default).
-    private_isocenter_block : bool
+    private_isocenter_block : bool, optional
         Add the private group 3273 with Isocenter Position and Patient
-        Position (iPlan Note 8-15; off by default).
+        Position (iPlan Note 8-15); by default as ``config`` says (off).
     config : ExportConfig, optional
         UID root, station name, private creator.
     timestamp : datetime, optional
@@ -456,7 +459,8 @@ def build_rt_image(image: QuantizedDrr, geometry: BeamGeometry, *, ct: Dataset,
         modules = tuple(m for m in RT_IMAGE_IOD if m is not FRAME_OF_REFERENCE)
     ds = build_dataset(modules, values, config=config, omit=("PixelData",))
     ds["PixelData"] = DataElement(0x7FE00010, "OW", image.pixels.astype("<u2").tobytes())
-    if private_isocenter_block:
+    if config.private_isocenter_block if private_isocenter_block is None \
+            else private_isocenter_block:
         block = ds.private_block(PRIVATE_ISOCENTER_GROUP, config.private_creator, create=True)
         block.add_new(_PRIVATE_ISOCENTER, "DS", [format_ds(v) for v in geometry.isocenter])
         block.add_new(_PRIVATE_POSITION, "CS", geometry.patient_position.value)

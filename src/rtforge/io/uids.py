@@ -7,9 +7,10 @@ import uuid
 
 from pydicom.uid import UID
 
+from rtforge import __version__
 from rtforge.config import DEFAULT_UID_ROOT
 
-__all__ = ["new_uid", "derived_uid"]
+__all__ = ["new_uid", "derived_uid", "IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME"]
 
 
 def _check_root(root: str) -> str:
@@ -41,3 +42,10 @@ def derived_uid(root: str, *parts: str) -> UID:
     digits = str(int.from_bytes(h[:16], "big"))
     suffix = digits[: 64 - len(root)].lstrip("0") or "1"
     return UID(root + suffix)
+
+
+#: Implementation Class UID (0002,0012) of rtforge, the one UID in the files it writes, the
+#: associations it negotiates and its DICOMDIRs: fixed, derived under pydicom's public root.
+IMPLEMENTATION_CLASS_UID = derived_uid(DEFAULT_UID_ROOT, "rtforge", "implementation class")
+#: Implementation Version Name (0002,0013) beside it: the version, at most 16 characters.
+IMPLEMENTATION_VERSION_NAME = f"RTFORGE_{__version__}"[:16]

@@ -36,17 +36,12 @@ a finding to report, never an error and never a pass.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
 import struct
 import subprocess
 import tempfile
-import threading
-import warnings as _warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -54,7 +49,6 @@ from typing import NamedTuple
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.errors import InvalidDicomError
-from pydicom.fileset import FileSet
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
@@ -62,8 +56,9 @@ from pydicom.uid import (
 )
 
 from rtforge.config import ExportConfig
-from rtforge.io.dicomfile import looks_like_dicom, transfer_syntax_of
+from rtforge.io.dicomfile import looks_like_dicom, quiet_pydicom, transfer_syntax_of
 from rtforge.io.fileset import IMPLEMENTATION_CLASS_UID
+from rtforge.io.media import load_file_set, resolve_file_id
 from rtforge.io.modules import MAX_VALUE_LENGTH
 from rtforge.io.private import PRIVATE_DICTIONARY, PRIVATE_GROUP
 
@@ -298,37 +293,6 @@ class _Unreadable(Exception):
     """The file cannot be read as DICOM (the message says why)."""
 
 
-class _QuietThreads(logging.Filter):
-    """Drops pydicom's log records made on a thread inside :func:`_quiet_pydicom`."""
-
-    local = threading.local()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(self.local, "quiet", False)
-
-
-_QUIET_FILTER = _QuietThreads()
-#: warnings.catch_warnings swaps process-wide state: one thread at a time.
-_WARNINGS_LOCK = threading.Lock()
-
-
-@contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """pydicom's warnings and log lines about bytes that may not be DICOM at all are
-    not findings: the caller decides what the bytes are.  Per thread (files are
-    checked on several threads); other threads' records pass."""
-    logger = logging.getLogger("pydicom")
-    if _QUIET_FILTER not in logger.filters:
-        logger.addFilter(_QUIET_FILTER)
-    _QuietThreads.local.quiet = True
-    try:
-        with _WARNINGS_LOCK, _warnings.catch_warnings():
-            _warnings.simplefilter("ignore")
-            yield
-    finally:
-        _QuietThreads.local.quiet = False
-
-
 def _read_raw(path: Path, *, stop_before_pixels: bool = False) -> Dataset | None:
     """A data set without Part 10 file meta, or None when the file is not one.
 
@@ -340,7 +304,7 @@ def _read_raw(path: Path, *, stop_before_pixels: bool = False) -> Dataset | None
         with open(path, "rb") as fp:
             if not looks_like_dicom(fp.read(132), os.fstat(fp.fileno()).st_size):
                 return None
-        with _quiet_pydicom():
+        with quiet_pydicom():
             ds = dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
             for elem in ds.iterall():
                 _ = elem.value
@@ -394,17 +358,17 @@ def _meta(ds: Dataset) -> Dataset:
 def _check_dicomdir(ds: Dataset, path: Path, errors: list[str]) -> None:
     """A DICOMDIR loads as a File-set and every file its records name exists."""
     try:
-        with _quiet_pydicom():  # missing files are counted below, once
-            FileSet(ds)
+        load_file_set(ds)  # missing files are counted below, once
     except Exception as exc:  # pydicom's message is the finding
         errors.append(f"DICOMDIR cannot be loaded as a File-set: {exc}")
         return
     missing = []
+    listings: dict[Path, dict[str, Path]] = {}
     for record in ds.get("DirectoryRecordSequence", []):
         file_id = record.get("ReferencedFileID")
         if file_id:
             parts = [file_id] if isinstance(file_id, str) else list(file_id)
-            if not path.parent.joinpath(*parts).is_file():
+            if not resolve_file_id(path.parent, parts, listings).is_file():
                 missing.append("/".join(parts))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
@@ -438,7 +402,9 @@ def _own_checks(path: Path, ds: Dataset, raw: bool, errors: list[str],
         sop_class = UID(str(ds.get("SOPClassUID", "") or ""))
         kind = sop_class.name if sop_class else None
     walk = _Walk(implicit=uid.is_implicit_VR, little_endian=uid.is_little_endian,
-                 ours=meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID,
+                 # written by rtforge, not received by it (the receiver names the sender)
+                 ours=meta.get("ImplementationClassUID") == IMPLEMENTATION_CLASS_UID
+                 and "SourceApplicationEntityTitle" not in meta,
                  data=path.read_bytes() if not uid.is_deflated else b"",
                  errors=errors, warnings=warnings)
     _walk(ds, walk)

@@ -4,7 +4,10 @@ Storage and Verification run on :mod:`rtforge.net._upper_layer`, a blocking,
 thread-per-association implementation of the DICOM Upper Layer (pynetdicom's
 PDU classes for negotiation, our own framing for data): pynetdicom's polling
 reactor caps C-STORE at about a tenth of dcmtk's rate.  Query/Retrieve uses
-pynetdicom as it is.
+pynetdicom as it is (one association path for those services,
+:mod:`rtforge.net._pynetdicom`).  TLS comes from the node
+(:class:`~rtforge.config.Node` ``tls`` settings): :mod:`rtforge.net.tls`
+builds every context, client and listener, and explains every failure.
 
 Public names are imported on first use (:mod:`rtforge._lazy`).
 """

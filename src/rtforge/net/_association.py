@@ -31,6 +31,7 @@ from rtforge.net._upper_layer import (
     read_associate_pdu,
     rejection_text,
 )
+from rtforge.net.tls import client_context, failure_text
 
 __all__ = ["RequestedAssociation", "AssociationRejected"]
 
@@ -73,15 +74,19 @@ class RequestedAssociation:
     contexts : sequence of ProposedContext
         At most 128, proposed with IDs 1, 3, 5, ...
     ssl_context : ssl.SSLContext, optional
-        Speak TLS (the node's host is checked against its certificate unless
-        the context says otherwise).
+        Speak TLS with this context (the node's host is checked against its
+        certificate unless the context says otherwise); by default the
+        node's TLS settings decide (:func:`rtforge.net.tls.client_context`).
 
     Raises
     ------
     AssociationRejected
         If the peer rejects the association.
     NetworkError
-        If the connection fails, times out or the peer aborts.
+        If the connection or the TLS handshake fails (the reason in words),
+        times out or the peer aborts.
+    InvalidInputError
+        If a TLS file of the node cannot be loaded.
 
     Notes
     -----
@@ -96,6 +101,8 @@ class RequestedAssociation:
         self.node = node
         self.proposed = {2 * i + 1: cx for i, cx in enumerate(contexts)}
         peer = str(node)
+        if ssl_context is None:
+            ssl_context = client_context(node)
         try:
             sock = socket.create_connection((node.host, node.port), timeout=node.timeout)
         except TimeoutError:
@@ -106,13 +113,19 @@ class RequestedAssociation:
         if ssl_context is not None:
             try:
                 sock = ssl_context.wrap_socket(sock, server_hostname=node.host)
-            except (ssl.SSLError, OSError) as exc:
+            except OSError as exc:
                 sock.close()
-                raise NetworkError(f"TLS handshake failed: {exc}", peer=peer) from None
+                raise NetworkError(failure_text(exc, node), peer=peer) from None
         self._stream = PduStream(sock, peer)
         self._message_id = 0
         try:
             self.accepted, self.peer_max_pdu = self._negotiate(calling_ae, contexts)
+        except NetworkError as exc:
+            self._stream.close()
+            # TLS 1.3: a refused client certificate shows on the first read, not in the handshake
+            if isinstance(exc.__context__, ssl.SSLError):
+                raise NetworkError(failure_text(exc.__context__, node), peer=peer) from None
+            raise
         except BaseException:
             self._stream.close()
             raise

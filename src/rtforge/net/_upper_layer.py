@@ -50,8 +50,8 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from rtforge import __version__
 from rtforge.errors import NetworkError
+from rtforge.io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from rtforge.net._dimse import Command, decode_command
 
 __all__ = [
@@ -97,9 +97,6 @@ A_RELEASE_RP_TYPE = 0x06
 A_ABORT_TYPE = 0x07
 
 APPLICATION_CONTEXT_NAME = UID("1.2.840.10008.3.1.1.1")
-#: rtforge's Implementation Class UID (a UUID-derived UID, PS3.5 B.2).
-IMPLEMENTATION_CLASS_UID = UID("2.25.237067205249528459095567292977665166209")
-IMPLEMENTATION_VERSION_NAME = f"RTFORGE_{__version__}"[:16]
 
 #: A-ASSOCIATE PDUs larger than this are refused (128 contexts take about 12 KiB).
 _MAX_ASSOCIATE_PDU = 1 << 20

@@ -10,7 +10,15 @@ only once every instance is *proven* to be held by the archive:
    (the one restore uses) and their data set SHA-256 compared with the
    catalog's: an identical copy is not sent again (a re-run resumes); a copy
    with other content, or one that does not arrive, is sent again.
-2. C-STORE of everything not proven identical in step 1.
+2. C-STORE of everything not proven identical in step 1.  A compressed
+   file the archive accepts only uncompressed is sent decompressed
+   (:func:`rtforge.net.store.send`; lossy ones only when allowed), and the
+   local file is then replaced by that decompressed copy, re-indexed: what
+   the archive holds is what was filed, so step 3 can prove it and restore
+   brings it back byte for byte.  The copy is in Implicit VR Little Endian,
+   the syntax ``send`` proposes first and the one every re-encoding by the
+   archive maps back to exactly (Explicit VR may turn 8-bit Pixel Data from
+   OB into OW).
 3. Verification of what was sent, by the node's ``verify`` setting
    (:class:`rtforge.config.Node`):
 
@@ -90,8 +98,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import ImplicitVRLittleEndian
 
 from rtforge.config import Node
 from rtforge.errors import InvalidInputError, NetworkError
@@ -109,7 +119,13 @@ from rtforge.net.commitment import request_commitment
 from rtforge.net.nodes import resolve_node
 from rtforge.net.query import QueryLevel, ServiceRejected, find, move
 from rtforge.net.receiver import StorageSCP, StoredObject
-from rtforge.net.store import UNCOMPRESSED_TRANSFER_SYNTAXES, encode_for_transfer_syntax, send
+from rtforge.net.store import (
+    UNCOMPRESSED_TRANSFER_SYNTAXES,
+    decompress_file,
+    encode_for_transfer_syntax,
+    send,
+)
+from rtforge.net.tls import listener_context
 
 __all__ = ["FOLDER_PREFIX", "FileReport", "RestoreReport", "file_case", "restore_case"]
 
@@ -143,6 +159,10 @@ class FileReport:
         Proven held by the archive (identical, where retrieved).
     deleted : int
         Local files deleted (their records are now filed).
+    decompressed : int
+        Sent decompressed because the archive accepts none of their compressed
+        syntax (:func:`rtforge.net.store.send`); their local files are now the
+        decompressed copies.
     missing : list of str
         SOP Instance UIDs not stored, or not proven held (or identical) in
         the archive.
@@ -164,6 +184,7 @@ class FileReport:
     sent: int = 0
     verified: int = 0
     deleted: int = 0
+    decompressed: int = 0
     missing: list[str] = field(default_factory=list)
     differed: list[str] = field(default_factory=list)
     verified_by: list[str] = field(default_factory=list)
@@ -178,7 +199,8 @@ class FileReport:
         """JSON-ready form."""
         return {"patient_id": self.patient_id, "archive": self.archive, "total": self.total,
                 "already": self.already, "sent": self.sent, "verified": self.verified,
-                "deleted": self.deleted, "missing": self.missing, "differed": self.differed,
+                "deleted": self.deleted, "decompressed": self.decompressed,
+                "missing": self.missing, "differed": self.differed,
                 "verified_by": self.verified_by, "failure": self.failure, "ok": self.ok}
 
 
@@ -374,9 +396,27 @@ def _prove_sent(node: Node, sent: Sequence[InstanceRecord], trust_commitment: se
     return proven
 
 
-def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileReport,
-                  ae_title: str, listener: _Listener, aside: Path,
-                  progress: Callable[[int, int], None] | None) -> None:
+def _keep_decompressed(catalog: Catalog, records: Sequence[InstanceRecord],
+                       paths: Sequence[Path]) -> list[InstanceRecord]:
+    """Replace each file sent decompressed by its decompressed copy (step 2 of the module
+    notes), re-index it, and return ``records`` with their rows as they now are."""
+    for path in paths:
+        ds = decompress_file(path)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        buffer = DicomBytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        _atomic_write(path, buffer.getvalue())
+    catalog.import_paths(paths)
+    changed = {str(p) for p in paths}
+    fresh = {r.sop_instance_uid: r for r in catalog.instances(records[0].patient_id)
+             if str(r.path) in changed}
+    return [fresh.get(r.sop_instance_uid, r) for r in records]
+
+
+def _file_to_node(catalog: Catalog, node: Node, records: Sequence[InstanceRecord],
+                  report: FileReport, ae_title: str, listener: _Listener, aside: Path,
+                  progress: Callable[[int, int], None] | None,
+                  allow_lossy_decompress: bool) -> None:
     """Steps 1 to 3 of the module notes: what the archive holds, send, prove."""
     try:
         before = _archive_has(node, records, ae_title)
@@ -397,11 +437,20 @@ def _file_to_node(node: Node, records: Sequence[InstanceRecord], report: FileRep
     to_send = [r for r in records if r.sop_instance_uid not in identical]
     proven = set(identical)
     if to_send:
-        store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress)
-        report.sent = store.sent
-        if store.failed is not None:
-            report.failure = f"storing {store.failed.file} failed: {store.failed.reason}"
-            unsent = {str(p) for p in store.remaining} | {str(store.failed.file)}
+        store = send([r.path for r in to_send], node, ae_title=ae_title, progress=progress,
+                     allow_lossy_decompress=allow_lossy_decompress)
+        report.sent, report.decompressed = store.sent, len(store.decompressed)
+        if store.decompressed:
+            to_send = _keep_decompressed(catalog, to_send, store.decompressed)
+        if not store.ok:
+            unsent = {str(p) for p in store.remaining} | {str(i.file) for i in store.refused}
+            if store.failed is not None:
+                unsent.add(str(store.failed.file))
+                report.failure = f"storing {store.failed.file} failed: {store.failed.reason}"
+            else:
+                first = store.refused[0]
+                report.failure = (f"{len(store.refused)} not sent, first {first.file}: "
+                                  f"{first.reason}")
             report.missing = [r.sop_instance_uid for r in to_send if str(r.path) in unsent]
             return
         coerced = {str(w.file) for w in store.warnings}
@@ -433,7 +482,8 @@ def _delete_local(catalog: Catalog, records: Sequence[InstanceRecord], archive: 
 def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[str], *,
               study_uid: str | None = None, ae_title: str = "RTFORGE",
               scp_ae_title: str = "RTFORGE_RST", scp_port: int = 11113, scp_host: str = "",
-              progress: Callable[[int, int], None] | None = None) -> FileReport:
+              progress: Callable[[int, int], None] | None = None,
+              allow_lossy_decompress: bool = False) -> FileReport:
     """File a patient's local instances (or one study's) to an archive node or a folder.
 
     Parameters
@@ -459,6 +509,10 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         Address it listens on (default every interface).
     progress : callable, optional
         Called as ``progress(sent, total)`` after each stored object.
+    allow_lossy_decompress : bool
+        Send lossy JPEG files decompressed when the archive does not accept
+        their syntax (lossless ones always are); either way such a local file
+        is replaced by its decompressed copy (see the module notes).
 
     Returns
     -------
@@ -489,8 +543,9 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         archive = FOLDER_PREFIX + str(folder)
     report = FileReport(patient_id=patient_id, archive=archive, total=len(records))
     if isinstance(to, Node):
-        _file_to_node(to, records, report, ae_title, _Listener(scp_ae_title, scp_port, scp_host),
-                      _partial_folder(catalog, f"file-{patient_id}"), progress)
+        _file_to_node(catalog, to, records, report, ae_title, _Listener(scp_ae_title, scp_port, scp_host),
+                      _partial_folder(catalog, f"file-{patient_id}"), progress,
+                      allow_lossy_decompress)
     else:
         _file_to_folder(folder, records, report, progress)
         report.verified_by.append("read back")
@@ -566,7 +621,7 @@ def _receive_from_node(node: Node, records: Sequence[InstanceRecord], aside: Pat
     # start the next before the last is fully closed: one at a time is not enough.
     scp = StorageSCP(aside, ae_title=listener.ae_title, port=listener.port, host=listener.host,
                      max_associations=_RESTORE_ASSOCIATIONS, network_timeout=node.timeout,
-                     on_stored=on_stored)
+                     ssl_context=listener_context(node), on_stored=on_stored)
     failure = None
     scp.start()
     try:

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import evt
 
 from rtforge.config import Node, check_ae_title
 from rtforge.errors import NetworkError
+from rtforge.net._ae import rtforge_ae
 from rtforge.net.query import _TRANSFER_SYNTAXES, _associate
 from rtforge.net.status import StatusCategory, status_category, status_meaning
+from rtforge.net.tls import listener_context
 
 __all__ = ["STORAGE_COMMITMENT_PUSH_MODEL", "CommitmentResult", "request_commitment"]
 
@@ -181,11 +183,12 @@ def request_commitment(node: Node, references: Sequence[tuple[str, str]], *, ae_
     """
     ae_title = check_ae_title(ae_title)
     waiter = _Waiter(generate_uid())
-    listener = AE(ae_title=ae_title)
+    listener = rtforge_ae(ae_title)
     listener.network_timeout = listener.acse_timeout = listener.dimse_timeout = node.timeout
     listener.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, _TRANSFER_SYNTAXES)
+    tls = listener_context(node)
     try:
-        server = listener.start_server((listen_host, listen_port), block=False,
+        server = listener.start_server((listen_host, listen_port), block=False, ssl_context=tls,
                                        evt_handlers=[(evt.EVT_N_EVENT_REPORT,
                                                       waiter.handler(False))])
     except OSError as exc:

@@ -53,7 +53,8 @@ def echo(node: Node, *, ae_title: str = "RTFORGE",
     ae_title : str
         Our (calling) AE title.
     ssl_context : ssl.SSLContext, optional
-        Speak TLS.
+        Speak TLS with this context instead of the node's TLS settings
+        (:func:`rtforge.net.tls.client_context`).
 
     Returns
     -------

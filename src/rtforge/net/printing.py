@@ -30,7 +30,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,12 +40,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import UID, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from rtforge.config import Node, check_ae_title
+from rtforge.config import Node
 from rtforge.errors import InvalidInputError, NetworkError
-from rtforge.net._upper_layer import rejection_words
+from rtforge.net._pynetdicom import request_association
 from rtforge.net.status import status_meaning
 
 __all__ = ["FILM_SIZES", "PrintReport", "window_image", "print_images"]
@@ -233,27 +232,9 @@ class _Job:
 
 
 def _associate(node: Node, ae_title: str, timeout: float) -> Association:
-    ae = AE(ae_title=check_ae_title(ae_title))
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    ae.connection_timeout = timeout
-    ae.maximum_pdu_size = node.max_pdu
-    for abstract_syntax in _CONTEXTS:
-        ae.add_requested_context(abstract_syntax, [ImplicitVRLittleEndian])
-    connected: list[bool] = []
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, max_pdu=node.max_pdu,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True))])
-    if assoc.is_established:
-        return assoc
-    if not connected:
-        raise NetworkError(f"print job failed: cannot connect (refused, or no answer within "
-                           f"{timeout:g} s)", peer=str(node))
-    if assoc.is_rejected and assoc.acceptor.primitive is not None:
-        answer = assoc.acceptor.primitive
-        raise NetworkError("print job failed: " + rejection_words(
-            int(answer.result or 0), int(answer.result_source or 0), int(answer.diagnostic or 0)),
-            peer=str(node))
-    raise NetworkError("print job failed: association aborted or unanswered during negotiation",
-                       peer=str(node))
+    return request_association(replace(node, timeout=timeout), ae_title,
+                               [(uid, [ImplicitVRLittleEndian]) for uid in _CONTEXTS],
+                               failure="print job failed: ")
 
 
 def _load(paths: Sequence[str | os.PathLike[str]]) -> list[Dataset]:

@@ -16,7 +16,7 @@ before the association, never sent with ``?``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,13 +25,12 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from rtforge.config import Node, check_ae_title
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.io.charset import check_value, query_character_set
-from rtforge.net._upper_layer import rejection_words
+from rtforge.net._pynetdicom import ServiceRejected, request_association
 from rtforge.net.status import StatusCategory, status_category, status_meaning
 
 __all__ = ["QueryModel", "QueryLevel", "RETURN_KEYS", "return_keys", "find", "MoveResult", "move",
@@ -116,38 +115,12 @@ def return_keys(model: QueryModel | str, level: QueryLevel | str) -> tuple[str, 
     return RETURN_KEYS[key]
 
 
-class ServiceRejected(NetworkError):
-    """The peer accepted the association but not the presentation context of the service."""
-
-
 @contextmanager
 def _associate(node: Node, ae_title: str, abstract_syntax: UID,
-               evt_handlers: list[tuple[Any, Any]] | None = None) -> Iterator[Association]:
-    ae = AE(ae_title=check_ae_title(ae_title))
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout
-    ae.connection_timeout = node.timeout
-    ae.maximum_pdu_size = node.max_pdu
-    ae.add_requested_context(abstract_syntax, _TRANSFER_SYNTAXES)
-    connected: list[bool] = []
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, max_pdu=node.max_pdu,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.append(True)),
-                                       *(evt_handlers or [])])
-    if not assoc.is_established:
-        if not connected:
-            raise NetworkError(f"cannot connect (refused, or no answer within {node.timeout:g} s)",
-                               peer=str(node))
-        if assoc.is_rejected and assoc.acceptor.primitive is not None:
-            answer = assoc.acceptor.primitive
-            raise NetworkError(rejection_words(int(answer.result or 0),
-                                               int(answer.result_source or 0),
-                                               int(answer.diagnostic or 0)), peer=str(node))
-        if assoc.rejected_contexts and not assoc.accepted_contexts:
-            raise ServiceRejected(f"{abstract_syntax.name} was not accepted", peer=str(node))
-        raise NetworkError("association aborted or unanswered during negotiation",
-                           peer=str(node))
+               evt_handlers: Sequence[tuple[Any, Any]] = ()) -> Iterator[Association]:
+    assoc = request_association(node, ae_title, [(abstract_syntax, _TRANSFER_SYNTAXES)],
+                                evt_handlers=evt_handlers)
     try:
-        if not assoc.accepted_contexts:
-            raise ServiceRejected(f"{abstract_syntax.name} was not accepted", peer=str(node))
         yield assoc
     finally:
         if assoc.is_established:

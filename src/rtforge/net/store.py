@@ -4,8 +4,9 @@ Negotiation (iPlan tables 4-3 and 4-4, Oncentra table 4-6): one
 presentation context per SOP Class present in the send set, proposing
 Implicit VR Little Endian, Explicit VR Little Endian and Explicit VR Big
 Endian in that order, plus one context per compressed (or otherwise
-non-native) transfer syntax present, proposing only that syntax so that
-compressed data are never transcoded.  At most 128 contexts fit one
+non-native) transfer syntax present, proposing only that syntax, so that
+the uncompressed context is there for the SOP Class whatever the peer says
+of the compressed one (as ``dcmsend`` proposes).  At most 128 contexts fit one
 association; bigger send sets are split, SOP Class by SOP Class.
 
 A file goes as it is on disk (its data set bytes, no decoding) when the peer
@@ -13,6 +14,17 @@ accepted its own transfer syntax; an uncompressed file is re-encoded only
 when the peer accepted another uncompressed syntax, and then really converted
 (Explicit VR Big Endian swaps every OW/OF/OL/OD/OV value and Pixel Data by
 Bits Allocated, which pydicom does not do by itself).
+
+Decompression (as dcmtk's ``dcmsend``): a compressed file whose syntax the
+peer accepted in no context is decompressed and sent in an accepted
+uncompressed syntax, SOP Instance UID unchanged.  Lossless syntaxes
+(:data:`LOSSLESS_DECOMPRESSED`) are decoded exactly, colour space as stored;
+lossy ones (:data:`LOSSY_DECOMPRESSED`) only with ``allow_lossy_decompress``
+(converted to RGB as ``dcmdjpeg`` does, Lossy Image Compression set to
+``01``), each listed in the report.  An object that cannot go (no context
+for its SOP Class, a lossy one without consent, a syntax rtforge cannot
+decode) is refused: listed in the report with the reason, and the transfer
+goes on with the next object.
 
 Status policy (Oncentra table 4-7): success goes on; a warning (B000,
 B006, B007, 0001, 0107, 0116 or any Bxxx) goes on and is listed in the
@@ -44,7 +56,14 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     MediaStorageDirectoryStorage,
+    RLELossless,
 )
 
 from rtforge.config import Node, check_ae_title
@@ -56,6 +75,10 @@ from rtforge.net.status import StatusCategory, status_category, status_meaning
 
 __all__ = [
     "UNCOMPRESSED_TRANSFER_SYNTAXES",
+    "LOSSLESS_DECOMPRESSED",
+    "LOSSY_DECOMPRESSED",
+    "DecompressionError",
+    "decompress_file",
     "StoreIssue",
     "StoreReport",
     "send",
@@ -68,10 +91,20 @@ logger = logging.getLogger(__name__)
 #: The uncompressed transfer syntaxes, in the order we propose them (iPlan table 4-3).
 UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
+#: Compressed syntaxes decoded exactly when the peer accepts none (pylibjpeg-libjpeg, -rle).
+LOSSLESS_DECOMPRESSED: frozenset[UID] = frozenset({
+    JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless})
+#: Lossy compressed syntaxes rtforge decodes, only with ``allow_lossy_decompress``.
+LOSSY_DECOMPRESSED: frozenset[UID] = frozenset({
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless})
+#: Lossy Image Compression Method (0028,2114) of each lossy syntax (PS3.3 C.7.6.1.1.5.1).
+_LOSSY_METHOD = {JPEGBaseline8Bit: "ISO_10918_1", JPEGExtended12Bit: "ISO_10918_1",
+                 JPEGLSNearLossless: "ISO_14495_1"}
 _MAX_CONTEXTS = 128
 #: Bytes per value of the binary VRs that Explicit VR Big Endian swaps (PS3.5 7.3).
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 _PIXEL_DATA = BaseTag(0x7FE00010)
+_TRAILING_PADDING = BaseTag(0xFFFCFFFC)
 
 
 @dataclass(frozen=True)
@@ -130,6 +163,10 @@ class StoreReport:
         Objects stored with a warning status, in order.
     failed : StoreIssue or None
         The failure that stopped the transfer.
+    refused : list of StoreIssue
+        Objects not sent, the transfer going on: no accepted context for
+        their SOP Class, a lossy syntax without consent to decompress it, or
+        one rtforge cannot decode.
     remaining : list of Path
         Files not sent because of it.
     skipped : list of Path
@@ -137,6 +174,11 @@ class StoreReport:
     transcoded : int
         Objects re-encoded because the peer accepted another uncompressed
         transfer syntax than the file's.
+    decompressed : list of Path
+        Files sent decompressed because the peer accepted none of their
+        compressed syntax (lossy ones included).
+    lossy_decompressed : list of Path
+        Of those, the files of a lossy syntax (``allow_lossy_decompress``).
     associations : int
         Associations used.
     bytes_sent : int
@@ -150,9 +192,12 @@ class StoreReport:
     sent: int = 0
     warnings: list[StoreIssue] = field(default_factory=list)
     failed: StoreIssue | None = None
+    refused: list[StoreIssue] = field(default_factory=list)
     remaining: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     transcoded: int = 0
+    decompressed: list[Path] = field(default_factory=list)
+    lossy_decompressed: list[Path] = field(default_factory=list)
     associations: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
@@ -160,15 +205,18 @@ class StoreReport:
     @property
     def ok(self) -> bool:
         """Whether every object was stored (warnings allowed)."""
-        return self.failed is None
+        return self.failed is None and not self.refused
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"node": str(self.node), "total": self.total, "sent": self.sent,
                 "warnings": [w.as_dict() for w in self.warnings],
                 "failed": None if self.failed is None else self.failed.as_dict(),
+                "refused": [r.as_dict() for r in self.refused],
                 "remaining": [str(p) for p in self.remaining],
                 "skipped": [str(p) for p in self.skipped], "transcoded": self.transcoded,
+                "decompressed": [str(p) for p in self.decompressed],
+                "lossy_decompressed": [str(p) for p in self.lossy_decompressed],
                 "associations": self.associations, "bytes_sent": self.bytes_sent,
                 "seconds": round(self.seconds, 3)}
 
@@ -322,50 +370,99 @@ def encode_for_transfer_syntax(ds: Dataset, transfer_syntax: str) -> bytes:
     return fp.getvalue()
 
 
-def _load(source: _Source, transfer_syntax: str | None) -> bytes:
-    """The data set of ``source``: its own bytes, or re-encoded in ``transfer_syntax``."""
+class DecompressionError(InvalidInputError):
+    """A compressed file's pixels cannot be decoded (:func:`send` refuses it and goes on)."""
+
+
+def decompress_file(path: Path) -> Dataset:
+    """A compressed file, its Pixel Data decoded as :func:`send` does (see the module notes).
+
+    Lossless syntaxes keep their colour space; lossy ones are converted to RGB
+    where they are colour, and say Lossy Image Compression ``01``.  The SOP
+    Instance UID and the File Meta Information (but its Transfer Syntax UID,
+    now Explicit VR Little Endian) are kept; Data Set Trailing Padding, which
+    carries nothing and which re-encoding peers drop (dcmtk), is left out.
+
+    Raises
+    ------
+    DecompressionError
+        If the pixels cannot be decoded.
+    """
+    ds = dcmread(path)
+    syntax = ds.file_meta.TransferSyntaxUID
+    lossy = syntax in LOSSY_DECOMPRESSED
+    try:
+        ds.decompress(as_rgb=lossy, generate_instance_uid=False)
+    except Exception as exc:  # pydicom's decoders raise assorted errors on bad streams
+        raise DecompressionError(f"cannot decompress its {syntax.name} pixel data: {exc}",
+                                 path=path) from None
+    if _TRAILING_PADDING in ds:
+        del ds[_TRAILING_PADDING]
+    if lossy:
+        ds.LossyImageCompression = "01"
+        if "LossyImageCompressionMethod" not in ds:
+            ds.LossyImageCompressionMethod = _LOSSY_METHOD[syntax]
+    return ds
+
+
+def _load(source: _Source, transfer_syntax: str | None, decompress: bool) -> bytes:
+    """The data set of ``source``: its own bytes, or (decompressed and) re-encoded."""
     if transfer_syntax is None:
         with open(source.path, "rb") as fp:
             fp.seek(source.offset)
             return fp.read()
-    return encode_for_transfer_syntax(dcmread(source.path), transfer_syntax)
+    ds = decompress_file(source.path) if decompress else dcmread(source.path)
+    return encode_for_transfer_syntax(ds, transfer_syntax)
 
 
 class _Sender:
     """Sends the files of one association, applying the status policy."""
 
     def __init__(self, assoc: RequestedAssociation, report: StoreReport,
-                 progress: Callable[[int, int], None] | None) -> None:
+                 progress: Callable[[int, int], None] | None, allow_lossy: bool) -> None:
         self.assoc = assoc
         self.report = report
         self.progress = progress
+        self.allow_lossy = allow_lossy
 
-    def _context(self, source: _Source) -> tuple[int, str | None] | None:
-        """(context ID, transfer syntax to convert to, or None to send as is)."""
-        own = self.assoc.context_id(source.sop_class_uid, source.transfer_syntax)
+    def _route(self, source: _Source) -> tuple[int, str | None, bool] | str:
+        """(context ID, syntax to encode in or None to send as is, whether to
+        decompress), or why the object cannot be sent."""
+        syntax = source.transfer_syntax
+        own = self.assoc.context_id(source.sop_class_uid, syntax)
         if own is not None:
-            return own, None
-        if source.transfer_syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES:
-            return None
-        for ts in UNCOMPRESSED_TRANSFER_SYNTAXES:
-            other = self.assoc.context_id(source.sop_class_uid, ts)
-            if other is not None:
-                return other, ts
-        return None
+            return own, None, False
+        native = next(((cid, ts) for ts in UNCOMPRESSED_TRANSFER_SYNTAXES
+                       if (cid := self.assoc.context_id(source.sop_class_uid, ts)) is not None),
+                      None)
+        where = f"the peer accepted {source.sop_class_uid.name} in no"
+        if native is None:
+            return f"{where} uncompressed syntax nor in {syntax.name}"
+        if syntax in UNCOMPRESSED_TRANSFER_SYNTAXES or syntax in LOSSLESS_DECOMPRESSED:
+            return *native, syntax not in UNCOMPRESSED_TRANSFER_SYNTAXES
+        if syntax in LOSSY_DECOMPRESSED:
+            if self.allow_lossy:
+                return *native, True
+            return (f"{where} {syntax.name} context, and {syntax.name} is lossy: decompressing "
+                    "it needs consent (--allow-lossy-decompress)")
+        return f"{where} {syntax.name} context, and rtforge cannot decompress {syntax.name}"
 
     def send_one(self, source: _Source) -> bool:
         """Store one object; ``False`` when the policy says stop."""
         report = self.report
-        chosen = self._context(source)
-        if chosen is None:
-            report.failed = StoreIssue(
-                source.path, source.sop_instance_uid, None,
-                f"the peer accepted no presentation context for {source.sop_class_uid.name} in "
-                f"{source.transfer_syntax.name} (compressed data are never transcoded)")
-            return False
-        context_id, convert_to = chosen
+        chosen = self._route(source)
+        if isinstance(chosen, str):
+            report.refused.append(StoreIssue(source.path, source.sop_instance_uid, None, chosen))
+            logger.warning("%s: not sent: %s", source.path, chosen)
+            return True
+        context_id, convert_to, decompress = chosen
         try:
-            data = _load(source, convert_to)
+            data = _load(source, convert_to, decompress)
+        except DecompressionError as exc:
+            report.refused.append(StoreIssue(source.path, source.sop_instance_uid, None,
+                                             exc.reason))
+            logger.warning("%s: not sent: %s", source.path, exc.reason)
+            return True
         except (OSError, InvalidDicomError, InvalidInputError, ValueError) as exc:
             report.failed = StoreIssue(source.path, source.sop_instance_uid, None,
                                        f"cannot read or encode the file: {exc}")
@@ -382,7 +479,11 @@ class _Sender:
         if category in (StatusCategory.SUCCESS, StatusCategory.WARNING):
             report.sent += 1
             report.bytes_sent += len(data)
-            if convert_to is not None:
+            if decompress:
+                report.decompressed.append(source.path)
+                if source.transfer_syntax in LOSSY_DECOMPRESSED:
+                    report.lossy_decompressed.append(source.path)
+            elif convert_to is not None:
                 report.transcoded += 1
             if category is StatusCategory.WARNING:
                 report.warnings.append(StoreIssue(source.path, source.sop_instance_uid, status,
@@ -398,7 +499,8 @@ class _Sender:
 def send(paths: Iterable[str | os.PathLike[str]], node: Node, *, ae_title: str = "RTFORGE",
          transfer_syntaxes: Sequence[str] = UNCOMPRESSED_TRANSFER_SYNTAXES,
          progress: Callable[[int, int], None] | None = None,
-         ssl_context: ssl.SSLContext | None = None) -> StoreReport:
+         ssl_context: ssl.SSLContext | None = None,
+         allow_lossy_decompress: bool = False) -> StoreReport:
     """Send every DICOM file under ``paths`` to ``node`` with C-STORE.
 
     Parameters
@@ -416,14 +518,19 @@ def send(paths: Iterable[str | os.PathLike[str]], node: Node, *, ae_title: str =
     progress : callable, optional
         Called as ``progress(sent, total)`` after each stored object.
     ssl_context : ssl.SSLContext, optional
-        Speak TLS.
+        Speak TLS with this context instead of the node's TLS settings
+        (:func:`rtforge.net.tls.client_context`).
+    allow_lossy_decompress : bool
+        Decompress objects of a lossy syntax the peer does not accept (see
+        the module notes); without it they are refused.  Lossless ones are
+        always decompressed when they must be.
 
     Returns
     -------
     StoreReport
         Network problems, rejections and failure statuses end up in
         ``report.failed`` (with the objects sent so far and those remaining),
-        never as exceptions.
+        objects that cannot go in ``report.refused``, never as exceptions.
 
     Raises
     ------
@@ -458,7 +565,7 @@ def send(paths: Iterable[str | os.PathLike[str]], node: Node, *, ae_title: str =
         try:
             with RequestedAssociation(node, ae_title, contexts, ssl_context) as assoc:
                 report.associations += 1
-                sender = _Sender(assoc, report, progress)
+                sender = _Sender(assoc, report, progress, allow_lossy_decompress)
                 for source in members:
                     if not sender.send_one(source):
                         break
