@@ -139,3 +139,14 @@ def test_sum_doses_weights_and_grids() -> None:
                   direction=[[0.6, 0.8, 0], [-0.8, 0.6, 0], [0, 0, 1]])
     with pytest.raises(GeometryError):
         sum_doses([va, Volume(np.ones(tilted.shape), tilted)], grid="finest")
+
+
+def test_finest_grid_takes_decubitus_doses() -> None:
+    """A decubitus dose (axes permuted) has its own spacing per patient axis."""
+    from tests.core.test_dvh import _decubitus, _dose
+
+    supine = _dose((0.1, 0.2, 0.3), 10.0, 2.0, 0.0)
+    supine = Volume(supine.array, Grid(supine.grid.shape, supine.grid.origin, (2.0, 2.0, 2.0)))
+    total = sum_doses([supine, _decubitus(supine)], grid="finest")
+    assert total.grid.is_axis_aligned and np.allclose(total.grid.spacing, (2.0, 2.0, 2.0))
+    assert np.allclose(total.array, 2 * supine.array)

@@ -224,3 +224,43 @@ def test_constructors_leave_the_callers_arrays_writeable() -> None:
     SliceStack(positions, (1, 0, 0), (0, 1, 0), (1.0, 1.0), 2, 2)
     Grid((1, 1, 1), origin, (1.0, 1.0, 1.0))
     assert positions.flags.writeable and origin.flags.writeable
+
+
+# ------------------------------------------------------- axis-aligned views
+def _signed_permutations():
+    import itertools
+
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            direction = np.zeros((3, 3))
+            for index_axis, patient_axis in enumerate(perm):
+                direction[patient_axis, index_axis] = signs[index_axis]
+            if np.linalg.det(direction) > 0:  # right-handed, as DICOM grids are
+                yield direction
+
+
+@pytest.mark.parametrize("direction", list(_signed_permutations()),
+                         ids=lambda d: "/".join(str(int(v)) for v in d.T.ravel()))
+def test_axis_aligned_view_keeps_every_voxel_where_it_is(direction) -> None:
+    """Prone, decubitus, feet-first: the view holds each voxel at the same x, y, z."""
+    from rtforge.core.geometry import Volume, axis_aligned_view
+
+    rng = np.random.default_rng(7)
+    grid = Grid((4, 5, 6), origin=(10.0, -20.0, 30.0), spacing=(1.5, 2.0, 3.0),
+                direction=direction)
+    volume = Volume(rng.random(grid.shape), grid)
+    view = axis_aligned_view(volume)
+    assert view is not None and np.allclose(view.grid.direction, np.eye(3))
+    k, j, i = np.indices(grid.shape).reshape(3, -1)
+    world = grid.index_to_patient(np.stack([i, j, k], axis=1))
+    back = np.rint(view.grid.patient_to_index(world)).astype(int)
+    assert np.allclose(view.grid.index_to_patient(back), world)
+    assert np.array_equal(view.array[back[:, 2], back[:, 1], back[:, 0]], volume.array[k, j, i])
+
+
+def test_axis_aligned_view_of_an_oblique_grid_is_none() -> None:
+    from rtforge.core.geometry import Volume, axis_aligned_view
+
+    rotation = Rotation.from_euler("z", 10, degrees=True).as_matrix()
+    grid = Grid((2, 2, 2), origin=(0, 0, 0), spacing=(1, 1, 1), direction=rotation)
+    assert axis_aligned_view(Volume(np.zeros(grid.shape), grid)) is None

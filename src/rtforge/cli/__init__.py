@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _full_command(parser, args)
     level = {0: logging.ERROR, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.command in _KERNEL_COMMANDS and not getattr(args, "quiet", False):
+    if args.command in _KERNEL_COMMANDS and not getattr(args, "quiet", False) \
+            and sys.stderr.isatty():  # for the person watching, as the progress bars are
         from rtforge.core._kernel_cache import kernels_cached
 
         if not kernels_cached():

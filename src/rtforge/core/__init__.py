@@ -27,7 +27,13 @@ if TYPE_CHECKING:  # type checkers and IDEs see the names directly
     from rtforge.core.dosegrid import dequantize_dose, quantize_dose, resample_dose, sum_doses  # noqa: F401
     from rtforge.core.drr import Attenuation, compute_drr, prepare_volume, quantize  # noqa: F401
     from rtforge.core.dvh import DVH, EndCap, compute_dvh, compute_dvhs  # noqa: F401
-    from rtforge.core.geometry import Grid, SliceStack, Volume, bounding_grid  # noqa: F401
+    from rtforge.core.geometry import (  # noqa: F401
+        Grid,
+        SliceStack,
+        Volume,
+        axis_aligned_view,
+        bounding_grid,
+    )
     from rtforge.core.masks import contours_to_mask, mask_to_contours  # noqa: F401
     from rtforge.core.reslice import Interpolation, default_output_grid, is_exact_reindex, reslice  # noqa: F401
 
@@ -37,6 +43,7 @@ _EXPORTS = {
     "SliceStack": "geometry",
     "Volume": "geometry",
     "bounding_grid": "geometry",
+    "axis_aligned_view": "geometry",
     "BeamGeometry": "beam",
     "PatientPosition": "beam",
     "Interpolation": "reslice",

@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike
 
 from rtforge.core import _dosegrid_kernels as _k
 from rtforge.core._decimal import compact_decimal
-from rtforge.core.geometry import Grid, Volume, bounding_grid
+from rtforge.core.geometry import Grid, Volume, axis_aligned_view, bounding_grid
 from rtforge.errors import GeometryError, InvalidInputError
 
 __all__ = [
@@ -318,8 +318,10 @@ def _target_grid(volumes: Sequence[Volume], grid: Grid | GridChoice | str) -> Gr
         raise InvalidInputError(f"grid must be a Grid, 'A' or 'finest', got {grid!r}") from None
     if choice is GridChoice.FIRST:
         return volumes[0].grid
-    if not all(v.grid.is_axis_aligned for v in volumes):
-        raise GeometryError("grid 'finest' needs axis-aligned dose grids; give a Grid instead")
+    views = [axis_aligned_view(v) for v in volumes]
+    if any(view is None for view in views):
+        raise GeometryError("grid 'finest' needs dose grids whose axes are the patient axes "
+                            "(in any order: supine, prone, decubitus); give a Grid instead")
     corners = np.concatenate([v.grid.corners() for v in volumes])
-    spacing = np.min([v.grid.spacing for v in volumes], axis=0)
+    spacing = np.min([view.grid.spacing for view in views if view is not None], axis=0)
     return bounding_grid(corners, spacing)

@@ -68,7 +68,7 @@ from numpy.typing import ArrayLike
 
 from rtforge.core import _dvh_kernels as _k
 from rtforge.core.contours import Contour, Structure
-from rtforge.core.geometry import Volume
+from rtforge.core.geometry import Volume, axis_aligned_view
 from rtforge.errors import GeometryError, InvalidInputError
 
 __all__ = [
@@ -345,21 +345,17 @@ def conformity_indices(target: DVH, body: DVH, prescription_gy: float) -> tuple[
 # ------------------------------------------------------------------ kernel front
 def _axis_aligned(volume: Volume) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dose array, origin and spacing of an identity-direction view of the grid."""
-    grid = volume.grid
-    signs = np.sign(np.diag(grid.direction))
-    if not np.allclose(np.abs(grid.direction), np.eye(3), atol=1e-6):
-        raise GeometryError("DVH needs an axis-aligned dose grid (Image Orientation "
-                            "1\\0\\0\\0\\1\\0, slices along z); resample the dose first")
-    array = volume.array
+    view = axis_aligned_view(volume)
+    if view is None:
+        raise GeometryError("DVH needs a dose grid whose axes are the patient axes in any "
+                            "order (supine, prone or decubitus); this one is oblique: resample "
+                            "the dose first")
+    array = view.array
     if array.dtype not in (np.float32, np.float64):
         raise InvalidInputError(f"dose must be float32 or float64, got {array.dtype}")
-    origin = np.array(grid.origin, dtype=np.float64)
-    for axis, sign in enumerate(signs):  # axis 0 = i = array axis 2
-        if sign < 0:
-            array = np.flip(array, axis=2 - axis)
-            origin[axis] -= (grid.shape[2 - axis] - 1) * grid.spacing[axis]
     # float32 stays float32: the kernel widens each value it reads to float64
-    return np.ascontiguousarray(array), origin, np.array(grid.spacing, dtype=np.float64)
+    return (np.ascontiguousarray(array), np.array(view.grid.origin, dtype=np.float64),
+            np.array(view.grid.spacing, dtype=np.float64))
 
 
 def _planes(structure: Structure | Sequence[ArrayLike]) -> list[tuple[float, list[np.ndarray]]]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from rtforge.errors import GeometryError
 
-__all__ = ["Grid", "SliceStack", "Volume", "bounding_grid"]
+__all__ = ["Grid", "SliceStack", "Volume", "axis_aligned_view", "bounding_grid"]
 
 _ORTHO_TOL = 1e-4  # tolerance on direction cosines (DICOM writers round them)
 
@@ -470,6 +470,45 @@ class Volume:
         if self.array.shape != self.grid.shape:
             raise GeometryError(
                 f"array shape {self.array.shape} does not match grid shape {self.grid.shape}")
+
+
+def axis_aligned_view(volume: Volume) -> Volume | None:
+    """The same voxels on an identity-direction grid, when only the axes' order and signs differ.
+
+    A grid whose direction is a signed permutation (a decubitus or prone dose grid,
+    Image Orientation ``0\\1\\0\\-1\\0\\0``, a feet-first series, slices running
+    towards -z) holds the voxels of an axis-aligned grid in another order: the view
+    transposes and flips the array (no copy, no interpolation), so the voxel at
+    ``[k, j, i]`` of the view is at ``x, y, z`` = origin + (i, j, k) * spacing.
+
+    Parameters
+    ----------
+    volume : Volume
+
+    Returns
+    -------
+    Volume or None
+        None when the direction is not a signed permutation (oblique or tilted).
+    """
+    grid = volume.grid
+    direction = grid.direction
+    rounded = np.round(direction)
+    if not (np.allclose(direction, rounded, atol=_ORTHO_TOL)
+            and np.all(np.abs(rounded).sum(axis=0) == 1)
+            and np.all(np.abs(rounded).sum(axis=1) == 1)):
+        return None
+    source_axis = np.argmax(np.abs(rounded), axis=1)  # patient axis p <- index axis (i, j, k)
+    signs = rounded[np.arange(3), source_axis]
+    # Array axes are (k, j, i): index axis m is array axis 2 - m.
+    array = np.transpose(volume.array, [2 - int(source_axis[p]) for p in (2, 1, 0)])
+    corner = np.zeros(3)
+    for p in range(3):
+        if signs[p] < 0:
+            array = np.flip(array, axis=2 - p)
+            corner[source_axis[p]] = grid.shape[2 - source_axis[p]] - 1
+    origin = grid.affine[:3, :3] @ corner + grid.affine[:3, 3]
+    spacing = tuple(float(grid.spacing[source_axis[p]]) for p in range(3))
+    return Volume(array, Grid(array.shape, origin, spacing))
 
 
 # The treatment-machine geometry of projection images (IEC 61217) lives in its
