@@ -8,7 +8,11 @@ the bounded cache.  Work runs in a thread pool, off the event loop.
 Endpoints (JSON bodies; lengths in mm, angles in degrees, doses in Gy)
 ---------------------------------------------------------------------
 ``GET /health``
-    ``{"status": "ok", "studies": N, "max_studies": M}``.
+    ``{"status": "ok", "studies": N, "max_studies": M, "cache_mb": X,
+    "max_cache_mb": Y}``.
+``GET /openapi.json``
+    The OpenAPI 3.1 document: every request schema, built from the same
+    definitions that validate requests (:mod:`rtforge._asgi_schema`).
 ``POST /studies``
     ``{"ct": PATH}`` or ``{"dose": PATH, "structure_set": PATH}``: load a
     study now; answers what was loaded.
@@ -25,18 +29,36 @@ Endpoints (JSON bodies; lengths in mm, angles in degrees, doses in Gy)
     "dose_at_volume": [percent, ...], "volume_at_dose": [Gy, ...], "format":
     "json" | "rtdose"}``: metrics per ROI as JSON, or a DVH-only RT Dose.
 
-Errors answer ``{"error": message}``: 400 for a body that is not a JSON
-object, 404 for a path that does not exist, 422 for a field that is
-missing, of the wrong type or out of range, or input rtforge rejects.
+Limits and hygiene
+------------------
+Every answer but a success is ``{"error": message}`` and keeps the
+connection: 400 for a body that is not a JSON object or is nested deeper
+than :attr:`Limits.max_depth`; 401 without the bearer token when one is
+set; 403 for a path outside the data roots (the same answer whether it
+exists or not); 404 for a path inside them that does not exist; 413 for a
+body over :attr:`Limits.max_body_bytes`, an image side over 65535, or a DRR
+request whose rows x columns summed over its geometries exceed
+:attr:`Limits.max_pixels` (checked before anything is allocated); 415 for a
+body that is not ``application/json`` (so a web page cannot make a browser
+post to the service without a CORS preflight, which is never granted); 422
+for a field missing, of the wrong type or out of range (numbers must be
+finite and within the bounds the OpenAPI document states), or files that
+cannot be read as the study asked for (messages name no file: the server
+log does); 503 when memory runs out.  A defect answers a JSON 500 and its
+traceback goes to the server log.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
+import re
+import time
 import zipfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,95 +66,111 @@ import numpy as np
 from pydicom import Dataset, dcmwrite
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rtforge import __version__
+from rtforge._asgi_schema import (
+    DRR,
+    DVH,
+    STUDY_CT,
+    STUDY_DOSE,
+    RequestError,
+    openapi,
+    validate,
+)
 from rtforge.core.beam import BeamGeometry
 from rtforge.errors import RtforgeError
 from rtforge.io.fileset import file_meta
-from rtforge.service import CTStudy, StudyCache
+from rtforge.service import CTStudy, DataRoots, OutsideDataRootsError, StudyCache
 
-__all__ = ["create_app", "RequestError"]
+__all__ = ["create_app", "Limits", "RequestError"]
 
 log = logging.getLogger(__name__)
 
-#: Most geometries one DRR request may ask for.
-MAX_GEOMETRIES = 360
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the service.
+
+    Parameters
+    ----------
+    max_pixels : int
+        Pixel budget of a DRR request: rows x columns summed over its
+        geometries (default 64 Mpixel: 64,000,000).
+    max_body_bytes : int
+        Largest request body (default 1 MiB).
+    max_depth : int
+        Deepest nesting of arrays and objects in a body (default 16; the
+        requests need 4).
+    """
+
+    max_pixels: int = 64_000_000
+    max_body_bytes: int = 1 << 20
+    max_depth: int = 16
 
 
-class RequestError(Exception):
-    """A request rtforge will not serve: its HTTP status and a one-line reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-# ------------------------------------------------------------- validation
-def _field(body: dict, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    if name not in body:
-        if default is ...:
-            raise RequestError(422, f"'{name}' is required")
-        return default
-    value = body[name]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise RequestError(422, f"'{name}' must be {_kind_name(kind)}, got a boolean")
-    if not isinstance(value, kind):
-        raise RequestError(422, f"'{name}' must be {_kind_name(kind)}, got {type(value).__name__}")
-    return value
+# ------------------------------------------------------------------- the body
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {str: "a string", int: "an integer", float: "a number", list: "a list",
-             dict: "an object"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+def _depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text (strings skipped)."""
+    text = np.frombuffer(_STRING.sub(b"", raw), np.uint8)
+    steps = np.isin(text, _OPEN).astype(np.int64) - np.isin(text, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
 
 
-def _numbers(body: dict, name: str, count: int | None = None, default: Any = ...) -> list[float]:
-    values = _field(body, name, list, default)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise RequestError(422, f"'{name}' must be a list of numbers")
-    if count is not None and len(values) != count:
-        raise RequestError(422, f"'{name}' must have {count} numbers, got {len(values)}")
-    return [float(v) for v in values]
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _path(body: dict, name: str) -> Path:
-    path = Path(_field(body, name, str))
-    if not path.exists():
-        raise RequestError(404, f"'{name}': no such file or folder on the server: {path}")
-    return path
+async def _json_body(request: Request, limits: Limits) -> dict:
+    """The request's JSON object, read within the limits."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise RequestError(415, f"the body must be application/json, got "
+                                f"{media[:60] or 'no Content-Type'!r}")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
+        raise RequestError(413, f"the body must be at most {limits.max_body_bytes} bytes, "
+                                f"declared {declared[:20]}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise RequestError(413, f"the body must be at most {limits.max_body_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if _depth(raw) > limits.max_depth:
+        raise RequestError(400, f"the body is nested deeper than {limits.max_depth} levels")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError
+        raise RequestError(400, f"the body is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "the body must be a JSON object")
+    return body
 
 
-def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str:
-    value = _field(body, name, str, choices[0])
-    if value not in choices:
-        raise RequestError(422, f"'{name}' must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
-def _geometry(item: object, n: int) -> BeamGeometry:
-    if not isinstance(item, dict):
-        raise RequestError(422, f"geometries[{n}] must be an object")
-    known = {"gantry", "isocenter", "rows", "columns", "pixel_spacing", "collimator", "couch",
-             "sad", "sid", "patient_position"}
-    unknown = sorted(set(item) - known)
-    if unknown:
-        raise RequestError(422, f"geometries[{n}]: unknown field(s) {', '.join(unknown)}")
+# ------------------------------------------------------------- the requests
+def _geometry(item: dict, n: int) -> BeamGeometry:
     try:
         return BeamGeometry(
-            float(_field(item, "gantry", (int, float))), np.asarray(_numbers(item, "isocenter", 3)),
-            collimator_angle=float(_field(item, "collimator", (int, float), 0.0)),
-            couch_angle=float(_field(item, "couch", (int, float), 0.0)),
-            sad=float(_field(item, "sad", (int, float), 1000.0)),
-            sid=float(_field(item, "sid", (int, float), 1500.0)),
-            rows=_field(item, "rows", int), columns=_field(item, "columns", int),
-            pixel_spacing=tuple(_numbers(item, "pixel_spacing", 2)),  # type: ignore[arg-type]
-            patient_position=_field(item, "patient_position", str, "HFS"))
-    except RequestError as exc:
-        raise RequestError(exc.status, f"geometries[{n}]: {exc}") from exc
+            float(item["gantry"]), np.asarray(item["isocenter"], dtype=np.float64),
+            collimator_angle=float(item["collimator"]), couch_angle=float(item["couch"]),
+            sad=float(item["sad"]), sid=float(item["sid"]), rows=item["rows"],
+            columns=item["columns"],
+            pixel_spacing=tuple(float(v) for v in item["pixel_spacing"]),  # type: ignore[arg-type]
+            patient_position=item["patient_position"])
     except RtforgeError as exc:
         raise RequestError(422, f"geometries[{n}]: {exc}") from exc
 
@@ -153,53 +191,147 @@ def _zip(files: list[tuple[str, bytes]]) -> bytes:
 
 
 # --------------------------------------------------------------- handlers
-def create_app(cache: StudyCache | None = None, *, max_studies: int = 4) -> Starlette:
+class _Guard:
+    """Outermost layer: the bearer token, a JSON 500 for defects, the access log."""
+
+    def __init__(self, app: ASGIApp, token: str | None,
+                 access_log: Callable[[str], None] | None) -> None:
+        self.app, self.access_log = app, access_log
+        self.token = None if token is None else f"Bearer {token}".encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        return hmac.compare_digest(given, self.token)  # type: ignore[arg-type]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.token is not None and not self._authorized(scope):
+                await _error(401, "a bearer token is required: Authorization: Bearer TOKEN",
+                             {"WWW-Authenticate": "Bearer"})(scope, receive, sending)
+            else:
+                await self.app(scope, receive, sending)
+        except Exception:
+            log.exception("defect answering %s %s", scope["method"], scope["path"])
+            if not status:
+                await _error(500, "internal error (logged on the server)")(scope, receive, sending)
+        finally:
+            if self.access_log is not None:
+                client = (scope.get("client") or ("-",))[0]
+                self.access_log(f"{client} {scope['method']} {scope['path'][:200]} {status} "
+                                f"{1000 * (time.perf_counter() - start):.1f} ms")
+
+
+def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
+               limits: Limits | None = None, token: str | None = None,
+               access_log: Callable[[str], None] | None = None) -> ASGIApp:
     """The ASGI application answering DRR and DVH requests.
 
     Parameters
     ----------
     cache : StudyCache, optional
-        Where loaded studies are kept; by default a new one of ``max_studies``.
+        Where loaded studies are kept, and the data roots paths are confined
+        to; by default a new one of ``max_studies`` whose data root is the
+        current folder.
     max_studies : int
         Bound of the default cache.
+    limits : Limits, optional
+        What one request may ask (the defaults of :class:`Limits`).
+    token : str, optional
+        When given, every request needs ``Authorization: Bearer <token>``
+        (compared in constant time); 401 otherwise.
+    access_log : callable, optional
+        Called with one line per request: client, method, path, status, ms.
 
     Returns
     -------
-    starlette.applications.Starlette
+    ASGI application
     """
-    cache = cache or StudyCache(max_studies)
+    cache = cache or StudyCache(max_studies, data_roots=DataRoots([Path.cwd()]))
+    limits = limits or Limits()
+    document = openapi(__version__, limits.max_pixels, limits.max_body_bytes)
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "studies": len(cache),
-                             "max_studies": cache.max_studies})
+        return JSONResponse({
+            "status": "ok", "studies": len(cache), "max_studies": cache.max_studies,
+            "cache_mb": round(cache.nbytes / 1e6, 3),
+            "max_cache_mb": None if cache.max_bytes is None else cache.max_bytes / 1e6})
+
+    async def schema(request: Request) -> Response:
+        return JSONResponse(document)
+
+    def existing(fields: dict, name: str) -> Path:
+        path = cache.resolve(fields[name])
+        try:
+            found = path.exists()
+        except OSError:  # a name too long for the file system
+            found = False
+        if not found:
+            raise RequestError(404, f"'{name}': no such file or folder on the server: "
+                                    f"{fields[name][:200]}")
+        return path
+
+    def study(names: str, what: str, load: Callable[[], Any]) -> Any:
+        """``load()``; an unreadable file answers a 422 that names no file."""
+        try:
+            return load()
+        except RtforgeError as exc:
+            if getattr(exc, "path", None) is None or isinstance(exc, OutsideDataRootsError):
+                raise
+            log.warning("%s: %s", names, exc)
+            raise RequestError(422, f"{names}: not {what} (the server log names the file and "
+                                    f"the problem)") from exc
+        except OSError as exc:
+            log.warning("%s: %s", names, exc)
+            raise RequestError(422, f"{names}: cannot be read (the server log says why)") from exc
+
+    def ct_study(fields: dict) -> CTStudy:
+        path = existing(fields, "ct")
+        return study("'ct'", "one readable CT series", lambda: cache.ct(path))
+
+    def dose_study(fields: dict) -> Any:
+        dose, structure_set = existing(fields, "dose"), existing(fields, "structure_set")
+        return study("'dose', 'structure_set'",
+                     "a readable RT Dose with a dose grid and RT Structure Set",
+                     lambda: cache.dose(dose, structure_set))
 
     def load(body: dict) -> dict:
         if "ct" in body:
-            study = cache.ct(_path(body, "ct"))
-            grid = study.volume.grid
+            ct = ct_study(validate(body, STUDY_CT))
+            grid = ct.volume.grid
             return {"kind": "ct", "shape": list(grid.shape), "spacing": list(grid.spacing),
-                    "patient_id": str(study.header.get("PatientID", ""))}
-        dose = cache.dose(_path(body, "dose"), _path(body, "structure_set"))
+                    "patient_id": str(ct.header.get("PatientID", ""))}
+        dose = dose_study(validate(body, STUDY_DOSE))
         return {"kind": "dose", "rois": [{"number": s.number, "name": s.name}
                                          for s in dose.structure_set.structures]}
 
     def drr(body: dict) -> Response:
-        items = _field(body, "geometries", list)
-        if not 1 <= len(items) <= MAX_GEOMETRIES:
-            raise RequestError(422, f"'geometries' must hold 1 to {MAX_GEOMETRIES} geometries, "
-                                    f"got {len(items)}")
-        geometries = [_geometry(item, n) for n, item in enumerate(items)]
-        method = _choice(body, "method", ("siddon", "trilinear"))
-        device = _choice(body, "device", ("cpu", "cuda"))
-        kind = _choice(body, "format", ("png", "rtimage"))
-        study = cache.ct(_path(body, "ct"))
-        images = study.drr_images(geometries, method=method, device=device)
+        fields = validate(body, DRR)
+        pixels = sum(g["rows"] * g["columns"] for g in fields["geometries"])
+        if pixels > limits.max_pixels:
+            raise RequestError(413, f"the request asks for {pixels} pixels (rows x columns "
+                                    f"summed over its geometries); the limit is "
+                                    f"{limits.max_pixels}")
+        geometries = [_geometry(item, n) for n, item in enumerate(fields["geometries"])]
+        method, kind = fields["method"], fields["format"]
+        ct = ct_study(fields)
+        images = ct.drr_images(geometries, method=method, device=fields["device"])
         if kind == "png":
             files = [(f"drr_{n + 1:04d}.png", CTStudy.png(image)) for n, image in enumerate(images)]
             media = "image/png"
         else:
-            datasets = study.rt_images(geometries, images,
-                                       derivation=f"DRR computed by rtforge serve ({method})")
+            datasets = ct.rt_images(geometries, images,
+                                    derivation=f"DRR computed by rtforge serve ({method})")
             files = [(f"drr_{n + 1:04d}.dcm", _part10(ds)) for n, ds in enumerate(datasets)]
             media = "application/dicom"
         if len(files) == 1:
@@ -207,17 +339,13 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4) -> Star
         return Response(_zip(files), media_type="application/zip")
 
     def dvh(body: dict) -> Response:
-        rois = _field(body, "rois", list)
-        if not rois or not all(isinstance(r, (str, int)) and not isinstance(r, bool) for r in rois):
-            raise RequestError(422, "'rois' must be a non-empty list of ROI names or numbers")
-        at_volume = _numbers(body, "dose_at_volume", default=[])
-        at_dose = _numbers(body, "volume_at_dose", default=[])
-        kind = _choice(body, "format", ("json", "rtdose"))
-        study = cache.dose(_path(body, "dose"), _path(body, "structure_set"))
-        metrics = [study.metrics(r, dose_at_volume_percent=at_volume, volume_at_dose_gy=at_dose)
-                   for r in rois]
-        if kind == "rtdose":
-            return Response(_part10(study.rt_dose(rois)), media_type="application/dicom")
+        fields = validate(body, DVH)
+        rois = fields["rois"]
+        dose = dose_study(fields)
+        metrics = [dose.metrics(r, dose_at_volume_percent=fields["dose_at_volume"],
+                                volume_at_dose_gy=fields["volume_at_dose"]) for r in rois]
+        if fields["format"] == "rtdose":
+            return Response(_part10(dose.rt_dose(rois)), media_type="application/dicom")
         return JSONResponse({"rois": [
             {"number": m.roi_number, "name": m.name, "volume_cm3": m.volume_cm3,
              "min_gy": m.min_gy, "mean_gy": m.mean_gy, "max_gy": m.max_gy,
@@ -228,24 +356,32 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4) -> Star
     def endpoint(work: Callable[[dict], Response | dict]) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             try:
-                try:
-                    body = json.loads(await request.body())
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise RequestError(400, f"the body is not JSON: {exc}") from exc
-                if not isinstance(body, dict):
-                    raise RequestError(400, "the body must be a JSON object")
-                answer = await run_in_threadpool(work, body)
+                answer = await run_in_threadpool(work, await _json_body(request, limits))
             except RequestError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+                return _error(exc.status, str(exc))
+            except OutsideDataRootsError:
+                return _error(403, "access denied: the path is outside the data roots")
             except RtforgeError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=422)
+                return _error(422, str(exc))
+            except MemoryError:
+                log.exception("out of memory answering %s", request.url.path)
+                return _error(503, "the server has not the memory for this request now")
+            except Exception:
+                log.exception("defect answering %s", request.url.path)
+                return _error(500, "internal error (logged on the server)")
             return answer if isinstance(answer, Response) else JSONResponse(answer)
 
         return handle
 
-    return Starlette(routes=[
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(exc.status_code, f"{request.method} {request.url.path[:200]}: {exc.detail}",
+                      exc.headers)
+
+    app = Starlette(routes=[
         Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", schema, methods=["GET"]),
         Route("/studies", endpoint(load), methods=["POST"]),
         Route("/drr", endpoint(drr), methods=["POST"]),
         Route("/dvh", endpoint(dvh), methods=["POST"]),
-    ])
+    ], exception_handlers={HTTPException: http_error})  # type: ignore[dict-item]
+    return _Guard(app, token, access_log)

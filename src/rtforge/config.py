@@ -45,6 +45,13 @@ A missing file means the defaults.  Example::
     restore_ae_title = "RTFORGE_RST"
     restore_port = 11113
 
+    [serve]
+    data_roots = ["/srv/studies"]  # the only folders 'rtforge serve' reads (default: where it starts)
+    token_file = "/etc/rtforge/serve.token"  # bearer token required of every request
+    max_mpixel = 64       # DRR pixels per request: rows x columns over its geometries
+    max_cache_mb = 2048   # studies kept loaded, least recently used dropped first
+    max_studies = 4
+
 Importing rtforge changes no other library's global state.
 """
 
@@ -73,6 +80,7 @@ __all__ = [
     "NetworkConfig",
     "ReceiveLimits",
     "ArchiveConfig",
+    "ServeConfig",
     "Config",
     "config_path",
     "load_config",
@@ -430,6 +438,50 @@ class ArchiveConfig:
         return Path(self.catalog) if self.catalog else Path(self.store) / "catalog.sqlite"
 
 
+def _positive(value: object, name: str, kind: type | tuple[type, ...] = int) -> None:
+    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
+        raise InvalidInputError(f"{name} must be a positive number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``rtforge serve``, the HTTP service (its flags override these).
+
+    Parameters
+    ----------
+    data_roots : tuple of str
+        The only folders the service reads from; empty means the folder it
+        is started in.
+    token_file : str
+        A file holding the bearer token every request must carry; empty
+        means no token.
+    max_mpixel : float
+        Pixel budget of one DRR request in millions: rows x columns summed
+        over its geometries (default 64).
+    max_cache_mb : float
+        Memory the study cache may hold, in MB (default 2048).
+    max_studies : int
+        Studies the cache may hold (default 4).
+    """
+
+    data_roots: tuple[str, ...] = ()
+    token_file: str = ""
+    max_mpixel: float = 64.0
+    max_cache_mb: float = 2048.0
+    max_studies: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_roots, (list, tuple)) \
+                or not all(isinstance(r, str) and r for r in self.data_roots):
+            raise InvalidInputError("data_roots must be a list of folder paths")
+        object.__setattr__(self, "data_roots", tuple(self.data_roots))
+        if not isinstance(self.token_file, str):
+            raise InvalidInputError("token_file must be a path string")
+        _positive(self.max_mpixel, "max_mpixel", (int, float))
+        _positive(self.max_cache_mb, "max_cache_mb", (int, float))
+        _positive(self.max_studies, "max_studies")
+
+
 @dataclass(frozen=True)
 class ResliceConfig:
     """How CT series are reconverted (``[reslice]``).
@@ -467,12 +519,15 @@ class Config:
         The local store and File/Restore.
     reslice : ResliceConfig
         CT reconversion.
+    serve : ServeConfig
+        The HTTP service.
     """
 
     export: ExportConfig = field(default_factory=ExportConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     reslice: ResliceConfig = field(default_factory=ResliceConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def config_path() -> Path:
@@ -556,7 +611,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
-    unknown = set(data) - {"export", "network", "archive", "reslice"}
+    unknown = set(data) - {"export", "network", "archive", "reslice", "serve"}
     if unknown:
         raise InvalidInputError(f"unknown section(s): {', '.join(sorted(unknown))}", path=p)
     try:
@@ -564,6 +619,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         network = _network(data.get("network", {}), p)
         archive = _section(ArchiveConfig, data.get("archive", {}), p, "archive")
         reslice = _section(ResliceConfig, data.get("reslice", {}), p, "reslice")
+        serve = _section(ServeConfig, data.get("serve", {}), p, "serve")
     except TypeError as exc:
         raise InvalidInputError(str(exc), path=p) from None
     except InvalidInputError as exc:
@@ -571,4 +627,4 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             raise InvalidInputError(exc.reason, path=p) from None
         raise
     return Config(export=export, network=network, archive=archive,  # type: ignore[arg-type]
-                  reslice=reslice)  # type: ignore[arg-type]
+                  reslice=reslice, serve=serve)  # type: ignore[arg-type]

@@ -9,9 +9,13 @@
 - :class:`DoseStudy` holds a dose grid and a structure set and answers DVH
   requests for chosen ROIs (each DVH computed once), with metrics, or as a
   DVH-only RT Dose data set.
-- :class:`StudyCache` keeps the most recently used studies, a bounded
-  number of them, keyed by their files: the HTTP service
-  (:mod:`rtforge.cli.serve`) answers every request through one.
+- :class:`StudyCache` keeps the most recently used studies, bounded in
+  number and in bytes, keyed by their files; it loads each study once, outside
+  its lock, so requests for studies already loaded never wait behind a cold
+  load.  The HTTP service (:mod:`rtforge.asgi`, ``rtforge serve``) answers
+  every request through one.
+- :class:`DataRoots` confines the files a service reads to chosen folders
+  (symbolic links resolved).
 
 Arrays in, arrays out; the IOD builders of :mod:`rtforge.io` sit on top.
 Coordinates are patient x, y, z in mm (LPS); doses in Gy, volumes in cm3.
@@ -23,7 +27,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -47,14 +51,15 @@ from rtforge.core.drr import (
 from rtforge.core.dvh import DVH, compute_dvh, contour_spacing
 from rtforge.core.geometry import Volume
 from rtforge.core.reslice import default_output_grid, reslice
-from rtforge.errors import InvalidInputError
+from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.io.rtdose import RTDose, build_dvh_dose, read_rtdose
 from rtforge.io.rtimage import _png, build_rt_image, preview_rgb
 from rtforge.io.rtstruct import StructureSet, read_rtstruct
 from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import new_uid
 
-__all__ = ["CTStudy", "DoseStudy", "DvhMetrics", "StudyCache", "regular_volume"]
+__all__ = ["CTStudy", "DataRoots", "DoseStudy", "DvhMetrics", "OutsideDataRootsError",
+           "StudyCache", "regular_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,86 @@ def regular_volume(series: ImageSeries) -> Volume:
     return Volume(reslice(series.array, series.stack, grid), grid)
 
 
+class OutsideDataRootsError(RtforgeError):
+    """A path outside every data root.  The message names neither the path nor
+    whether it exists."""
+
+
+class DataRoots:
+    """The folders a service may read from; every other path is refused.
+
+    Parameters
+    ----------
+    roots : iterable of str or path-like
+        Existing folders.  Symbolic links in them are resolved once, here.
+
+    Raises
+    ------
+    InvalidInputError
+        If there is no root, or one is not an existing folder.
+
+    Notes
+    -----
+    A path is confined after every symbolic link in it is resolved, so a link
+    inside a root that points outside is outside.  Relative paths are taken
+    relative to the first root.
+    """
+
+    def __init__(self, roots: Iterable[str | os.PathLike]) -> None:
+        resolved = []
+        for root in roots:
+            path = Path(root).resolve()
+            if not path.is_dir():
+                raise InvalidInputError("the data root is not an existing folder", path=root)
+            resolved.append(path)
+        if not resolved:
+            raise InvalidInputError("at least one data root is needed")
+        self.roots: tuple[Path, ...] = tuple(resolved)
+
+    def __repr__(self) -> str:
+        return f"DataRoots({[str(r) for r in self.roots]!r})"
+
+    def contains(self, path: Path) -> bool:
+        """Whether the resolved ``path`` lies in a root."""
+        return any(path == root or path.is_relative_to(root) for root in self.roots)
+
+    def confine(self, path: str | os.PathLike) -> Path:
+        """``path`` resolved (symbolic links followed), when it lies in a root.
+
+        Raises
+        ------
+        OutsideDataRootsError
+            If the resolved path is outside every root, whether it exists or not.
+        """
+        try:
+            resolved = (self.roots[0] / path).resolve()
+        except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
+            raise OutsideDataRootsError("the path is outside the data roots") from None
+        if not self.contains(resolved):
+            raise OutsideDataRootsError("the path is outside the data roots")
+        return resolved
+
+    def files(self, folder: Path) -> list[Path]:
+        """The regular files under ``folder`` (recursively) whose resolved paths
+        lie in a root; hidden entries and links that lead outside are left out.
+
+        Parameters
+        ----------
+        folder : Path
+            A folder already confined by :meth:`confine`.
+        """
+        kept: list[Path] = []
+        for top, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(n for n in names if not n.startswith(".")):
+                path = Path(top) / name
+                if path.is_file() and self.contains(path.resolve()):
+                    kept.append(path)
+                elif path.is_symlink():
+                    log.warning("left out %s: a link that leads outside the data roots", path)
+        return kept
+
+
 class CTStudy:
     """A CT loaded once, answering DRR requests.
 
@@ -100,8 +185,8 @@ class CTStudy:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, source: str | os.PathLike) -> CTStudy:
-        """Read a CT series (a folder holding one series, or its files' folder).
+    def load(cls, source: str | os.PathLike | Sequence[str | os.PathLike]) -> CTStudy:
+        """Read a CT series (a folder holding one series, or a list of its files).
 
         A series with unevenly spaced slices is resliced onto a regular grid.
 
@@ -114,6 +199,11 @@ class CTStudy:
         if series.modality != "CT":
             raise InvalidInputError(f"the series is {series.modality}, not CT", path=source)
         return cls(regular_volume(series), series.headers[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the HU volume and every converted volume."""
+        return self.volume.array.nbytes + sum(p.mu.nbytes for p in self._prepared.values())
 
     def prepared(self, attenuation: Attenuation | None = None) -> AttenuationVolume:
         """The volume converted to μ by ``attenuation`` (once per attenuation)."""
@@ -228,6 +318,13 @@ class DoseStudy:
         """Read an RT Dose file and an RT Structure Set file."""
         return cls(read_rtdose(dose_path), read_rtstruct(structure_set_path))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, estimated: the dose grid, and the contour points twice (as
+        arrays and as the structure set's Contour Data text)."""
+        points = sum(c.points.nbytes for s in self.structure_set.structures for c in s.contours)
+        return self.dose.volume.array.nbytes + 2 * points  # type: ignore[union-attr]
+
     def structure(self, roi: int | str) -> Structure:
         """The structure of ROI Number ``roi`` (int) or ROI Name ``roi`` (str).
 
@@ -286,53 +383,149 @@ class DoseStudy:
                               dose_type=self.dose.dose_type).dataset
 
 
+class _Loading:
+    """A study being loaded by one thread, awaited by the others."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.study: CTStudy | DoseStudy | None = None
+        self.error: BaseException | None = None
+
+
 class StudyCache:
-    """The most recently used studies, at most ``max_studies`` of them.
+    """The most recently used studies, bounded in number and in bytes.
 
     Studies are keyed by their files' resolved paths; the least recently used
-    is dropped when a new one would exceed the bound.  Thread-safe: a study is
-    loaded once even when requested from several threads at a time.
+    are dropped while the cache holds more than ``max_studies`` studies or
+    more than ``max_bytes`` bytes.  A study larger than ``max_bytes`` alone
+    is answered but not kept.  Thread-safe: each study is loaded by one
+    thread while the others asking for it wait; a load runs outside the
+    cache's lock, so requests for other studies are never delayed by it.
 
     Parameters
     ----------
     max_studies : int
         At least 1.
+    max_bytes : int, optional
+        At least 1; no bound in bytes when None.
+    data_roots : DataRoots, optional
+        When given, every path is confined to these folders (a CT folder's
+        files too) and :class:`OutsideDataRootsError` is raised for any other.
 
     Raises
     ------
     InvalidInputError
-        If ``max_studies`` is less than 1.
+        If ``max_studies`` or ``max_bytes`` is less than 1.
     """
 
-    def __init__(self, max_studies: int = 4) -> None:
+    def __init__(self, max_studies: int = 4, max_bytes: int | None = None, *,
+                 data_roots: DataRoots | None = None) -> None:
         if max_studies < 1:
             raise InvalidInputError(f"max_studies must be at least 1, got {max_studies}")
-        self.max_studies = max_studies
+        if max_bytes is not None and max_bytes < 1:
+            raise InvalidInputError(f"max_bytes must be at least 1, got {max_bytes}")
+        self.max_studies, self.max_bytes, self.data_roots = max_studies, max_bytes, data_roots
         self._studies: OrderedDict[tuple[str, ...], CTStudy | DoseStudy] = OrderedDict()
+        self._loading: dict[tuple[str, ...], _Loading] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._studies)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached studies (as :attr:`CTStudy.nbytes` counts them)."""
+        with self._lock:
+            return sum(study.nbytes for study in self._studies.values())
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """``path`` resolved (symbolic links followed), confined to the data roots if any.
+
+        Raises
+        ------
+        OutsideDataRootsError
+            If there are data roots and the path lies outside them.
+        """
+        if self.data_roots is None:
+            return Path(path).resolve()
+        return self.data_roots.confine(path)
 
     def _get(self, key: tuple[str, ...], load: Callable[[], _S]) -> _S:
         with self._lock:
             if key in self._studies:
                 self._studies.move_to_end(key)
                 return self._studies[key]  # type: ignore[return-value]
-            study = load()
-            self._studies[key] = study
-            while len(self._studies) > self.max_studies:
-                dropped, _ = self._studies.popitem(last=False)
-                log.info("study cache full: dropped %s", dropped)
-            return study
+            loading = self._loading.get(key)
+            owner = loading is None
+            if loading is None:
+                loading = self._loading[key] = _Loading()
+        if not owner:
+            loading.done.wait()
+            if loading.error is not None:
+                raise loading.error
+            return loading.study  # type: ignore[return-value]
+        log.info("study cache: loading %s", " ".join(key))
+        try:
+            loading.study = load()
+        except BaseException as exc:
+            loading.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._loading[key]
+                if loading.study is not None:
+                    self._keep(key, loading.study)
+            loading.done.set()
+        return loading.study  # type: ignore[return-value]
+
+    def _keep(self, key: tuple[str, ...], study: CTStudy | DoseStudy) -> None:
+        """Add ``study`` and drop the least recently used beyond the bounds (lock held)."""
+        size = study.nbytes
+        log.info("study cache: loaded %s (%.1f MB)", " ".join(key), size / 1e6)
+        if self.max_bytes is not None and size > self.max_bytes:
+            log.warning("study cache: %s (%.1f MB) exceeds the cache's %.1f MB: not kept",
+                        " ".join(key), size / 1e6, self.max_bytes / 1e6)
+            return
+        self._studies[key] = study
+        while len(self._studies) > self.max_studies or (
+                self.max_bytes is not None
+                and sum(s.nbytes for s in self._studies.values()) > self.max_bytes):
+            dropped, _ = self._studies.popitem(last=False)
+            log.info("study cache full: dropped %s", " ".join(dropped))
 
     def ct(self, path: str | os.PathLike) -> CTStudy:
-        """The CT study of the series at ``path``, loaded on first use."""
-        resolved = str(Path(path).resolve())
-        return self._get(("ct", resolved), lambda: CTStudy.load(resolved))
+        """The CT study of the series at ``path``, loaded on first use.
+
+        Raises
+        ------
+        OutsideDataRootsError
+            If ``path`` is outside the data roots.
+        InvalidInputError
+            If the files are not one readable CT series.
+        """
+        resolved = self.resolve(path)
+
+        def load() -> CTStudy:
+            if self.data_roots is None or not resolved.is_dir():
+                return CTStudy.load(resolved)
+            files = self.data_roots.files(resolved)
+            if not files:
+                raise InvalidInputError("folder holds no files", path=resolved)
+            return CTStudy.load(files)
+
+        return self._get(("ct", str(resolved)), load)
 
     def dose(self, dose_path: str | os.PathLike,
              structure_set_path: str | os.PathLike) -> DoseStudy:
-        """The dose study of an RT Dose and an RT Structure Set, loaded on first use."""
-        d, s = str(Path(dose_path).resolve()), str(Path(structure_set_path).resolve())
+        """The dose study of an RT Dose and an RT Structure Set, loaded on first use.
+
+        Raises
+        ------
+        OutsideDataRootsError
+            If either path is outside the data roots.
+        InvalidInputError
+            If the files are not an RT Dose with a grid and an RT Structure Set
+            of one Frame of Reference.
+        """
+        d, s = str(self.resolve(dose_path)), str(self.resolve(structure_set_path))
         return self._get(("dose", d, s), lambda: DoseStudy.load(d, s))

@@ -1,19 +1,35 @@
-"""``rtforge serve``: the DRR/DVH service over HTTP (extra ``rtforge[serve]``)."""
+"""``rtforge serve``: the DRR/DVH service over HTTP (extra ``rtforge[serve]``).
+
+Every path a request names is confined to the data roots (``--data-root``,
+default the current folder); a DRR request is held to a pixel budget
+(``--max-mpixel``), the study cache to a memory bound (``--max-cache-mb``),
+and with ``--token-file`` every request needs the bearer token.  A start-up
+line on stderr gives the address; then one access line per request
+(client, method, path, status, milliseconds) unless ``-q``.  The request
+and response schemas are served at ``/openapi.json`` (see :mod:`rtforge.asgi`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
 import sys
+from pathlib import Path
 
-from rtforge.errors import RtforgeError
+from rtforge.config import ServeConfig, load_config
+from rtforge.errors import InvalidInputError, RtforgeError
 
 __all__ = ["register"]
 
 _EXAMPLE = """example:
-  rtforge serve --port 8000 --max-studies 8
-  curl -s localhost:8000/dvh -d '{"dose": "/data/rtdose.dcm", "structure_set":
-       "/data/rtss.dcm", "rois": ["PTV"], "dose_at_volume": [95]}'
-  (endpoints: GET /health, POST /studies, POST /drr, POST /dvh; see rtforge.asgi)
+  rtforge serve --port 8000 --data-root /data --token-file ~/.rtforge-token
+  curl -s localhost:8000/dvh -H 'Content-Type: application/json' \\
+       -H "Authorization: Bearer $(cat ~/.rtforge-token)" \\
+       -d '{"dose": "/data/rtdose.dcm", "structure_set": "/data/rtss.dcm",
+            "rois": ["PTV"], "dose_at_volume": [95]}'
+  (endpoints: GET /health, GET /openapi.json, POST /studies, POST /drr, POST /dvh;
+   bodies must be application/json; errors answer {"error": message})
 """
 
 
@@ -34,23 +50,101 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--max-studies", type=int, default=4,
+    p.add_argument("--data-root", action="append", type=Path, metavar="DIR",
+                   help="a folder requests may read from (repeatable; default [serve] "
+                        "data_roots, else the current folder); any other path answers 403")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="require 'Authorization: Bearer TOKEN' of every request, TOKEN read "
+                        "from FILE (default [serve] token_file; none)")
+    p.add_argument("--max-mpixel", type=float, metavar="N",
+                   help="DRR pixels one request may ask for, in millions: rows x columns "
+                        "summed over its geometries (default 64); more answers 413")
+    p.add_argument("--max-cache-mb", type=float, metavar="MB",
+                   help="memory the loaded studies may hold, least recently used dropped "
+                        "first (default 2048)")
+    p.add_argument("--max-studies", type=int,
                    help="studies kept loaded, least recently used dropped first (default 4)")
+    p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no access log lines")
     p.set_defaults(func=_serve)
 
 
+def _settings(args: argparse.Namespace) -> ServeConfig:
+    """The [serve] configuration with the flags given on top."""
+    config = load_config(args.config).serve
+    flags = {"data_roots": tuple(str(r) for r in args.data_root or ()) or None,
+             "token_file": None if args.token_file is None else str(args.token_file),
+             "max_mpixel": args.max_mpixel, "max_cache_mb": args.max_cache_mb,
+             "max_studies": args.max_studies}
+    values = {name: getattr(config, name) if value is None else value
+              for name, value in flags.items()}
+    return ServeConfig(**values)
+
+
+def _token(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read the token file: {exc}", path=path) from None
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
+        raise InvalidInputError("the token file must hold one token: printable characters, "
+                                "no spaces", path=path)
+    return token
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (so the start-up line is true when printed)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _access_line(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _serve(args: argparse.Namespace) -> int:
-    if args.max_studies < 1:
-        sys.stderr.write("rtforge serve: error: --max-studies must be at least 1\n")
-        return 2
+    for flag, value in (("--max-studies", args.max_studies), ("--max-mpixel", args.max_mpixel),
+                        ("--max-cache-mb", args.max_cache_mb)):
+        if value is not None and not value > 0:
+            sys.stderr.write(f"rtforge serve: error: {flag} must be positive, got {value:g}\n")
+            return 2
     try:
         import uvicorn
 
-        from rtforge.asgi import create_app
+        from rtforge.asgi import Limits, create_app
+        from rtforge.service import DataRoots, StudyCache
     except ImportError as exc:
         raise RtforgeError(f"rtforge serve needs its extra: pip install 'rtforge[serve]' "
                            f"({exc.name} is missing)") from exc
-    log_level = "warning" if args.verbose == 0 else "info" if args.verbose == 1 else "debug"
-    uvicorn.run(create_app(max_studies=args.max_studies), host=args.host, port=args.port,
-                log_level=log_level)
+    settings = _settings(args)
+    roots = DataRoots(settings.data_roots or [Path.cwd()])
+    token = _token(settings.token_file)
+    cache = StudyCache(settings.max_studies, int(settings.max_cache_mb * 1e6), data_roots=roots)
+    app = create_app(cache, limits=Limits(max_pixels=int(settings.max_mpixel * 1e6)), token=token,
+                     access_log=None if args.quiet else _access_line)
+    sock = _listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    sys.stderr.write(
+        f"rtforge serve: listening on http://{shown}:{port} "
+        f"({'bearer token required' if token else 'no token required'}; data roots: "
+        f"{', '.join(str(r) for r in roots.roots)}; API at /openapi.json)\n")
+    sys.stderr.flush()
+    if args.verbose == 0:  # refused loads and defects are logged: the answers name no file
+        logging.getLogger("rtforge.asgi").setLevel(logging.WARNING)
+    log_level = "warning" if args.verbose < 2 else "debug"
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
+                                           log_config=None))
+    server.run(sockets=[sock])
     return 0
