@@ -169,7 +169,7 @@ def _check_scalar(value: object, schema: dict, where: str) -> None:
 
 
 def _check(value: object, schema: dict, name: str, prefix: str) -> Any:
-    where = f"{prefix}'{name}'"
+    where = f"{prefix}'{name}'" if name else prefix.rstrip(": ")
     kind = schema["type"]
     if kind == "object":
         if not isinstance(value, dict):

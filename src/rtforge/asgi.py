@@ -257,7 +257,8 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
     -------
     ASGI application
     """
-    cache = cache or StudyCache(max_studies, data_roots=DataRoots([Path.cwd()]))
+    if cache is None:  # not `cache or ...`: an empty cache is falsy (it has a length)
+        cache = StudyCache(max_studies, data_roots=DataRoots([Path.cwd()]))
     limits = limits or Limits()
     document = openapi(__version__, limits.max_pixels, limits.max_body_bytes)
 

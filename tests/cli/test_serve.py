@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
 from rtforge.cli import main
 from tests.test_service import TRUE_VOLUME_CM3, write_dose_case
@@ -23,6 +27,10 @@ pytest.importorskip("uvicorn")
 
 GEOMETRY = {"gantry": 90, "isocenter": [0, 0, 0], "rows": 12, "columns": 16,
             "pixel_spacing": [25, 25]}
+JSON = {"Content-Type": "application/json"}
+#: How much the server's resident memory may grow over the oversized requests: they
+#: are refused before anything is allocated (one 1e9-pixel image alone would be 4 GB).
+RSS_BOUND_KB = 32 * 1024
 
 
 def _free_port() -> int:
@@ -31,35 +39,82 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[httpx.Client]:
-    """``rtforge serve`` on a free loopback port, at most two studies cached."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rtforge", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--max-studies", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"rtforge serve did not start: "
-                                       f"{proc.stderr.read().decode()[-2000:]}") from None
-                time.sleep(0.1)
-        yield client
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+class Server:
+    """``rtforge serve ARGS`` in a subprocess; its stderr lines collected as they come."""
+
+    def __init__(self, *args: str, verbose: bool = False) -> None:
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtforge", *(["-v"] if verbose else []), "serve",
+             "--host", "127.0.0.1", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        self.started = self.lines[self.wait_for(lambda line: "listening on" in line)]
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, found: Callable[[str], bool]) -> int:
+        """Index of the first stderr line for which ``found`` holds (a hang guard of 120 s)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for n, line in enumerate(list(self.lines)):
+                if found(line):
+                    return n
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError("rtforge serve never logged the line; stderr:\n"
+                             + "\n".join(self.lines[-40:]))
+
+    def rss_kb(self) -> int:
+        """The server process's resident memory (VmRSS, kB)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line for line in status.splitlines()
+                        if line.startswith("VmRSS:")).split()[1])
+
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _roots(*folders: Path) -> list[str]:
+    return [arg for folder in folders for arg in ("--data-root", str(folder))]
 
 
 @pytest.fixture(scope="module")
 def dose_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_dose_case(tmp_path_factory.mktemp("serve-dose"))
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder outside every data root, holding a file."""
+    folder = tmp_path_factory.mktemp("outside")
+    (folder / "secret.dcm").write_bytes(b"not for the service")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def serve(phantom_root, dose_case, outside) -> Iterator[Server]:
+    """``rtforge serve`` on a free loopback port, at most two studies cached; data roots:
+    the phantom patient and the dose case (holding a link to a file outside)."""
+    (dose_case[0].parent / "link-out.dcm").symlink_to(outside / "secret.dcm")
+    server = Server(*_roots(phantom_root, dose_case[0].parent), "--max-studies", "2")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def server(serve: Server) -> httpx.Client:
+    return serve.client
 
 
 def test_drr_png_and_rt_image(server, phantom_patient) -> None:
@@ -95,34 +150,164 @@ def test_dvh_json_and_rt_dose(server, dose_case) -> None:
     assert pydicom.dcmread(io.BytesIO(rt.content)).Modality == "RTDOSE"
 
 
-@pytest.mark.parametrize("path, body, status, words", [
+def _geometries(rows: int, columns: int, count: int = 1) -> list[dict]:
+    return [{**GEOMETRY, "rows": rows, "columns": columns}] * count
+
+
+#: Every kind of bad request: (path, body, status, words of the error).  A dict body is
+#: sent as JSON with its placeholders (CT, DOSE, SS, DOSEDIR, MISSING) replaced by paths;
+#: bytes are sent as they are.
+BAD_REQUESTS = [
     ("/drr", b"{not json", 400, "not JSON"),
     ("/drr", b"[1, 2]", 400, "JSON object"),
+    ("/drr", b"[" * 100_000 + b"]" * 100_000, 400, "nested deeper than 16"),
+    ("/drr", b'{"ct": "CT", "geometries": [{"gantry": NaN}]}', 400, "NaN"),
+    ("/drr", b'{"ct": "' + b"9" * 5000 + b'"}', 422, "'ct' must be 1 to 4096 characters"),
+    ("/drr", b'{"ct": 1' + b"0" * 5000 + b"}", 400, "not JSON"),
+    ("/drr", b'{"ct": "\xff\xfe"}', 400, "not JSON"),
     ("/drr", {"geometries": [GEOMETRY]}, 422, "'ct' is required"),
-    ("/drr", {"ct": "/no/such/ct", "geometries": [GEOMETRY]}, 404, "no such file"),
+    ("/drr", {"ct": "MISSING", "geometries": [GEOMETRY]}, 404, "no such file"),
+    ("/drr", {"ct": "/" + "a" * 9999, "geometries": [GEOMETRY]}, 422, "1 to 4096 characters"),
+    ("/drr", {"ct": "CT/" + "a" * 300, "geometries": [GEOMETRY]}, 404, "no such file"),
+    ("/drr", {"ct": "CT\x00", "geometries": [GEOMETRY]}, 422, "NUL"),
     ("/drr", {"ct": "CT", "geometries": []}, 422, "1 to 360"),
+    ("/drr", {"ct": "CT", "geometries": [GEOMETRY] * 361}, 413, "1 to 360"),
     ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "rows": "12"}]}, 422,
      "geometries[0]: 'rows' must be an integer"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "rows": 0}]}, 422, "at least 1"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "rows": 10**30}]}, 413, "at most 65535"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "rows": 12.5}]}, 422, "an integer"),
+    ("/drr", {"ct": "CT", "geometries": _geometries(100_000, 100_000)}, 413, "at most 65535"),
+    ("/drr", {"ct": "CT", "geometries": _geometries(12_000, 12_000)}, 413, "64000000"),
+    ("/drr", {"ct": "CT", "geometries": _geometries(4000, 4000, 5)}, 413, "80000000 pixels"),
     ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "isocenter": [0, 0]}]}, 422, "3 numbers"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "isocenter": [0, 0, 1e300]}]}, 422,
+     "at most 100000"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "gantry": 1e30}]}, 422, "at most 360"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "pixel_spacing": [0, 1]}]}, 422,
+     "greater than 0"),
+    ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "sad": -5}]}, 422, "greater than 0"),
     ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "sid": 500}]}, 422, "geometries[0]"),
     ("/drr", {"ct": "CT", "geometries": [{**GEOMETRY, "tilt": 1}]}, 422, "unknown field(s) tilt"),
     ("/drr", {"ct": "CT", "geometries": [GEOMETRY], "method": "magic"}, 422, "siddon"),
+    ("/drr", {"ct": "CT", "geometries": ["x"]}, 422, "geometries[0] must be an object"),
+    ("/drr", {"ct": "DOSE", "geometries": [GEOMETRY]}, 422, "not one readable CT series"),
+    ("/drr", {"ct": "DOSEDIR", "geometries": [GEOMETRY]}, 422, "not one readable CT series"),
     ("/dvh", {"dose": "DOSE", "structure_set": "SS", "rois": ["Heart"]}, 422, "no ROI 'Heart'"),
     ("/dvh", {"dose": "DOSE", "structure_set": "SS", "rois": [True]}, 422, "'rois'"),
     ("/dvh", {"dose": "DOSE", "structure_set": "SS", "rois": [1], "dose_at_volume": [150]},
      422, "percentages"),
-])
-def test_bad_requests_get_clear_4xx(server, phantom_patient, dose_case, path, body, status,
-                                    words) -> None:
+    ("/dvh", {"dose": "DOSE", "structure_set": "SS", "rois": [1], "volume_at_dose": [-1]},
+     422, "doses must be at least 0"),
+    ("/dvh", {"dose": "SS", "structure_set": "DOSE", "rois": [1]}, 422,
+     "not a readable RT Dose"),
+    ("/studies", {"ct": ["CT"]}, 422, "'ct' must be a string"),
+    ("/studies", {"dose": "DOSE"}, 422, "'structure_set' is required"),
+]
+
+
+def _send(client: httpx.Client, paths: dict[str, str], path: str, body: dict | bytes
+          ) -> httpx.Response:
+    if isinstance(body, bytes):
+        return client.post(path, content=body, headers=JSON)
+
+    def fill(value: object) -> object:
+        if isinstance(value, str):
+            head, _, tail = value.partition("/")
+            return paths[head] + "/" + tail if tail and head in paths else paths.get(value, value)
+        return value
+
+    return client.post(path, json={k: fill(v) for k, v in body.items()})
+
+
+def _connection(answer: httpx.Response) -> tuple:
+    """The client's end of the TCP connection that carried the answer."""
+    return answer.extensions["network_stream"].get_extra_info("client_addr")
+
+
+def test_every_bad_request_gets_a_json_4xx_on_the_same_connection(
+        serve, phantom_patient, dose_case) -> None:
     paths = {"CT": str(phantom_patient[0].folder), "DOSE": str(dose_case[1]),
-             "SS": str(dose_case[0])}
-    if isinstance(body, dict):
-        body = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
-        answer = server.post(path, json=body)
-    else:
-        answer = server.post(path, content=body)
-    assert answer.status_code == status, answer.text
-    assert words in answer.json()["error"]
+             "SS": str(dose_case[0]), "DOSEDIR": str(dose_case[0].parent),
+             "MISSING": str(dose_case[0].parent / "no" / "such")}
+    first = serve.client.get("/health")
+    for path, body, status, words in BAD_REQUESTS:
+        answer = _send(serve.client, paths, path, body)
+        assert answer.status_code == status, (body if isinstance(body, dict) else body[:60],
+                                              answer.text)
+        assert words in answer.json()["error"], answer.text
+        assert answer.headers.get("connection") != "close"
+        assert _connection(answer) == _connection(first)
+        if words.startswith("not "):  # a file that cannot be read: the server log names it
+            assert ".dcm" not in answer.text
+    for method, path, status in (("GET", "/nowhere", 404), ("GET", "/drr", 405)):
+        answer = serve.client.request(method, path)
+        assert answer.status_code == status and path in answer.json()["error"]
+        assert _connection(answer) == _connection(first)
+
+
+def test_text_plain_is_refused(server, dose_case) -> None:
+    body = json.dumps({"dose": str(dose_case[1]), "structure_set": str(dose_case[0]),
+                       "rois": [1]})
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        answer = server.post("/dvh", content=body, headers={"Content-Type": media})
+        assert answer.status_code == 415 and "application/json" in answer.json()["error"]
+    assert server.post("/dvh", content=body, headers={
+        "Content-Type": "application/json; charset=utf-8"}).status_code == 200
+
+
+def test_outside_the_data_roots_is_one_403(serve, dose_case, outside) -> None:
+    dose, struct = str(dose_case[1]), str(dose_case[0])
+    attempts = [
+        ("/drr", {"ct": str(outside), "geometries": [GEOMETRY]}),  # exists
+        ("/drr", {"ct": str(outside / "nothing"), "geometries": [GEOMETRY]}),  # does not
+        ("/drr", {"ct": "/etc", "geometries": [GEOMETRY]}),
+        ("/drr", {"ct": str(dose_case[0].parent / ".." / outside.name), "geometries": [GEOMETRY]}),
+        ("/studies", {"ct": str(outside / "secret.dcm")}),
+        ("/studies", {"ct": str(outside / "nothing.dcm")}),
+        ("/dvh", {"dose": str(outside / "secret.dcm"), "structure_set": struct, "rois": [1]}),
+        ("/dvh", {"dose": dose, "structure_set": str(outside / "nothing"), "rois": [1]}),
+        ("/dvh", {"dose": str(dose_case[0].parent / "link-out.dcm"), "structure_set": struct,
+                  "rois": [1]}),  # a link inside a root that leads outside
+    ]
+    answers = [serve.client.post(path, json=body) for path, body in attempts]
+    assert {(a.status_code, a.content) for a in answers} == {
+        (403, b'{"error":"access denied: the path is outside the data roots"}')}
+
+
+def test_oversized_requests_are_refused_before_any_allocation(serve, phantom_patient) -> None:
+    ct = str(phantom_patient[0].folder)
+    oversized = [{"ct": ct, "geometries": _geometries(1_000_000_000, 1)},
+                 {"ct": ct, "geometries": _geometries(10**30, 10**30)},
+                 {"ct": ct, "geometries": _geometries(100_000, 100_000)},
+                 {"ct": ct, "geometries": _geometries(12_000, 12_000)},
+                 {"ct": ct, "geometries": _geometries(8_000, 8_000, 360)}]
+    serve.client.post("/drr", json={"ct": ct, "geometries": [GEOMETRY]})  # warm: code paths
+    before = serve.rss_kb()
+    for body in oversized:
+        answer = serve.client.post("/drr", json=body)
+        assert answer.status_code == 413, answer.text
+    # a body larger than the limit, declared (refused unread) or streamed without a length
+    with socket.create_connection(("127.0.0.1", serve.port)) as sock:
+        sock.sendall(b"POST /drr HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 3000000000\r\n\r\n{")
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413") and b"at most 1048576 bytes" in head
+    streamed = serve.client.post("/drr", headers=JSON,
+                                 content=(b" " * 65536 for _ in range(17)))
+    assert streamed.status_code == 413 and "at most 1048576 bytes" in streamed.json()["error"]
+    assert serve.rss_kb() - before < RSS_BOUND_KB
+
+
+def test_start_up_line_and_access_log(serve, dose_case) -> None:
+    assert f"http://127.0.0.1:{serve.port}" in serve.started
+    assert "no token required" in serve.started
+    serve.client.post("/dvh", json={"dose": str(dose_case[1]), "structure_set": str(dose_case[0]),
+                                    "rois": ["Nothing"]})
+    line = serve.lines[serve.wait_for(lambda line: " POST /dvh 422 " in line)]
+    client, method, path, status, ms, unit = line.split()
+    assert (client, method, path, status, unit) == ("127.0.0.1", "POST", "/dvh", "422", "ms")
+    assert float(ms) >= 0
 
 
 def test_cache_stays_bounded(server, phantom_patient, dose_case) -> None:
@@ -131,10 +316,104 @@ def test_cache_stays_bounded(server, phantom_patient, dose_case) -> None:
     assert server.post("/studies", json={"dose": str(dose_case[1]),
                                          "structure_set": str(dose_case[0])}).status_code == 200
     health = server.get("/health").json()
-    assert health == {"status": "ok", "studies": 2, "max_studies": 2}
+    assert {k: health[k] for k in ("status", "studies", "max_studies")} == {
+        "status": "ok", "studies": 2, "max_studies": 2}
+    assert 0 < health["cache_mb"] <= health["max_cache_mb"] == 2048
 
 
-def test_serve_usage_errors(capsys) -> None:
+def test_openapi_names_every_endpoint(server) -> None:
+    from rtforge.asgi import create_app
+
+    document = server.get("/openapi.json").json()
+    routes = {route.path for route in create_app().app.routes}  # type: ignore[attr-defined]
+    assert set(document["paths"]) == routes == {"/health", "/openapi.json", "/studies", "/drr",
+                                                "/dvh"}
+    assert document["components"]["schemas"]["DrrRequest"]["required"] == ["ct", "geometries"]
+    assert document["components"]["schemas"]["Geometry"]["properties"]["rows"]["maximum"] == 65535
+
+
+def test_token_required(phantom_root, tmp_path) -> None:
+    (tmp_path / "token").write_text("s3cret-token\n")
+    server = Server(*_roots(phantom_root), "--token-file", str(tmp_path / "token"), "-q")
+    try:
+        assert "bearer token required" in server.started
+        url = f"http://127.0.0.1:{server.port}"
+        bare = httpx.get(f"{url}/health")
+        assert bare.status_code == 401 and "Bearer" in bare.json()["error"]
+        assert bare.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"{url}/health", headers={"Authorization": "Bearer s3cret-tokeN"}
+                         ).status_code == 401
+        assert httpx.post(f"{url}/studies", json={"ct": str(phantom_root)}).status_code == 401
+        server.client.headers["Authorization"] = "Bearer s3cret-token"
+        assert server.client.get("/health").status_code == 200
+        assert not any(" GET /health " in line for line in server.lines)  # -q: no access log
+    finally:
+        server.close()
+
+
+def test_pixel_budget_and_data_roots_from_the_config_file(phantom_patient, tmp_path) -> None:
+    config = tmp_path / "rtforge.toml"
+    config.write_text(f'[serve]\nmax_mpixel = 0.0002\ndata_roots = ["{phantom_patient[0].folder}"]\n')
+    server = Server("--config", str(config))
+    try:
+        ct = str(phantom_patient[0].folder)
+        assert server.client.post("/drr", json={"ct": ct, "geometries": [GEOMETRY]}
+                                  ).status_code == 200  # 192 pixels
+        over = server.client.post("/drr", json={"ct": ct, "geometries": [GEOMETRY] * 2})
+        assert over.status_code == 413 and "the limit is 200" in over.json()["error"]
+        assert server.client.post("/studies", json={"ct": str(phantom_patient[1].folder)}
+                                  ).status_code == 403
+    finally:
+        server.close()
+
+
+def _many_slices(template: Path, folder: Path, count: int) -> Path:
+    """A CT series of ``count`` copies of one slice, each at its own position."""
+    ds = pydicom.dcmread(template)
+    ds.SeriesInstanceUID = generate_uid()
+    folder.mkdir()
+    for k in range(count):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImagePositionPatient = [0.0, 0.0, 0.5 * k]
+        ds.save_as(folder / f"{k:05d}.dcm")
+    return folder
+
+
+def test_cached_requests_are_not_delayed_by_a_cold_load(phantom_patient, dose_case,
+                                                       tmp_path) -> None:
+    """One cold load of a CT of 3000 files and 49 DVH requests of a cached dose study,
+    all at once: the server's log orders the events (load started, every DVH answered,
+    load finished); no clock is read."""
+    template = next(phantom_patient[0].folder.rglob("*.dcm"))
+    big = _many_slices(template, tmp_path / "big", 3000)
+    server = Server(*_roots(tmp_path, dose_case[0].parent), verbose=True)
+    try:
+        dvh = {"dose": str(dose_case[1]), "structure_set": str(dose_case[0]), "rois": ["Column"],
+               "dose_at_volume": [50]}
+        assert server.client.post("/dvh", json=dvh).status_code == 200  # cached from now on
+        with ThreadPoolExecutor(50) as pool:
+            cold = pool.submit(server.client.post, "/studies", json={"ct": str(big)})
+            loading = server.wait_for(lambda line: "loading ct" in line and str(big) in line)
+            cached = [pool.submit(server.client.post, "/dvh", json=dvh) for _ in range(49)]
+            assert all(f.result().status_code == 200 for f in cached)
+            assert cold.result().json()["shape"][0] == 3000
+        loaded = server.wait_for(lambda line: "loaded ct" in line and str(big) in line)
+        served = [n for n, line in enumerate(server.lines) if " POST /dvh 200 " in line]
+        assert len(served) == 50
+        assert all(loading < n < loaded for n in served[1:]), "\n".join(server.lines)
+    finally:
+        server.close()
+
+
+def test_serve_usage_errors(capsys, tmp_path) -> None:
     assert main(["serve", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
     assert main(["serve", "--max-studies", "0"]) == 2
+    assert main(["serve", "--max-mpixel", "-1"]) == 2
+    assert "--max-mpixel" in capsys.readouterr().err
+    assert main(["serve", "--data-root", str(tmp_path / "nothing")]) == 1
+    assert "data root" in capsys.readouterr().err
+    (tmp_path / "empty").write_text("  \n")
+    assert main(["serve", "--data-root", str(tmp_path), "--token-file",
+                 str(tmp_path / "empty")]) == 1
+    assert "token" in capsys.readouterr().err
