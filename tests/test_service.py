@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from rtforge.io.rtdose import PlanReference, build_dose_grid, write_rtdose
 from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
 from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
-from rtforge.service import CTStudy, DoseStudy, StudyCache
+from rtforge.service import CTStudy, DataRoots, DoseStudy, OutsideDataRootsError, StudyCache
 
 #: The dose case: a 20 x 20 mm square column over 9 planes 2.5 mm apart (the default end
 #: caps, half slabs: the solid stops at the end planes, 20 mm tall, 8 cm3) in the dose
@@ -124,6 +125,77 @@ def test_study_cache_is_bounded_and_reuses(phantom_patient, dose_case) -> None:
     cache.ct(phantom_patient[1].folder)  # evicts the least recently used: the first CT
     assert len(cache) == 2
     assert cache.ct(phantom_patient[0].folder) is not first
+
+
+def test_study_cache_is_bounded_in_bytes(phantom_patient, dose_case) -> None:
+    with pytest.raises(InvalidInputError):
+        StudyCache(max_bytes=0)
+    one_ct = CTStudy.load(phantom_patient[0].folder).nbytes  # 16 x 64 x 64 int16: 131072
+    assert one_ct == 16 * 64 * 64 * 2
+    cache = StudyCache(max_studies=10, max_bytes=one_ct + one_ct // 2)
+    first = cache.ct(phantom_patient[0].folder)
+    cache.ct(phantom_patient[1].folder)  # two CTs exceed the bytes: the first is dropped
+    assert len(cache) == 1 and cache.nbytes <= cache.max_bytes
+    assert cache.ct(phantom_patient[0].folder) is not first
+    tiny = StudyCache(max_bytes=1000)  # a study larger than the whole cache: served, not kept
+    assert tiny.dose(dose_case[1], dose_case[0]).dvh(1).volume_cm3 > 0
+    assert len(tiny) == 0
+
+
+def test_study_cache_loads_outside_its_lock(phantom_patient, dose_case, monkeypatch) -> None:
+    """While one CT loads (held until released here), a cached study answers at once and a
+    second request of the loading CT waits for that one load instead of loading again."""
+    cache = StudyCache(max_studies=4)
+    dose = cache.dose(dose_case[1], dose_case[0])
+    started, release, loads = threading.Event(), threading.Event(), []
+    real_load = CTStudy.load
+
+    def held_load(source):
+        loads.append(source)
+        started.set()
+        release.wait(60)
+        return real_load(source)
+
+    monkeypatch.setattr(CTStudy, "load", staticmethod(held_load))
+    results: list[CTStudy] = []
+    loaders = [threading.Thread(target=lambda: results.append(cache.ct(phantom_patient[0].folder)))
+               for _ in range(2)]
+    loaders[0].start()
+    assert started.wait(60)
+    loaders[1].start()
+    cached = threading.Thread(target=lambda: results.append(cache.dose(dose_case[1], dose_case[0])))
+    cached.start()
+    cached.join(60)  # a hang guard, not a measurement: on a lock held while loading it hangs
+    assert not cached.is_alive() and results == [dose]
+    assert not release.is_set() and loaders[0].is_alive()  # the cold load is still running
+    release.set()
+    for thread in loaders:
+        thread.join(60)
+    assert len(loads) == 1 and results[1] is results[2]
+
+
+def test_data_roots_confine_paths(tmp_path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "series" / ".hidden").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.dcm").write_bytes(b"x")
+    (root / "series" / "a.dcm").write_bytes(b"x")
+    (root / "series" / ".hidden" / "b.dcm").write_bytes(b"x")
+    (root / "series" / "link.dcm").symlink_to(outside / "secret.dcm")
+    (root / "escape").symlink_to(outside)
+    roots = DataRoots([root])
+    assert roots.confine("series") == root.resolve() / "series"  # relative to the first root
+    assert roots.confine(root / "series" / "nothing") == root.resolve() / "series" / "nothing"
+    for path in (outside / "secret.dcm", outside / "nothing", root / "escape" / "secret.dcm",
+                 root / "escape" / "nothing", root / ".." / "outside", "/etc", "a\x00b"):
+        with pytest.raises(OutsideDataRootsError, match="^the path is outside the data roots$"):
+            roots.confine(path)
+    assert roots.files(roots.confine("series")) == [root / "series" / "a.dcm"]
+    with pytest.raises(InvalidInputError, match="data root"):
+        DataRoots([tmp_path / "nothing"])
+    cache = StudyCache(data_roots=roots)
+    with pytest.raises(OutsideDataRootsError):
+        cache.ct(outside)
 
 
 _CUDA_SIMULATOR_SCRIPT = """

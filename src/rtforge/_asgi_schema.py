@@ -51,6 +51,8 @@ def _numbers(description: str, noun: str, item: dict, *, count: int | None = Non
     schema: dict[str, Any] = {"type": "array", "items": item, "x-noun": noun,
                               "description": description}
     schema["minItems"], schema["maxItems"] = (count, count) if count else (0, max_items)
+    if not count:
+        schema["default"] = []
     return schema
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import socket
@@ -52,7 +53,16 @@ class Server:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        self.started = self.lines[self.wait_for(lambda line: "listening on" in line)]
+        deadline = time.monotonic() + 120
+        while True:  # up when it answers at all (401 included)
+            try:
+                self.client.get("/health")
+                break
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("rtforge serve did not start:\n"
+                                       + "\n".join(self.lines[-40:])) from None
+                time.sleep(0.1)
 
     def _read(self) -> None:
         for line in self.proc.stderr:  # type: ignore[union-attr]
@@ -291,8 +301,10 @@ def test_oversized_requests_are_refused_before_any_allocation(serve, phantom_pat
     with socket.create_connection(("127.0.0.1", serve.port)) as sock:
         sock.sendall(b"POST /drr HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 3000000000\r\n\r\n{")
-        head = sock.recv(4096)
-    assert head.startswith(b"HTTP/1.1 413") and b"at most 1048576 bytes" in head
+        declared = http.client.HTTPResponse(sock)
+        declared.begin()
+        assert declared.status == 413
+        assert "at most 1048576 bytes" in json.loads(declared.read())["error"]
     streamed = serve.client.post("/drr", headers=JSON,
                                  content=(b" " * 65536 for _ in range(17)))
     assert streamed.status_code == 413 and "at most 1048576 bytes" in streamed.json()["error"]
@@ -300,8 +312,8 @@ def test_oversized_requests_are_refused_before_any_allocation(serve, phantom_pat
 
 
 def test_start_up_line_and_access_log(serve, dose_case) -> None:
-    assert f"http://127.0.0.1:{serve.port}" in serve.started
-    assert "no token required" in serve.started
+    started = serve.lines[serve.wait_for(lambda line: "listening on" in line)]
+    assert f"http://127.0.0.1:{serve.port}" in started and "no token required" in started
     serve.client.post("/dvh", json={"dose": str(dose_case[1]), "structure_set": str(dose_case[0]),
                                     "rois": ["Nothing"]})
     line = serve.lines[serve.wait_for(lambda line: " POST /dvh 422 " in line)]
@@ -336,7 +348,8 @@ def test_token_required(phantom_root, tmp_path) -> None:
     (tmp_path / "token").write_text("s3cret-token\n")
     server = Server(*_roots(phantom_root), "--token-file", str(tmp_path / "token"), "-q")
     try:
-        assert "bearer token required" in server.started
+        assert "bearer token required" in server.lines[
+            server.wait_for(lambda line: "listening on" in line)]
         url = f"http://127.0.0.1:{server.port}"
         bare = httpx.get(f"{url}/health")
         assert bare.status_code == 401 and "Bearer" in bare.json()["error"]
