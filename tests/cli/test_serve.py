@@ -430,3 +430,6 @@ def test_serve_usage_errors(capsys, tmp_path) -> None:
     assert main(["serve", "--data-root", str(tmp_path), "--token-file",
                  str(tmp_path / "empty")]) == 1
     assert "token" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("[serve]\nmax_mpixel = -1\n")
+    assert main(["serve", "--config", str(tmp_path / "bad.toml")]) == 1
+    assert "max_mpixel must be a positive number" in capsys.readouterr().err
