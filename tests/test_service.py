@@ -137,6 +137,13 @@ def test_study_cache_is_bounded_in_bytes(phantom_patient, dose_case) -> None:
     cache.ct(phantom_patient[1].folder)  # two CTs exceed the bytes: the first is dropped
     assert len(cache) == 1 and cache.nbytes <= cache.max_bytes
     assert cache.ct(phantom_patient[0].folder) is not first
+    dose_bytes = DoseStudy.load(dose_case[1], dose_case[0]).nbytes
+    growing = StudyCache(max_bytes=dose_bytes + 2 * one_ct)  # room for HU, not for μ (float32)
+    dose = growing.dose(dose_case[1], dose_case[0])
+    ct = growing.ct(phantom_patient[0].folder)
+    assert len(growing) == 2
+    ct.prepared()  # the CT grows by its converted volume: the next request trims
+    assert growing.dose(dose_case[1], dose_case[0]) is dose and len(growing) == 1
     tiny = StudyCache(max_bytes=1000)  # a study larger than the whole cache: served, not kept
     assert tiny.dose(dose_case[1], dose_case[0]).dvh(1).volume_cm3 > 0
     assert len(tiny) == 0

@@ -203,7 +203,7 @@ class CTStudy:
     @property
     def nbytes(self) -> int:
         """Bytes held: the HU volume and every converted volume."""
-        return self.volume.array.nbytes + sum(p.mu.nbytes for p in self._prepared.values())
+        return self.volume.array.nbytes + sum(p.mu.nbytes for p in list(self._prepared.values()))
 
     def prepared(self, attenuation: Attenuation | None = None) -> AttenuationVolume:
         """The volume converted to μ by ``attenuation`` (once per attenuation)."""
@@ -397,8 +397,9 @@ class StudyCache:
 
     Studies are keyed by their files' resolved paths; the least recently used
     are dropped while the cache holds more than ``max_studies`` studies or
-    more than ``max_bytes`` bytes.  A study larger than ``max_bytes`` alone
-    is answered but not kept.  Thread-safe: each study is loaded by one
+    more than ``max_bytes`` bytes (checked at each request: a CT grows by its
+    converted volumes after loading).  A study larger than ``max_bytes`` on
+    loading is answered but not kept.  Thread-safe: each study is loaded by one
     thread while the others asking for it wait; a load runs outside the
     cache's lock, so requests for other studies are never delayed by it.
 
@@ -454,6 +455,7 @@ class StudyCache:
         with self._lock:
             if key in self._studies:
                 self._studies.move_to_end(key)
+                self._trim()  # studies grow after loading (a CT's converted volumes)
                 return self._studies[key]  # type: ignore[return-value]
             loading = self._loading.get(key)
             owner = loading is None
@@ -487,8 +489,12 @@ class StudyCache:
                         " ".join(key), size / 1e6, self.max_bytes / 1e6)
             return
         self._studies[key] = study
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the least recently used beyond the bounds, never the most recent (lock held)."""
         while len(self._studies) > self.max_studies or (
-                self.max_bytes is not None
+                self.max_bytes is not None and len(self._studies) > 1
                 and sum(s.nbytes for s in self._studies.values()) > self.max_bytes):
             dropped, _ = self._studies.popitem(last=False)
             log.info("study cache full: dropped %s", " ".join(dropped))
