@@ -22,7 +22,14 @@ from rtforge.io.rtdose import PlanReference, build_dose_grid, write_rtdose
 from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
 from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
-from rtforge.service import CTStudy, DataRoots, DoseStudy, OutsideDataRootsError, StudyCache
+from rtforge.service import (
+    CTStudy,
+    DataRoots,
+    DoseStudy,
+    OutsideDataRootsError,
+    StudyCache,
+    StudyTooLargeError,
+)
 
 #: The dose case: a 20 x 20 mm square column over 9 planes 2.5 mm apart (the default end
 #: caps, half slabs: the solid stops at the end planes, 20 mm tall, 8 cm3) in the dose
@@ -132,7 +139,9 @@ def test_study_cache_is_bounded_in_bytes(phantom_patient, dose_case) -> None:
         StudyCache(max_bytes=0)
     one_ct = CTStudy.load(phantom_patient[0].folder).nbytes  # 16 x 64 x 64 int16: 131072
     assert one_ct == 16 * 64 * 64 * 2
-    cache = StudyCache(max_studies=10, max_bytes=one_ct + one_ct // 2)
+    ct_files = sum(f.stat().st_size for f in phantom_patient[0].folder.iterdir())
+    assert one_ct < ct_files < 2 * one_ct  # one CT's files fit, two CTs' volumes do not
+    cache = StudyCache(max_studies=10, max_bytes=ct_files)
     first = cache.ct(phantom_patient[0].folder)
     cache.ct(phantom_patient[1].folder)  # two CTs exceed the bytes: the first is dropped
     assert len(cache) == 1 and cache.nbytes <= cache.max_bytes
@@ -144,9 +153,14 @@ def test_study_cache_is_bounded_in_bytes(phantom_patient, dose_case) -> None:
     assert len(growing) == 2
     ct.prepared()  # the CT grows by its converted volume: the next request trims
     assert growing.dose(dose_case[1], dose_case[0]) is dose and len(growing) == 1
-    tiny = StudyCache(max_bytes=1000)  # a study larger than the whole cache: served, not kept
-    assert tiny.dose(dose_case[1], dose_case[0]).dvh(1).volume_cm3 > 0
-    assert len(tiny) == 0
+    with pytest.raises(StudyTooLargeError, match="files hold 0.2 MB, more than the study "
+                                                  "cache's 0.1 MB"):
+        StudyCache(max_bytes=one_ct // 2).ct(phantom_patient[0].folder)  # refused unread
+    files = dose_case[0].stat().st_size + dose_case[1].stat().st_size
+    assert files < dose_bytes  # uint32 pixels in the file, float64 Gy in memory
+    small = StudyCache(max_bytes=files)  # the files fit, the study does not: served, not kept
+    assert small.dose(dose_case[1], dose_case[0]).dvh(1).volume_cm3 > 0
+    assert len(small) == 0
 
 
 def test_study_cache_loads_outside_its_lock(phantom_patient, dose_case, monkeypatch) -> None:

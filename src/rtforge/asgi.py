@@ -36,9 +36,10 @@ connection: 400 for a body that is not a JSON object or is nested deeper
 than :attr:`Limits.max_depth`; 401 without the bearer token when one is
 set; 403 for a path outside the data roots (the same answer whether it
 exists or not); 404 for a path inside them that does not exist; 413 for a
-body over :attr:`Limits.max_body_bytes`, an image side over 65535, or a DRR
+body over :attr:`Limits.max_body_bytes`, an image side over 65535, a DRR
 request whose rows x columns summed over its geometries exceed
-:attr:`Limits.max_pixels` (checked before anything is allocated); 415 for a
+:attr:`Limits.max_pixels` (checked before anything is allocated), or a
+study whose files alone exceed the study cache's bound in bytes; 415 for a
 body that is not ``application/json`` (so a web page cannot make a browser
 post to the service without a CORS preflight, which is never granted); 422
 for a field missing, of the wrong type or out of range (numbers must be
@@ -85,7 +86,13 @@ from rtforge._asgi_schema import (
 from rtforge.core.beam import BeamGeometry
 from rtforge.errors import RtforgeError
 from rtforge.io.fileset import file_meta
-from rtforge.service import CTStudy, DataRoots, OutsideDataRootsError, StudyCache
+from rtforge.service import (
+    CTStudy,
+    DataRoots,
+    OutsideDataRootsError,
+    StudyCache,
+    StudyTooLargeError,
+)
 
 __all__ = ["create_app", "Limits", "RequestError"]
 
@@ -287,7 +294,7 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
         try:
             return load()
         except RtforgeError as exc:
-            if getattr(exc, "path", None) is None or isinstance(exc, OutsideDataRootsError):
+            if getattr(exc, "path", None) is None:
                 raise
             log.warning("%s: %s", names, exc)
             raise RequestError(422, f"{names}: not {what} (the server log names the file and "
@@ -362,6 +369,8 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
                 return _error(exc.status, str(exc))
             except OutsideDataRootsError:
                 return _error(403, "access denied: the path is outside the data roots")
+            except StudyTooLargeError as exc:
+                return _error(413, str(exc))
             except RtforgeError as exc:
                 return _error(422, str(exc))
             except MemoryError:

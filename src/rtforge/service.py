@@ -59,7 +59,7 @@ from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import new_uid
 
 __all__ = ["CTStudy", "DataRoots", "DoseStudy", "DvhMetrics", "OutsideDataRootsError",
-           "StudyCache", "regular_volume"]
+           "StudyCache", "StudyTooLargeError", "regular_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +154,26 @@ class DataRoots:
         folder : Path
             A folder already confined by :meth:`confine`.
         """
-        kept: list[Path] = []
-        for top, dirs, names in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(n for n in names if not n.startswith(".")):
-                path = Path(top) / name
-                if path.is_file() and self.contains(path.resolve()):
-                    kept.append(path)
-                elif path.is_symlink():
-                    log.warning("left out %s: a link that leads outside the data roots", path)
-        return kept
+        return _regular_files(folder, self.contains)
+
+
+def _regular_files(folder: Path, inside: Callable[[Path], bool] | None = None) -> list[Path]:
+    """The regular files under ``folder``, hidden entries left out, sorted; with
+    ``inside``, only those whose resolved path it accepts."""
+    kept: list[Path] = []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in names if not n.startswith(".")):
+            path = Path(top) / name
+            if path.is_file() and (inside is None or inside(path.resolve())):
+                kept.append(path)
+            elif path.is_symlink():
+                log.warning("left out %s: a link that leads outside the data roots", path)
+    return kept
+
+
+class StudyTooLargeError(RtforgeError):
+    """A study whose files alone exceed the study cache's bound in bytes."""
 
 
 class CTStudy:
@@ -398,8 +408,9 @@ class StudyCache:
     Studies are keyed by their files' resolved paths; the least recently used
     are dropped while the cache holds more than ``max_studies`` studies or
     more than ``max_bytes`` bytes (checked at each request: a CT grows by its
-    converted volumes after loading).  A study larger than ``max_bytes`` on
-    loading is answered but not kept.  Thread-safe: each study is loaded by one
+    converted volumes after loading).  A study whose files alone hold more
+    than ``max_bytes`` is refused before it is read; one that grows beyond
+    it on loading is answered but not kept.  Thread-safe: each study is loaded by one
     thread while the others asking for it wait; a load runs outside the
     cache's lock, so requests for other studies are never delayed by it.
 
@@ -506,17 +517,22 @@ class StudyCache:
         ------
         OutsideDataRootsError
             If ``path`` is outside the data roots.
+        StudyTooLargeError
+            If the series' files hold more than ``max_bytes``.
         InvalidInputError
             If the files are not one readable CT series.
         """
         resolved = self.resolve(path)
 
         def load() -> CTStudy:
-            if self.data_roots is None or not resolved.is_dir():
+            if not resolved.is_dir():
+                self._check_size([resolved])
                 return CTStudy.load(resolved)
-            files = self.data_roots.files(resolved)
+            files = _regular_files(
+                resolved, None if self.data_roots is None else self.data_roots.contains)
             if not files:
                 raise InvalidInputError("folder holds no files", path=resolved)
+            self._check_size(files)
             return CTStudy.load(files)
 
         return self._get(("ct", str(resolved)), load)
@@ -529,9 +545,24 @@ class StudyCache:
         ------
         OutsideDataRootsError
             If either path is outside the data roots.
+        StudyTooLargeError
+            If the two files hold more than ``max_bytes``.
         InvalidInputError
             If the files are not an RT Dose with a grid and an RT Structure Set
             of one Frame of Reference.
         """
-        d, s = str(self.resolve(dose_path)), str(self.resolve(structure_set_path))
-        return self._get(("dose", d, s), lambda: DoseStudy.load(d, s))
+        d, s = self.resolve(dose_path), self.resolve(structure_set_path)
+
+        def load() -> DoseStudy:
+            self._check_size([d, s])
+            return DoseStudy.load(d, s)
+
+        return self._get(("dose", str(d), str(s)), load)
+
+    def _check_size(self, files: Sequence[Path]) -> None:
+        """Refuse, before reading them, files that alone hold more than the bound."""
+        size = sum(f.stat().st_size for f in files)
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise StudyTooLargeError(
+                f"the study's files hold {size / 1e6:.1f} MB, more than the study cache's "
+                f"{self.max_bytes / 1e6:.1f} MB")

@@ -380,6 +380,23 @@ def test_pixel_budget_and_data_roots_from_the_config_file(phantom_patient, tmp_p
         server.close()
 
 
+def test_a_study_larger_than_the_cache_is_refused_unread(phantom_patient, dose_case) -> None:
+    server = Server(*_roots(phantom_patient[0].folder.parent, dose_case[0].parent),
+                    "--max-cache-mb", "0.1")
+    try:
+        before = server.rss_kb()
+        ct = server.client.post("/studies", json={"ct": str(phantom_patient[0].folder)})
+        assert ct.status_code == 413, ct.text  # 16 files of 64 x 64 int16 and headers: 0.2 MB
+        assert ct.json()["error"] == ("the study's files hold 0.2 MB, more than the study "
+                                      "cache's 0.1 MB")
+        assert server.rss_kb() - before < RSS_BOUND_KB
+        dose = server.client.post("/studies", json={"dose": str(dose_case[1]),
+                                                    "structure_set": str(dose_case[0])})
+        assert dose.status_code == 200, dose.text  # 0.06 MB of files
+    finally:
+        server.close()
+
+
 def _many_slices(template: Path, folder: Path, count: int) -> Path:
     """A CT series of ``count`` copies of one slice, each at its own position."""
     ds = pydicom.dcmread(template)

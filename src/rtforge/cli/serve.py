@@ -2,7 +2,8 @@
 
 Every path a request names is confined to the data roots (``--data-root``,
 default the current folder); a DRR request is held to a pixel budget
-(``--max-mpixel``), the study cache to a memory bound (``--max-cache-mb``),
+(``--max-mpixel``), the study cache to a memory bound (``--max-cache-mb``; a
+study whose files alone exceed it is refused unread),
 and with ``--token-file`` every request needs the bearer token.  A start-up
 line on stderr gives the address; then one access line per request
 (client, method, path, status, milliseconds) unless ``-q``.  The request
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "summed over its geometries (default 64); more answers 413")
     p.add_argument("--max-cache-mb", type=float, metavar="MB",
                    help="memory the loaded studies may hold, least recently used dropped "
-                        "first (default 2048)")
+                        "first; a study whose files alone hold more answers 413 (default 2048)")
     p.add_argument("--max-studies", type=int,
                    help="studies kept loaded, least recently used dropped first (default 4)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
