@@ -27,6 +27,8 @@ from rtforge.service import (
     DataRoots,
     DoseStudy,
     OutsideDataRootsError,
+    PixelBudget,
+    ServiceBusyError,
     StudyCache,
     StudyTooLargeError,
 )
@@ -193,6 +195,21 @@ def test_study_cache_loads_outside_its_lock(phantom_patient, dose_case, monkeypa
     for thread in loaders:
         thread.join(60)
     assert len(loads) == 1 and results[1] is results[2]
+
+
+def test_pixel_budget_bounds_the_drrs_computed_at_once() -> None:
+    with pytest.raises(InvalidInputError):
+        PixelBudget(0)
+    budget = PixelBudget(100)
+    with budget.hold(60), budget.hold(40):
+        assert budget.used == 100
+        with pytest.raises(ServiceBusyError, match="100 pixels .* 1 more .* 100 "):
+            with budget.hold(1):
+                pass  # pragma: no cover - refused
+    assert budget.used == 0
+    with pytest.raises(RuntimeError), budget.hold(100):
+        raise RuntimeError("a failed DRR")
+    assert budget.used == 0  # released however the work ends
 
 
 def test_data_roots_confine_paths(tmp_path) -> None:

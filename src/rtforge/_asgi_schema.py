@@ -250,7 +250,8 @@ _ERRORS = {str(code): {**_ERROR, "description": text} for code, text in (
     (415, "the body is not application/json"),
     (422, "a field is missing, of the wrong type or out of range, or a file cannot be read"),
     (500, "a defect of rtforge (logged on the server)"),
-    (503, "the server has not the memory for this request now"),
+    (503, "DRRs in progress leave no room for this one, or memory ran out: retry after "
+          "Retry-After seconds"),
 )}
 
 

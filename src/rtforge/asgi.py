@@ -45,7 +45,9 @@ post to the service without a CORS preflight, which is never granted); 422
 for a field missing, of the wrong type or out of range (numbers must be
 finite and within the bounds the OpenAPI document states), or files that
 cannot be read as the study asked for (messages name no file: the server
-log does); 503 when memory runs out.  A defect answers a JSON 500 and its
+log does); 503 (with ``Retry-After``) when memory runs out or a DRR request
+does not fit beside those being computed (their pixels together are held to
+:attr:`Limits.max_pixels` too, so concurrent DRRs cannot add up).  A defect answers a JSON 500 and its
 traceback goes to the server log.
 """
 
@@ -90,6 +92,8 @@ from rtforge.service import (
     CTStudy,
     DataRoots,
     OutsideDataRootsError,
+    PixelBudget,
+    ServiceBusyError,
     StudyCache,
     StudyTooLargeError,
 )
@@ -267,6 +271,7 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
     if cache is None:  # not `cache or ...`: an empty cache is falsy (it has a length)
         cache = StudyCache(max_studies, data_roots=DataRoots([Path.cwd()]))
     limits = limits or Limits()
+    in_progress = PixelBudget(limits.max_pixels)
     document = openapi(__version__, limits.max_pixels, limits.max_body_bytes)
 
     async def health(request: Request) -> Response:
@@ -333,7 +338,8 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
         geometries = [_geometry(item, n) for n, item in enumerate(fields["geometries"])]
         method, kind = fields["method"], fields["format"]
         ct = ct_study(fields)
-        images = ct.drr_images(geometries, method=method, device=fields["device"])
+        with in_progress.hold(pixels):
+            images = ct.drr_images(geometries, method=method, device=fields["device"])
         if kind == "png":
             files = [(f"drr_{n + 1:04d}.png", CTStudy.png(image)) for n, image in enumerate(images)]
             media = "image/png"
@@ -371,6 +377,8 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
                 return _error(403, "access denied: the path is outside the data roots")
             except StudyTooLargeError as exc:
                 return _error(413, str(exc))
+            except ServiceBusyError as exc:
+                return _error(503, str(exc), {"Retry-After": "1"})
             except RtforgeError as exc:
                 return _error(422, str(exc))
             except MemoryError:

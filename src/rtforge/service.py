@@ -14,6 +14,8 @@
   its lock, so requests for studies already loaded never wait behind a cold
   load.  The HTTP service (:mod:`rtforge.asgi`, ``rtforge serve``) answers
   every request through one.
+- :class:`PixelBudget` bounds the DRR pixels computed at once (and so their
+  memory) across concurrent requests.
 - :class:`DataRoots` confines the files a service reads to chosen folders
   (symbolic links resolved).
 
@@ -27,7 +29,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -59,7 +62,8 @@ from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import new_uid
 
 __all__ = ["CTStudy", "DataRoots", "DoseStudy", "DvhMetrics", "OutsideDataRootsError",
-           "StudyCache", "StudyTooLargeError", "regular_volume"]
+           "PixelBudget", "ServiceBusyError", "StudyCache", "StudyTooLargeError",
+           "regular_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -566,3 +570,60 @@ class StudyCache:
             raise StudyTooLargeError(
                 f"the study's files hold {size / 1e6:.1f} MB, more than the study cache's "
                 f"{self.max_bytes / 1e6:.1f} MB")
+
+
+class ServiceBusyError(RtforgeError):
+    """The work asked for does not fit beside the work in progress now; retry later."""
+
+
+class PixelBudget:
+    """DRR pixels being computed at once, across threads, at most ``limit``.
+
+    Each DRR request holds its pixels (rows x columns summed over its
+    geometries) while it computes; one that does not fit beside those in
+    progress is refused at once (no thread waits), so the memory of
+    concurrent DRRs stays bounded by the budget of one request.
+
+    Parameters
+    ----------
+    limit : int
+        At least 1.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``limit`` is less than 1.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise InvalidInputError(f"the pixel budget must be at least 1, got {limit}")
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        """Pixels held now."""
+        return self._used
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Hold ``pixels`` of the budget for the ``with`` block.
+
+        Raises
+        ------
+        ServiceBusyError
+            If they do not fit beside the pixels held now.
+        """
+        with self._lock:
+            if self._used + pixels > self.limit:
+                raise ServiceBusyError(
+                    f"{self._used} pixels of DRRs are being computed; {pixels} more would "
+                    f"exceed the {self.limit} the service computes at once: retry shortly")
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._used -= pixels
