@@ -241,6 +241,16 @@ def _run_one_series_in(scheduler: str, start_worker, src: Path, out: Path) -> tu
     return run, worker
 
 
+def _kill_then_one_line(victim: subprocess.Popen, run: subprocess.Popen, what: str) -> None:
+    """SIGKILL ``victim``: ``run`` (5 s worker timeout) ends with exit 1 and one line, saying
+    ``what`` and that one series of two is done."""
+    os.kill(victim.pid, signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=5 + HUNG)
+    assert run.returncode == 1, (stdout, stderr)
+    assert stderr.splitlines() == [
+        f"rtforge batch: {what}: 1 series done, 1 left; run the same command again to resume"]
+
+
 def test_last_worker_killed_run_ends_then_resumes(scheduler: str, start_worker,
                                                   phantom_root: Path, local_output: Path,
                                                   tmp_path: Path, capsys) -> None:
@@ -249,12 +259,7 @@ def test_last_worker_killed_run_ends_then_resumes(scheduler: str, start_worker,
     a re-run with a new worker finishes, equal to a local batch, nothing duplicated."""
     out = tmp_path / "out"
     run, worker = _run_one_series_in(scheduler, start_worker, phantom_root, out)
-    os.kill(worker.pid, signal.SIGKILL)
-    stdout, stderr = run.communicate(timeout=5 + HUNG)
-    assert run.returncode == 1, (stdout, stderr)
-    assert stderr.splitlines() == [
-        f"rtforge batch: no live Dask worker at {scheduler} for 5 s: 1 series done, 1 left; "
-        "run the same command again to resume"]
+    _kill_then_one_line(worker, run, f"no live Dask worker at {scheduler} for 5 s")
     start_worker()
     assert main(["batch", str(phantom_root), str(out), "--scheduler", scheduler, "--json",
                  "--no-fsync"]) == 0
@@ -269,12 +274,7 @@ def test_lost_scheduler_ends_the_run(scheduler_process: tuple[str, subprocess.Po
     """SIGKILL the scheduler mid-run: one line naming it and the series done and left."""
     scheduler, process = scheduler_process
     run, _ = _run_one_series_in(scheduler, start_worker, phantom_root, tmp_path / "out")
-    os.kill(process.pid, signal.SIGKILL)
-    stdout, stderr = run.communicate(timeout=5 + HUNG)
-    assert run.returncode == 1, (stdout, stderr)
-    assert stderr.splitlines() == [
-        f"rtforge batch: lost the Dask scheduler at {scheduler}: 1 series done, 1 left; "
-        "run the same command again to resume"]
+    _kill_then_one_line(process, run, f"lost the Dask scheduler at {scheduler}")
 
 
 def test_relative_paths_reach_remote_workers(scheduler: str, start_worker, phantom_root: Path,

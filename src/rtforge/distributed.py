@@ -312,8 +312,7 @@ def _run(client: Client, scheduler: str, todo: list[SeriesInfo], out_root: Path,
             futures[fut] = info
         done = as_completed(futures, loop=client.loop)
         finished = 0
-        watched = since = time.monotonic()
-        alive: int | None = 1
+        watched = since = time.monotonic()  # since: the last time a worker was seen
         while not done.is_empty():
             if not done.has_ready():
                 drain()
