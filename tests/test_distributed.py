@@ -379,6 +379,14 @@ def test_unreachable_scheduler_fails_within_the_connect_timeout(dead_end: str,
     assert line.startswith(f"rtforge batch: cannot reach the Dask scheduler at {dead_end}: ")
 
 
+def test_tls_scheduler_without_dask_tls_settings(phantom_root: Path, tmp_path: Path,
+                                                 capsys) -> None:
+    assert main(["batch", str(phantom_root), str(tmp_path / "out"), "--scheduler",
+                 f"tls://127.0.0.1:{free_port()}", "-q"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert "tls:// needs Dask's TLS settings" in line
+
+
 def test_dask_config_section(tmp_path: Path) -> None:
     path = tmp_path / "rtforge.toml"
     path.write_text('[dask]\nworker_timeout = 5\nconnect_timeout = 2.5\n'

@@ -24,6 +24,8 @@ killed, or none ever came) or cannot be reached any more; re-running the same
 command with a worker finishes the job (finished series are skipped).  A
 scheduler that cannot be reached, or that accepts the connection and never
 answers, fails within :attr:`~rtforge.config.DaskConfig.connect_timeout`.
+A ``tls://`` scheduler is reached with the TLS settings of Dask's own
+configuration (``distributed.comm.tls``).
 
 Paths
 -----
@@ -151,9 +153,17 @@ def _handshake(address: str, timeout: float) -> None:
     a thread of its own, whatever event loop the caller's thread has.
     """
     from distributed.comm import connect
+    from distributed.security import Security
+
+    # As the Client connects: TLS settings, if any, from Dask's configuration.
+    connection_args = Security().get_connection_args("client")
+    if address.startswith("tls://") and connection_args.get("ssl_context") is None:
+        raise RtforgeError("tls:// needs Dask's TLS settings: distributed.comm.tls.ca-file, "
+                           ".client.cert and .client.key in Dask's configuration")
 
     async def handshake() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **connection_args),
+                                      timeout)
         await comm.close()
 
     failure: list[Exception] = []
@@ -178,6 +188,8 @@ def _connect(address: str, timeout: float) -> Client:
     try:
         _handshake(address, timeout)
         return Client(address, timeout=timeout, set_as_default=False)
+    except RtforgeError as exc:
+        reason = str(exc)
     except OSError as exc:  # refused, unreachable, timed out
         reason = str(exc) or f"no answer within {timeout:g} s"
     except Exception as exc:  # noqa: BLE001 - a peer that is not a Dask scheduler
