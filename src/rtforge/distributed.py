@@ -127,8 +127,9 @@ def _dask_task(paths: list[str], out_root: str, options: ReconvertOptions, topic
 def _dask_logging(level: int) -> Iterator[None]:
     """Let Dask's log records through from ``level`` up, and put the levels back after.
 
-    ``distributed`` sets its own loggers' levels when imported (INFO, and
-    WARNING for a few); each one so set is moved here.
+    ``distributed`` sets the levels of its loggers when imported (INFO for
+    ``distributed``, WARNING for a few of its children): every one of them
+    with a level of its own is set to ``level`` here.
     """
     loggers = [logging.getLogger("distributed")] + [
         logger for name, logger in logging.root.manager.loggerDict.items()
