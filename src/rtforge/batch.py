@@ -36,6 +36,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtforge._forkserver import start_forkserver
 from rtforge.errors import InvalidInputError, RtforgeError
@@ -48,6 +49,9 @@ from rtforge.reconvert import (
     read_ahead,
     reconvert_series,
 )
+
+if TYPE_CHECKING:
+    from rtforge.config import DaskConfig
 
 __all__ = ["BatchResult", "run_batch", "discover", "reconvert_many", "reconvert_task",
            "auto_workers", "MANIFEST_NAME"]
@@ -356,6 +360,7 @@ def reconvert_many(todo: Sequence[SeriesInfo], out_root: str | Path, options: Re
 # ----------------------------------------------------------------- the run
 def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOptions | None = None,
               *, workers: int | str = 1, scheduler: str | None = None,
+              dask: DaskConfig | None = None, dask_log_level: int = logging.WARNING,
               modalities: tuple[str, ...] = ("CT",),
               on_series: Callable[[int, int], None] | None = None,
               on_slices: Callable[[int], None] | None = None) -> BatchResult:
@@ -364,8 +369,9 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     Parameters
     ----------
     src_root, out_root : str or Path
-        With ``scheduler``, both must be reachable under the same paths from
-        every Dask worker (a shared file system).
+        With ``scheduler``, both are made absolute (from this process's
+        working folder) and must be reachable under those paths from every
+        Dask worker (a shared file system).
     options : ReconvertOptions, optional
     workers : int or "auto"
         Worker processes (1 runs in this process); ``"auto"`` picks
@@ -375,6 +381,12 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
         running scheduler or ``local:N`` for a local cluster of N workers
         (see :func:`rtforge.distributed.run_on_dask`; needs
         ``rtforge[distributed]``).
+    dask : DaskConfig, optional
+        With ``scheduler``: how long to wait for a worker and for the
+        scheduler, and a local cluster's dashboard (default: none).
+    dask_log_level : int
+        With ``scheduler``: Dask's log records below this level are dropped
+        (:data:`rtforge.distributed.QUIET`: all of them).
     modalities : tuple of str
         Modalities to reconvert.
     on_series, on_slices : callable, optional
@@ -391,7 +403,9 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
         If ``src_root`` holds no image series, ``workers`` is not positive or
         ``scheduler`` is malformed.
     RtforgeError
-        If the Dask scheduler cannot be reached or Dask is not installed.
+        If Dask is not installed, the scheduler cannot be reached, or it has
+        had no live worker for ``dask.worker_timeout`` seconds during the run
+        (re-run to resume: finished series are skipped).
     """
     auto = workers == "auto"
     if not auto and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
@@ -435,7 +449,8 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
 
     outcomes: Outcomes
     if scheduler is not None:
-        outcomes = run_on_dask(scheduler, todo, out_root, options, progress.slices)
+        outcomes = run_on_dask(scheduler, todo, out_root, options, progress.slices, dask,
+                               dask_log_level)
     else:
         outcomes = reconvert_many(todo, out_root, options,
                                   workers=workers if ctx is not None else 1,

@@ -51,6 +51,10 @@ A missing file means the defaults.  Example::
     max_mpixel = 64       # DRR pixels per request: rows x columns over its geometries
     max_cache_mb = 2048   # studies kept loaded, least recently used dropped first
     max_studies = 4
+    [dask]
+    worker_timeout = 60   # seconds 'rtforge batch --scheduler' waits with no live worker
+    connect_timeout = 30  # seconds to reach the scheduler
+    dashboard = ""        # a local:N cluster's dashboard address ("127.0.0.1:8787"); "" = none
 
 Importing rtforge changes no other library's global state.
 """
@@ -81,6 +85,7 @@ __all__ = [
     "ReceiveLimits",
     "ArchiveConfig",
     "ServeConfig",
+    "DaskConfig",
     "Config",
     "config_path",
     "load_config",
@@ -96,6 +101,7 @@ _NODE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: writes ISO_IR 100 always); the policy is in rtforge.io.charset.
 CHARACTER_SETS = ("ISO_IR 100", "ISO_IR 192")
 DEFAULT_CHARACTER_SET = CHARACTER_SETS[0]
+_DASHBOARD_RE = re.compile(r"^[^\s/]*:\d{1,5}$")
 #: Network defaults: iPlan 4.4.2 (timeout 30 s, maximum PDU 28672).
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PDU = 28672
@@ -506,6 +512,45 @@ class ResliceConfig:
 
 
 @dataclass(frozen=True)
+class DaskConfig:
+    """Batch runs on Dask distributed (``rtforge batch --scheduler``).
+
+    Parameters
+    ----------
+    worker_timeout : float
+        Seconds a run waits while its scheduler has no live worker before it
+        fails (default 60); the run is resumable.
+    connect_timeout : float
+        Seconds to reach the scheduler (default 30, a node's timeout).
+    dashboard : str
+        ``HOST:PORT`` (or ``:PORT``) of the dashboard of a ``local:N``
+        cluster; empty (default) starts none.
+
+    Raises
+    ------
+    InvalidInputError
+        If a timeout is not a positive number of seconds or the dashboard is
+        not an address.
+    """
+
+    worker_timeout: float = 60.0
+    connect_timeout: float = DEFAULT_TIMEOUT
+    dashboard: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("worker_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 < value <= 86400:
+                raise InvalidInputError(f"{name} must be 0 to 86400 seconds, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.dashboard, str) \
+                or (self.dashboard and not _DASHBOARD_RE.match(self.dashboard)):
+            raise InvalidInputError(
+                f"dashboard must be HOST:PORT, :PORT or empty, got {self.dashboard!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     """All of rtforge's settings.
 
@@ -521,6 +566,8 @@ class Config:
         CT reconversion.
     serve : ServeConfig
         The HTTP service.
+    dask : DaskConfig
+        Batch runs on Dask distributed.
     """
 
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -528,6 +575,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     reslice: ResliceConfig = field(default_factory=ResliceConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
 
 def config_path() -> Path:
@@ -611,7 +659,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"not valid TOML: {exc}", path=p) from None
-    unknown = set(data) - {"export", "network", "archive", "reslice", "serve"}
+    unknown = set(data) - {"export", "network", "archive", "reslice", "serve", "dask"}
     if unknown:
         raise InvalidInputError(f"unknown section(s): {', '.join(sorted(unknown))}", path=p)
     try:
@@ -620,6 +668,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         archive = _section(ArchiveConfig, data.get("archive", {}), p, "archive")
         reslice = _section(ResliceConfig, data.get("reslice", {}), p, "reslice")
         serve = _section(ServeConfig, data.get("serve", {}), p, "serve")
+        dask = _section(DaskConfig, data.get("dask", {}), p, "dask")
     except TypeError as exc:
         raise InvalidInputError(str(exc), path=p) from None
     except InvalidInputError as exc:
@@ -627,4 +676,4 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
             raise InvalidInputError(exc.reason, path=p) from None
         raise
     return Config(export=export, network=network, archive=archive,  # type: ignore[arg-type]
-                  reslice=reslice, serve=serve)  # type: ignore[arg-type]
+                  reslice=reslice, serve=serve, dask=dask)  # type: ignore[arg-type]

@@ -142,3 +142,18 @@ def test_batch_rejects_bad_worker_counts(phantom_root, tmp_path, capsys) -> None
         assert main(["batch", str(phantom_root), str(tmp_path / "out"), "--workers", bad]) == 2
         assert "--workers" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--worker-timeout", "0"], "--worker-timeout: must be more than 0"),
+    (["--worker-timeout", "soon"], "--worker-timeout: must be more than 0"),
+    (["--connect-timeout", "-1"], "--connect-timeout: must be more than 0"),
+    (["--dashboard", "http://x"], "--dashboard: dashboard must be HOST:PORT"),
+    (["--scheduler", "tcp://127.0.0.1:8786", "--dashboard", "127.0.0.1:8787"],
+     "--dashboard needs --scheduler local:N"),
+    (["--dashboard", "127.0.0.1:8787"], "--dashboard needs --scheduler local:N")])
+def test_batch_rejects_bad_dask_flags(phantom_root, tmp_path, capsys, flags, message) -> None:
+    """Bad Dask flags, and a dashboard for anything but a local cluster: usage errors."""
+    assert main(["batch", str(phantom_root), str(tmp_path / "out"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtforge.cli._common import add_output_flags, emit_json, floats, ints, progress_bar
-from rtforge.config import load_config
+from rtforge.config import Config, DaskConfig, load_config
 from rtforge.errors import InvalidInputError, RtforgeError
 
 if TYPE_CHECKING:
@@ -28,8 +31,14 @@ _RESLICE_EXAMPLE = """example:
 _BATCH_EXAMPLE = """example:
   rtforge batch /archive/ct /archive/ct-axial --workers 2
   rtforge batch /archive/ct /archive/ct-axial --scheduler tcp://10.0.0.5:8786
-  rtforge batch /archive/ct /archive/ct-axial --scheduler local:4
+  rtforge batch /archive/ct /archive/ct-axial --scheduler local:4 --dashboard 127.0.0.1:8787
   (re-run the same command after an interruption: finished series are skipped)
+
+On a scheduler, SRC_ROOT and OUT_ROOT are made absolute here and must be the same
+paths on every worker (a shared file system).  A run whose scheduler has no live
+worker for --worker-timeout seconds stops with one line saying how many series are
+done and left; run it again with a worker to finish.  Defaults come from the [dask]
+section of the configuration.
 """
 
 
@@ -81,6 +90,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run one Dask task per series on this scheduler, or on a local cluster "
                         "of N workers (needs rtforge[distributed]; paths must be valid on every "
                         "worker); --workers is then ignored")
+    b.add_argument("--worker-timeout", type=_seconds("worker_timeout"), metavar="SECONDS",
+                   help="with --scheduler: fail when the scheduler has had no live worker for "
+                        "this long (default 60, or [dask] worker_timeout); re-run to resume")
+    b.add_argument("--connect-timeout", type=_seconds("connect_timeout"), metavar="SECONDS",
+                   help="with --scheduler: seconds to reach the scheduler (default 30, or "
+                        "[dask] connect_timeout)")
+    b.add_argument("--dashboard", type=_dashboard, metavar="HOST:PORT",
+                   help="with --scheduler local:N: serve Dask's dashboard there (default: "
+                        "none, or [dask] dashboard)")
     _add_options(b)
     b.set_defaults(func=_batch)
 
@@ -108,10 +126,30 @@ def _scheduler(text: str) -> str:
     return text
 
 
-def _options(args: argparse.Namespace) -> ReconvertOptions:
+def _seconds(name: str) -> Callable[[str], float]:
+    """argparse type: a number of seconds valid as the ``DaskConfig`` field ``name``."""
+
+    def parse(text: str) -> float:
+        try:
+            return getattr(DaskConfig(**{name: float(text)}), name)
+        except (ValueError, InvalidInputError):
+            raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got "
+                                             f"{text!r}") from None
+
+    return parse
+
+
+def _dashboard(text: str) -> str:
+    try:
+        return DaskConfig(dashboard=text).dashboard
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _options(args: argparse.Namespace, config: Config | None = None) -> ReconvertOptions:
     from rtforge.reconvert import ReconvertOptions
 
-    config = load_config(args.config)
+    config = config or load_config(args.config)
     return ReconvertOptions(spacing=args.spacing, interpolation=args.interp, clamp=args.clamp,
                             transfer_syntax=args.ts, config=config.export,
                             durable=not args.no_fsync,
@@ -238,7 +276,23 @@ def _check_output_root(out: Path) -> None:
         raise InvalidInputError("is a file; OUT must be a folder (created if missing)", path=out)
 
 
+def _dask(args: argparse.Namespace, config: Config) -> tuple[DaskConfig, int]:
+    """The [dask] settings with the flags over them, and the level of Dask's log records shown."""
+    from rtforge.distributed import QUIET
+
+    flags = {name: getattr(args, name) for name in ("worker_timeout", "connect_timeout",
+                                                       "dashboard")
+             if getattr(args, name) is not None}
+    level = (QUIET if args.quiet or args.json else
+             logging.INFO if args.verbose else logging.WARNING)
+    return dataclasses.replace(config.dask, **flags), level
+
+
 def _batch(args: argparse.Namespace) -> int:
+    if args.dashboard and not (args.scheduler or "").startswith("local:"):
+        sys.stderr.write("rtforge batch: error: --dashboard needs --scheduler local:N "
+                         "(see 'rtforge batch --help')\n")
+        return 2
     _check_output_root(args.out)
     if args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1:
         from rtforge._forkserver import start_forkserver
@@ -246,12 +300,14 @@ def _batch(args: argparse.Namespace) -> int:
         start_forkserver()
     from rtforge.batch import run_batch
 
-    options = _options(args)
+    config = load_config(args.config)
+    options = _options(args, config)
+    dask, dask_log_level = _dask(args, config)
     series_bar = progress_bar(args, None, "series", "series")
     slice_bar = progress_bar(args, 0, "slices", "slice")
     try:
         result = run_batch(args.src, args.out, options, workers=args.workers,
-                           scheduler=args.scheduler,
+                           scheduler=args.scheduler, dask=dask, dask_log_level=dask_log_level,
                            on_series=lambda done, total: series_bar.set(done, total),
                            on_slices=slice_bar.update)
     finally:
