@@ -79,7 +79,11 @@ def test_stats_matches_what_we_wrote(tmp_path: Path, capsys: pytest.CaptureFixtu
     ds = dcmread(path)
     assert rois[1]["contours"] == 5 and rois[1]["points"] == 5 * 90
     assert rois[2]["contours"] == 1 and rois[2]["points"] == 1
-    assert rois[1]["volume_cm3"] == pytest.approx(built.volumes_cm3[1], rel=1e-9)
+    # The builder's ROI Volume gives the 5 planes full slabs (10 mm); stats computes as dvh
+    # and planning systems do: half end slabs (8 mm), at the set's 2 mm contour spacing.
+    report = json.loads(stdout)
+    assert (report["slab_mm"], report["end_cap"]) == (2.0, "half")
+    assert rois[1]["volume_cm3"] == pytest.approx(built.volumes_cm3[1] * 8 / 10, rel=1e-9)
     assert rois[1]["roi_volume_cm3"] == pytest.approx(float(ds.StructureSetROISequence[0].ROIVolume))
     assert rois[2]["volume_cm3"] is None and rois[1]["interpreted_type"] == "ORGAN"
     data = path.read_bytes()

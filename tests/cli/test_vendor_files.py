@@ -85,12 +85,17 @@ def test_eclipse_volumes_equal_the_half_slab_convention(tmp_path: Path,
         back = read_rtdose(out)
         assert back.frame_of_reference_uid == read_rtstruct(struct).frame_of_reference_uid
         assert len(back.dvhs) == len(report["rois"]) == 6
+    code, text, err = run(["contours", "stats", str(struct), "--json"], capsys)
+    assert code == 0, err
+    stats = {r["roi_name"].replace(" ", ""): r["volume_cm3"] for r in json.loads(text)["rois"]}
     for name, volume in truth.items():
         half, full, none = (reports[c][name]["volume_cm3"] for c in ("half", "full", "none"))
         assert abs(half / volume - 1) < 0.015, name
         assert abs(half - volume) < abs(full - volume), name  # every ROI: half is closer
         assert abs(half - volume) < abs(none - volume), name
         assert none < half < full
+        # contours stats computes the same volumes (polygon areas, the same slabs)
+        assert stats[name] == pytest.approx(half, rel=0.005), name
         # full caps reach further along the z gradient: a lower minimum dose
         assert reports["full"][name]["min_gy"] < reports["half"][name]["min_gy"]
     # the text output says which slab and end cap were used

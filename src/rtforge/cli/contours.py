@@ -11,7 +11,7 @@ import numpy as np
 
 from rtforge.cli._common import add_output_flags, emit_json
 from rtforge.config import load_config
-from rtforge.core.contours import contour_frames, structure_volume
+from rtforge.core.contours import EndCap, contour_frames, structure_volume
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtstruct import ContourBudget, ContourReductionRow, read_rtstruct, write_rtstruct
 from rtforge.io.rtstruct_rewrite import reduce_rtstruct
@@ -170,7 +170,11 @@ def _draw(rows: list[ContourReductionRow], folder: Path) -> list[Path]:
 
 # ------------------------------------------------------------------ stats
 def _stats(args: argparse.Namespace) -> int:
+    from rtforge.core.dvh import contour_spacing
+
     structure_set = read_rtstruct(args.src)
+    # As the DVH computes volumes: slabs of the set's contour spacing, half end slabs.
+    slab = contour_spacing(structure_set.structures)
     rows = []
     for s, lengths in zip(structure_set.structures, structure_set.contour_data_bytes, strict=True):
         closed = [c.points for c in s.contours if c.is_closed]
@@ -179,15 +183,18 @@ def _stats(args: argparse.Namespace) -> int:
             "interpreted_type": None if s.interpreted_type is None
             else str(getattr(s.interpreted_type, "value", s.interpreted_type)),
             "contours": len(s.contours), "points": s.n_points,
-            "volume_cm3": structure_volume(closed) if closed else None,
+            "volume_cm3": structure_volume(closed, slab, end_cap=EndCap.HALF) if closed else None,
             "roi_volume_cm3": s.volume_cm3,
             "largest_contour_data_bytes": max(lengths, default=0),
         })
     if args.json:
         emit_json({"file": str(args.src), "label": structure_set.label,
-                   "sop_instance_uid": structure_set.sop_instance_uid, "rois": rows})
+                   "sop_instance_uid": structure_set.sop_instance_uid, "slab_mm": slab,
+                   "end_cap": EndCap.HALF.value, "rois": rows})
         return 0
-    print(f"{args.src}: {structure_set.label!r}, {len(rows)} ROIs")
+    print(f"{args.src}: {structure_set.label!r}, {len(rows)} ROIs; volumes with slabs of "
+          f"{'-' if slab is None else f'{slab:g}'} mm (the set's contour spacing), half end "
+          "slabs, as dvh and planning systems")
     print(f"{'ROI':>4}  {'name':<20} {'type':<12} {'contours':>8} {'points':>8} {'cm3':>10} "
           f"{'max bytes':>9}")
     for r in rows:

@@ -53,6 +53,8 @@ from rtforge.errors import GeometryError, InvalidInputError
 
 __all__ = [
     "ContourGeometricType",
+    "EndCap",
+    "plane_slabs",
     "RTROIInterpretedType",
     "ROIGenerationAlgorithm",
     "ReductionMethod",
@@ -78,6 +80,22 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class EndCap(str, Enum):
+    """How much slab the first and last contour planes of a structure get.
+
+    The slab of a plane is one contour spacing centred on it; the end planes'
+    slabs are cut on their outer side by this convention (module notes).
+    """
+
+    #: Each end plane a full slab: the solid extends half a spacing beyond it.
+    FULL = "full"
+    #: Each end plane half a slab: the solid stops at the end planes (the
+    #: convention of the volumes treatment planning systems store).
+    HALF = "half"
+    #: The end planes get no slab: the solid stops half a spacing inside them.
+    NONE = "none"
 
 #: Largest distance (mm) of a closed planar contour's point from the contour's plane.
 PLANARITY_TOLERANCE_MM = 0.05
@@ -1037,12 +1055,60 @@ def simple_packed(points: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
+def plane_slabs(levels: np.ndarray, spacing: float | None, end_cap: EndCap) -> np.ndarray:
+    """(P, 2) extent of each contour plane's slab along the planes' normal (mm).
+
+    The slab of a plane is one contour ``spacing`` centred on it, cut where it
+    would reach past halfway to a neighbouring plane; the first and last
+    planes' outer halves follow ``end_cap``; a single plane gets a full slab.
+    The DVH (:mod:`rtforge.core.dvh`) and :func:`structure_volume` share it.
+
+    Parameters
+    ----------
+    levels : ndarray of shape (P,)
+        The planes' positions along their normal, increasing (mm).
+    spacing : float or None
+        The contour spacing (mm); None only raises.
+    end_cap : EndCap
+
+    Returns
+    -------
+    ndarray of shape (P, 2), dtype float64
+
+    Raises
+    ------
+    InvalidInputError
+        If ``spacing`` is None or not a positive number.
+    """
+    gaps = np.diff(levels)
+    if spacing is None:
+        raise InvalidInputError("the structures have a single contour plane: give "
+                                "contour_spacing_mm (the slab thickness, e.g. the CT slice "
+                                "spacing)")
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise InvalidInputError(f"contour spacing must be positive, got {spacing}")
+    inner = np.minimum(gaps, spacing) / 2
+    end = {EndCap.FULL: spacing / 2, EndCap.HALF: 0.0, EndCap.NONE: -spacing / 2}[end_cap]
+    if levels.size == 1:
+        end = spacing / 2
+    below = np.concatenate([[end], inner])
+    above = np.concatenate([inner, [end]])
+    slabs = np.stack([levels - below, levels + above], axis=1)
+    # NONE: an end plane's slab is empty; the next plane starts where it ended
+    slabs[:, 1] = np.maximum(slabs[:, 1], slabs[:, 0])
+    return slabs
+
+
 def structure_volume(contours: Sequence[ArrayLike], thickness_mm: float | None = None,
-                     plane_tolerance_mm: float = 0.01) -> float | None:
+                     plane_tolerance_mm: float = 0.01, *,
+                     end_cap: EndCap | str = EndCap.FULL) -> float | None:
     """Volume (cm3) enclosed by closed planar contours on parallel planes.
 
     Each plane contributes its even-odd area (a contour inside an odd number
-    of others on its plane is a hole) times the slice thickness.
+    of others on its plane is a hole) times its slab's thickness
+    (:func:`plane_slabs`: the slice thickness, the end planes' outer halves
+    as ``end_cap`` says; ``"half"`` is the DVH's default and what planning
+    systems store, ``"full"`` gives every plane a whole slab).
 
     Parameters
     ----------
@@ -1053,6 +1119,8 @@ def structure_volume(contours: Sequence[ArrayLike], thickness_mm: float | None =
         neighbouring planes.
     plane_tolerance_mm : float, optional
         Contours whose planes are this close are on one plane.
+    end_cap : EndCap or {"full", "half", "none"}, optional
+        The end planes' slabs (default ``"full"``).
 
     Returns
     -------
@@ -1085,17 +1153,21 @@ def structure_volume(contours: Sequence[ArrayLike], thickness_mm: float | None =
         if not planes or level[o] - planes[-1][0] > plane_tolerance_mm:
             planes.append((float(level[o]), []))
         planes[-1][1].append(int(live[o]))
-    total = 0.0
+    areas = []
     for _, members in planes:
         xy = [(np.ascontiguousarray(points[offsets[c]:offsets[c + 1]] @ frame[0]),
                np.ascontiguousarray(points[offsets[c]:offsets[c + 1]] @ frame[1]))
               for c in members]
+        area = 0.0
         for a, c in enumerate(members):
             depth = sum(bool(_k.point_in_polygon(xy[a][0][0], xy[a][1][0], xy[b][0], xy[b][1]))
                         for b in range(len(members)) if b != a)
-            total += (-1.0 if depth % 2 else 1.0) * length[c] / 2.0
+            area += (-1.0 if depth % 2 else 1.0) * length[c] / 2.0
+        areas.append(area)
+    levels = np.array([lv for lv, _ in planes])
     if thickness_mm is None:
         if len(planes) < 2:
             return None
-        thickness_mm = float(np.median(np.diff([lv for lv, _ in planes])))
-    return float(total * float(thickness_mm) / 1000.0)
+        thickness_mm = float(np.median(np.diff(levels)))
+    slabs = plane_slabs(levels, float(thickness_mm), EndCap(end_cap))
+    return float(np.dot(areas, slabs[:, 1] - slabs[:, 0]) / 1000.0)

@@ -59,7 +59,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import NamedTuple
 
 import numba
@@ -67,7 +66,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from rtforge.core import _dvh_kernels as _k
-from rtforge.core.contours import Contour, Structure
+from rtforge.core.contours import Contour, EndCap, Structure, plane_slabs
 from rtforge.core.geometry import Volume, axis_aligned_view
 from rtforge.errors import GeometryError, InvalidInputError
 
@@ -110,22 +109,6 @@ _FAST = True
 #: Most memory (bytes) the per-chunk histograms of one kernel call may take; more
 #: structures than fit go in several calls.
 _HISTOGRAM_BUDGET = 64 << 20
-
-
-class EndCap(str, Enum):
-    """How much slab the first and last contour planes of a structure get.
-
-    The slab of a plane is one contour spacing centred on it; the end planes'
-    slabs are cut on their outer side by this convention (module notes).
-    """
-
-    #: Each end plane a full slab: the solid extends half a spacing beyond it.
-    FULL = "full"
-    #: Each end plane half a slab: the solid stops at the end planes (the
-    #: convention of the volumes treatment planning systems store).
-    HALF = "half"
-    #: The end planes get no slab: the solid stops half a spacing inside them.
-    NONE = "none"
 
 
 @dataclass(frozen=True, eq=False)
@@ -424,27 +407,6 @@ def contour_spacing(structures: Sequence[Structure | Sequence[ArrayLike]]) -> fl
     return float(np.median(gaps)) if gaps.size else None
 
 
-def _slabs(levels: np.ndarray, spacing: float | None, end_cap: EndCap) -> np.ndarray:
-    """(P, 2) z extent of each plane's slab."""
-    gaps = np.diff(levels)
-    if spacing is None:
-        raise InvalidInputError("the structures have a single contour plane: give "
-                                "contour_spacing_mm (the slab thickness, e.g. the CT slice "
-                                "spacing)")
-    if not (math.isfinite(spacing) and spacing > 0):
-        raise InvalidInputError(f"contour spacing must be positive, got {spacing}")
-    inner = np.minimum(gaps, spacing) / 2
-    end = {EndCap.FULL: spacing / 2, EndCap.HALF: 0.0, EndCap.NONE: -spacing / 2}[end_cap]
-    if levels.size == 1:
-        end = spacing / 2
-    below = np.concatenate([[end], inner])
-    above = np.concatenate([inner, [end]])
-    slabs = np.stack([levels - below, levels + above], axis=1)
-    # NONE: an end plane's slab is empty; the next plane starts where it ended
-    slabs[:, 1] = np.maximum(slabs[:, 1], slabs[:, 0])
-    return slabs
-
-
 def _pieces(slab: np.ndarray, oz: float, sz: float, nk: int
             ) -> list[tuple[float, float, int, int, float, float]]:
     """Split one slab at the dose planes: (z0, z1, k0, k1, t0, t1); k0 -1 outside."""
@@ -637,7 +599,7 @@ def _layout(dose: _Dose, structure: Structure | Sequence[ArrayLike], subdivision
                        np.zeros(0, dtype=np.intp), 2, np.zeros(0, dtype=np.intp),
                        np.zeros(1, dtype=np.intp), np.zeros((0, 6)), 0.0)
     levels = np.array([z for z, _ in planes])
-    slabs = _slabs(levels, contour_spacing_mm, cap)
+    slabs = plane_slabs(levels, contour_spacing_mm, cap)
     polys = [xy for _, group in planes for xy in group]
     points = np.ascontiguousarray(np.concatenate(polys))
     sub = _subdivisions(subdivisions, spacing, float(points[:, 1].max() - points[:, 1].min()))
