@@ -21,6 +21,7 @@ A missing file means the defaults.  Example::
     rate_window = 10
     max_pending = 64
     max_pending_per_address = 8
+    max_associations_per_address = 8
 
     [network.nodes.pacs]
     ae_title = "ORTHANC"
@@ -323,6 +324,10 @@ class ReceiveLimits:
         from everyone together; one more is closed at once; default 64.
     max_pending_per_address : int
         The same, from one IP address; default 8.
+    max_associations_per_address : int
+        Associations one IP address may hold at once (of the receiver's
+        ``max_associations`` slots), so that one host cannot take them all;
+        one more is rejected as a local limit (2/3/2); default 8.
 
     Raises
     ------
@@ -337,6 +342,7 @@ class ReceiveLimits:
     rate_window: float = 10.0
     max_pending: int = 64
     max_pending_per_address: int = 8
+    max_associations_per_address: int = 8
 
     def __post_init__(self) -> None:
         for name in ("acse_timeout", "pdu_timeout", "network_timeout", "rate_window"):
@@ -345,7 +351,8 @@ class ReceiveLimits:
                     or not 0 < value <= 86400:
                 raise InvalidInputError(f"{name} must be 0 to 86400 seconds, got {value!r}")
             object.__setattr__(self, name, float(value))
-        for name, low in (("min_rate", 0), ("max_pending", 1), ("max_pending_per_address", 1)):
+        for name, low in (("min_rate", 0), ("max_pending", 1), ("max_pending_per_address", 1),
+                          ("max_associations_per_address", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**31:
                 raise InvalidInputError(f"{name} must be an integer from {low}, got {value!r}")

@@ -26,7 +26,7 @@ from pydicom.uid import (
 )
 
 import rtforge.net._part10 as part10
-from rtforge.config import Node
+from rtforge.config import Node, ReceiveLimits
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net import AssociationRejected, DuplicatePolicy, StorageSCP, StoredObject, echo, send
 from rtforge.net._association import RequestedAssociation
@@ -146,7 +146,10 @@ def test_ten_associations_of_fifty_objects_and_the_eleventh_rejected(tmp_path: P
             batch.append((template.SOPInstanceUID, encode_data_set(template)))
         batches.append(batch)
     context = [ProposedContext(CTImageStorage, (ExplicitVRLittleEndian,))]
-    with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, max_associations=10) as server:
+    # All from 127.0.0.1: this host may hold every slot here (the default is 8 of them).
+    limits = ReceiveLimits(max_associations_per_address=10)
+    with StorageSCP(tmp_path / "rx", port=0, host=LOCALHOST, max_associations=10,
+                    limits=limits) as server:
         node = scp_node(server)
         associations = [RequestedAssociation(node, f"LOAD{i}", context) for i in range(10)]
         with pytest.raises(AssociationRejected) as info:

@@ -249,11 +249,12 @@ def test_10_slow_associations(receiver: Callable[..., ReceiverProcess]) -> None:
     """10 associations whose message trickles in (1 byte every 5 s) are aborted.
 
     On main they held their slots for as long as the sender liked (the 60 s
-    network timeout was per read).  The receiver has 12 slots here, so that
-    the normal clients associate while the 10 are still held; each of the 10
-    gets an A-ABORT once a --rate-window (2 s) brings less than --min-rate.
+    network timeout was per read).  The receiver has 12 slots here, 10 of them for one
+    address, so that the normal clients associate while the 10 are still held; each of
+    the 10 gets an A-ABORT once a --rate-window (2 s) brings less than --min-rate.
+    (With the defaults one host gets 8 of 10 slots: the next test.)
     """
-    rx = receiver("--max-associations", "12")
+    rx = receiver("--max-associations", "12", "--max-associations-per-address", "10")
     traffic = NormalTraffic(rx)
     slow = [associated(rx) for _ in range(10)]
     stop = threading.Event()
@@ -469,3 +470,22 @@ def test_a_receiver_busy_with_its_disk_does_not_make_the_sender_slow(
     finally:
         scp.stop()
     assert scp.stored == 2
+
+
+def test_one_host_cannot_take_every_association_slot(
+        receiver: Callable[..., ReceiverProcess]) -> None:
+    """With the default 10 slots, 10 slow associations from one host get 8 (the per-address
+    default); the 9th and 10th are rejected (2/3/2), and another host's echo is answered
+    while the 8 are still held."""
+    rx = receiver()
+    held = [associated(rx) for _ in range(8)]
+    try:
+        for _ in range(2):
+            extra = attacker_socket(rx)
+            extra.sendall(associate_rq(VERIFICATION_SOP_CLASS))
+            assert read_pdu_type(extra) == 0x03  # A-ASSOCIATE-RJ
+            extra.close()
+        echo_within_2_s(rx)  # the 8 are still associated: nothing has aborted them yet
+    finally:
+        for sock in held:
+            sock.close()

@@ -208,6 +208,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "(default 64; counted apart from --max-associations)")
     limits.add_argument("--max-pending-per-address", type=int, metavar="N",
                         help="the same from one IP address (default 8)")
+    limits.add_argument("--max-associations-per-address", type=int, metavar="N",
+                        help="associations one IP address may hold at once, of the "
+                             "--max-associations slots; one more is rejected (default 8)")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     add_output_flags(p)
     p.set_defaults(func=_receive)

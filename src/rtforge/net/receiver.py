@@ -27,6 +27,10 @@ says little, slowly, or declares much can hold is bounded:
   last byte of its A-ASSOCIATE-RQ (the TLS handshake included: ARTIM,
   PS3.8 9.1.5), however the bytes trickle in; past it the connection is
   closed with a log line;
+- one IP address holds at most ``max_associations_per_address`` [8] of the
+  association slots at once, so that slow associations from one host leave
+  slots for the others; one more is rejected (transient, local limit
+  exceeded);
 - the calling AE title is judged as soon as the request's fixed fields are
   read (74 bytes), before its variable items; a protocol version other than
   1 is rejected (permanent, protocol version not supported);
@@ -131,6 +135,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -476,6 +481,7 @@ class StorageSCP:
         self._commit_lock = threading.Lock()
         self._handlers: set[threading.Thread] = set()
         self._active = 0
+        self._active_by_address: Counter[str] = Counter()
         self._seen: dict[str, list[Path]] = {}  # SOP Instance UID -> copies stored in this run
         self._folders: set[Path] = set()  # output folders known to exist
         self._thread: threading.Thread | None = None
@@ -715,7 +721,7 @@ class StorageSCP:
             stream.limit_wait(accepted_at + self.acse_timeout - time.monotonic(),
                               f"A-ASSOCIATE-RQ (--acse-timeout {self.acse_timeout:g} s)")
             try:
-                accepted = self._negotiate(stream, accepted_at)
+                accepted = self._negotiate(stream, accepted_at, address[0])
             finally:
                 stream.limit_wait(None)
                 self._pending.leave(address[0])
@@ -755,9 +761,9 @@ class StorageSCP:
                 conn.close()
             if pending:  # the TLS handshake failed
                 self._pending.leave(address[0])
+            if accepted is not None:
+                self._leave_slot(address[0])
             with self._lock:
-                if accepted is not None:
-                    self._active -= 1
                 self._handlers.discard(threading.current_thread())
 
     def _reject(self, stream: PduStream, result: int, source: int, reason: int, why: str) -> None:
@@ -767,7 +773,16 @@ class StorageSCP:
         stream.send(encode_associate_rj(result, source, reason))
         _linger_close(stream)
 
-    def _negotiate(self, stream: PduStream, accepted_at: float) -> _Association | None:
+    def _leave_slot(self, address: str) -> None:
+        """An association from ``address`` ended: its slot is free."""
+        with self._lock:
+            self._active -= 1
+            self._active_by_address[address] -= 1
+            if not self._active_by_address[address]:
+                del self._active_by_address[address]
+
+    def _negotiate(self, stream: PduStream, accepted_at: float,
+                   address: str) -> _Association | None:
         left = accepted_at + self.acse_timeout - time.monotonic()
         event = stream.wait_readable(max(left, 0.0), self._stop_r)
         if event != "data":  # ARTIM expired, or we are stopping: just close
@@ -790,20 +805,24 @@ class StorageSCP:
         if request.application_context_name != APPLICATION_CONTEXT_NAME:
             self._reject(stream, 1, 1, 2, "application context name not supported")
             return None
+        per_address = self.limits.max_associations_per_address
         with self._lock:
             full = self._active >= self.max_associations or self._stopping
-            if not full:
+            crowded = not full and self._active_by_address[address] >= per_address
+            if not (full or crowded):
                 self._active += 1
-        if full:
-            self._reject(stream, 2, 3, 2, f"local limit of {self.max_associations} associations "
-                         "reached" if not self._stopping else "stopping")
+                self._active_by_address[address] += 1
+        if full or crowded:
+            self._reject(stream, 2, 3, 2, "stopping" if self._stopping else
+                         f"local limit of {self.max_associations} associations reached" if full
+                         else f"local limit of {per_address} associations from {address} "
+                              "reached (--max-associations-per-address)")
             return None
         try:
             results, contexts = self._negotiate_contexts(request)
             stream.send(encode_associate_ac(request, results, self.max_pdu))
         except BaseException:
-            with self._lock:
-                self._active -= 1
+            self._leave_slot(address)
             raise
         logger.info("%s: association accepted (%d of %d contexts)", stream.peer, len(contexts),
                     len(results))
