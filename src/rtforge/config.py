@@ -46,12 +46,16 @@ A missing file means the defaults.  Example::
     restore_ae_title = "RTFORGE_RST"
     restore_port = 11113
 
+    [reslice]
+    max_gap_factor = 3    # a gap between slices wider than this times the median is refused
+
     [serve]
     data_roots = ["/srv/studies"]  # the only folders 'rtforge serve' reads (default: where it starts)
     token_file = "/etc/rtforge/serve.token"  # bearer token required of every request
     max_mpixel = 64       # DRR pixels per request: rows x columns over its geometries
     max_cache_mb = 2048   # studies kept loaded, least recently used dropped first
     max_studies = 4
+
     [dask]
     worker_timeout = 60   # seconds 'rtforge batch --scheduler' waits with no live worker
     connect_timeout = 30  # seconds to reach the scheduler
