@@ -229,3 +229,23 @@ def test_dvh_names_the_class_of_a_wrong_structure_set(files: dict[str, Path],
     assert err.count("\n") == 1
     assert "not an RT Structure Set but RT Dose Storage (SOP Class 1.2.840.10008.5.1.4.1.1.481.2)" \
         in err
+
+
+def test_a_malformed_value_is_one_line_without_pydicom_noise(capfd) -> None:
+    """pydicom's badVR.dcm: Number of Frames '1A'. One line naming the file; no pydicom
+    warning and no traceback on the terminal."""
+    import subprocess
+    import sys
+
+    path = pydicom_file("badVR.dcm")
+    proc = subprocess.run([sys.executable, "-m", "rtforge", "dose", "info", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"rtforge dose info: {path}: malformed attribute value: invalid "
+                           "literal for int() with base 10: '1A'\n")
+    rtstruct = pydicom_file("rtstruct.dcm")
+    proc = subprocess.run([sys.executable, "-m", "rtforge", "dose", "info", str(rtstruct)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "not an RT Dose but RT Structure Set Storage" in proc.stderr
+    assert proc.stderr.count("\n") == 1

@@ -16,11 +16,14 @@ def test_a_folder_run_reports_every_file_past_a_broken_one(tmp_path: Path, capsy
     good = ct_file(folder / "good")
     shutil.copy(pydicom_file("meta_missing_tsyntax.dcm"), folder / "a-broken.dcm")
     shutil.copy(pydicom_file("rtstruct.dcm"), folder / "no-meta.dcm")
+    shutil.copy(pydicom_file("badVR.dcm"), folder / "bad-vr.dcm")  # Number of Frames '1A'
+
     (folder / "preview.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     assert main(["validate", "--json", str(folder)]) == 1
     report = json.loads(capsys.readouterr().out)
     files = {Path(f["path"]).name: f for f in report["files"]}
-    assert set(files) == {good.name, "a-broken.dcm", "no-meta.dcm"}
+    assert set(files) == {good.name, "a-broken.dcm", "no-meta.dcm", "bad-vr.dcm"}
+    assert files["bad-vr.dcm"]["errors"]  # its values are findings, not a crash
     assert report["skipped_non_dicom"] == 1
     assert "file meta has no Transfer Syntax UID" in files["a-broken.dcm"]["errors"]
     assert files["no-meta.dcm"]["kind"] == "RT Structure Set Storage"

@@ -154,6 +154,21 @@ def _full_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser = sub.choices[name]
 
 
+def _read_leniently() -> None:
+    """pydicom reads others' files without its own warnings on the terminal.
+
+    A value that breaks its VR's rules is the command's finding where it matters: the
+    readers check every value they use and name the file and attribute, and
+    ``rtforge validate`` reports every such value.  pydicom's warning for each (a
+    traceback-like line per value) would be the only sign of a problem it did not
+    make.  What rtforge writes stays strict (its own checks).  The command's process
+    only: the library never changes pydicom's settings.
+    """
+    from pydicom import config as pydicom_config
+
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+
+
 def _stdout_closed() -> bool:
     """True when standard output is a pipe whose reading end is closed."""
     try:
@@ -178,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     command = _full_command(parser, args)
+    _read_leniently()
     level = {0: logging.ERROR, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.command in _KERNEL_COMMANDS and not getattr(args, "quiet", False) \

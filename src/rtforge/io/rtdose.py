@@ -47,8 +47,7 @@ from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
-from pydicom import DataElement, Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom import DataElement, Dataset
 from pydicom.uid import RTDoseStorage, RTPlanStorage, RTStructureSetStorage
 
 from rtforge.config import ExportConfig
@@ -56,8 +55,9 @@ from rtforge.core.contours import Contour, ContourGeometricType, Structure
 from rtforge.core.dosegrid import dequantize_dose, quantize_dose
 from rtforge.core.dvh import DVH, merge_bins
 from rtforge.core.geometry import Grid, Volume
-from rtforge.errors import ConformanceError, GeometryError, InvalidInputError
+from rtforge.errors import ConformanceError, GeometryError, InvalidInputError, RtforgeError
 from rtforge.io.ct import IMAGE_PIXEL, IMAGE_PLANE
+from rtforge.io.dicomfile import read_dicom_file, sop_class_name
 from rtforge.io.fileset import file_meta, write_dataset_file
 from rtforge.io.modules import (
     FRAME_OF_REFERENCE,
@@ -308,11 +308,13 @@ def read_rtdose(source: str | os.PathLike | Dataset) -> RTDose:
     """
     if isinstance(source, Dataset):
         return parse_rtdose(source)
+    ds = read_dicom_file(source).ds
     try:
-        ds = dcmread(os.fspath(source))
-    except (InvalidDicomError, OSError) as exc:
-        raise InvalidInputError(f"cannot read {os.fspath(source)}: {exc}", path=source) from None
-    return parse_rtdose(ds, source)
+        return parse_rtdose(ds, source)
+    except RtforgeError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a malformed value
+        raise InvalidInputError(f"malformed attribute value: {exc}", path=source) from None
 
 
 def _need(ds: Dataset, keyword: str, path: object) -> object:
@@ -438,9 +440,9 @@ def parse_rtdose(ds: Dataset, path: str | os.PathLike | None = None) -> RTDose:
     """
     where = path if path is not None else "data set"
     sop_class = str(ds.get("SOPClassUID", ""))
-    if sop_class and sop_class != RTDoseStorage:
-        raise InvalidInputError(f"not an RT Dose (SOP Class UID {sop_class})", path=where,
-                                tag="SOPClassUID")
+    if sop_class != RTDoseStorage and not (not sop_class and ds.get("Modality") == "RTDOSE"):
+        what = sop_class_name(sop_class) if sop_class else "a data set without SOP Class UID"
+        raise InvalidInputError(f"not an RT Dose but {what}", path=where, tag="SOPClassUID")
     volume = None
     scaling = None
     bits = None

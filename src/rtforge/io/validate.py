@@ -448,7 +448,11 @@ def _run_dciodvfy_on(path: Path, ds: Dataset, errors: list[str], warnings: list[
     if not run.completed and native and int(ds.get("BitsAllocated", 0) or 0) == 32 \
             and "PixelData" in ds:
         with tempfile.TemporaryDirectory(prefix="rtforge-validate-") as folder:
-            copy = _dciodvfy_16_bit_copy(ds, folder)
+            try:
+                copy = _dciodvfy_16_bit_copy(ds, folder)
+            except Exception as exc:  # the size attributes are the file's own finding
+                copy = DciodvfyRun([], [], None, f"{run.failure}; no 16-bit copy could be "
+                                   f"made ({type(exc).__name__}: {exc})")
         if copy.completed:
             warnings.append("dciodvfy checked a copy with a 16-bit pixel module (the Debian "
                             "build aborts on 32-bit Pixel Data); Pixel Data itself was checked "
