@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from rtforge.cli import _COMMAND_HELP, _COMMAND_MODULE, _MODULES, build_parser, main
+from tests.datafiles import pydicom_file
 
 
 def _commands(parser) -> set[str]:
@@ -196,3 +197,14 @@ def test_demo_refuses_a_folder_that_is_not_empty(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith(f"rtforge demo: {tmp_path}: is not an empty folder") and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_pydicom_notes_on_reading_stay_off_the_terminal() -> None:
+    """SC_rgb_jpeg.dcm says explicit VR but is implicit: pydicom warns (a Python warning and
+    a log line); the command prints only its one line."""
+    path = pydicom_file("SC_rgb_jpeg.dcm")
+    proc = subprocess.run([sys.executable, "-m", "rtforge", "plan", "info", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("rtforge plan info: ") and proc.stderr.count("\n") == 1
+    assert "not an RT Plan but Secondary Capture Image Storage" in proc.stderr

@@ -13,6 +13,7 @@ import os
 import re
 import select
 import sys
+import warnings
 from collections.abc import Sequence
 
 from rtforge import __version__
@@ -167,6 +168,8 @@ def _read_leniently() -> None:
     from pydicom import config as pydicom_config
 
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    # and its notes on how it read a file (an explicit-VR file found implicit, ...)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 
 def _stdout_closed() -> bool:
@@ -196,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _read_leniently()
     level = {0: logging.ERROR, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pydicom").setLevel(level)  # pydicom sets its own WARNING level
     if args.command in _KERNEL_COMMANDS and not getattr(args, "quiet", False) \
             and sys.stderr.isatty():  # for the person watching, as the progress bars are
         from rtforge.core._kernel_cache import kernels_cached

@@ -54,6 +54,7 @@ from rtforge.config import ExportConfig
 from rtforge.core.beam import BeamGeometry, PatientPosition, aperture_outline
 from rtforge.errors import GeometryError, InvalidInputError
 from rtforge.io.charset import conformed, output_character_set
+from rtforge.io.dicomfile import sop_class_name
 from rtforge.io.fileset import instance_path, write_dataset_file
 from rtforge.io.modules import (
     FRAME_OF_REFERENCE,
@@ -1185,7 +1186,9 @@ def parse_rtplan(ds: Dataset, path: str | os.PathLike | None = None) -> RTPlan:
     where = str(path) if path is not None else "RT Plan"
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class != RTPlanStorage:
-        raise InvalidInputError(f"not an RT Plan (SOP Class UID {sop_class or 'missing'})",
+        raise InvalidInputError(f"not an RT Plan but "
+                                f"{sop_class_name(sop_class) if sop_class else 'a data set'} "
+                                f"(SOP Class UID {sop_class or 'missing'})",
                                 path=path, tag="SOPClassUID")
     if "BeamSequence" not in ds and "ApplicationSetupSequence" not in ds:
         raise InvalidInputError("a plan without beams or application setups (neither Beam "
