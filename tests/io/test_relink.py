@@ -144,3 +144,43 @@ def test_relinked_plan_passes_dciodvfy(tmp_path: Path) -> None:
     assert plan.Modality == "RTPLAN"
     checked = validate_file(write_rtplan(plan, tmp_path))
     assert checked.dciodvfy_ran and checked.errors == [], checked.errors
+
+
+def _carried_over(before: Dataset, after: Dataset, uid_map: dict[str, str],
+                  changed: set[str], where: str = "") -> None:
+    """Every element of ``before`` is in ``after``, equal but for a changed patient attribute
+    or a UID the relink maps (nothing dropped, nothing else altered)."""
+    for elem in before:
+        name = f"{where}{elem.keyword or elem.tag}"
+        assert elem.tag in after, f"{name} dropped"
+        other = after[elem.tag]
+        if elem.keyword in changed:
+            continue
+        if elem.VR == "SQ":
+            assert len(other.value) == len(elem.value), name
+            for n, (a, b) in enumerate(zip(elem.value, other.value, strict=True)):
+                _carried_over(a, b, uid_map, changed, f"{name}[{n}] > ")
+        elif elem.VR == "UI":
+            values = list(elem.value) if elem.VM > 1 else [elem.value]
+            mapped = [uid_map.get(str(v), str(v)) for v in values]
+            assert [str(v) for v in (other.value if other.VM > 1 else [other.value])] == mapped, \
+                name
+        else:
+            assert other.value == elem.value, name
+
+
+def test_relink_carries_over_everything_it_does_not_change() -> None:
+    objects = relinkable_set()
+    for ds in objects:  # attributes relink has no business with
+        ds.InstitutionName, ds.StudyDescription, ds.OperatorsName = "Clinic", "Thorax", "Op^One"
+    result = relink(objects, CHANGE, config=CONFIG)
+    uid_map = {**result.uid_map, **result.series_map, **result.study_map}
+    changed = {"PatientID", "PatientName", "PatientSex", "PatientBirthDate",
+               "SpecificCharacterSet"}
+    for before, after in zip(objects, result.datasets, strict=True):
+        if before.Modality == "RTDOSE":  # never re-linked: copied unchanged, and reported
+            assert after == before
+            continue
+        _carried_over(before, after, uid_map, changed)
+        assert set(after.keys()) - set(before.keys()) <= {
+            0x00100010, 0x00100020, 0x00100030, 0x00100040, 0x00080005}  # only the patient's

@@ -641,3 +641,13 @@ def test_single_file_write_dataset_round_trip(tmp_path):
     path = write_dataset(tmp_path / "one.dcm", ds, transfer_syntax="big")
     image = read_series(path)
     assert image.array.shape == (1, 20, 16) and image.stack.nslices == 1
+
+
+def test_files_without_part10_meta_are_read_and_said(tmp_path) -> None:
+    bare = write_ct_series(tmp_path / "bare", nslices=3, seed=4, part10=False)
+    assert bare.paths[0].read_bytes()[128:132] != b"DICM"
+    image = read_series(bare.folder)
+    assert image.array.shape[0] == 3
+    assert "3 of 3 files have no Part 10 file meta" in " ".join(image.warnings)
+    part10 = write_ct_series(tmp_path / "part10", nslices=3, seed=4)
+    assert not any("Part 10" in w for w in read_series(part10.folder).warnings)

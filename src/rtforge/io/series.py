@@ -266,6 +266,7 @@ class _Scanned:
     size: int
     pixel: _PixelElement | None
     transfer_syntax: dicom_uid.UID
+    bare: bool = False  # no Part 10 preamble and meta: read as a bare data set
 
 
 def _deflated(ts: dicom_uid.UID) -> bool:
@@ -377,7 +378,7 @@ def _scan(path: Path, *, headers_only: bool) -> _Scanned:
                 pixel = _read_element_header(fp, bool(implicit), bool(little))
                 if pixel is not None and pixel.tag not in _PIXEL_TAGS:
                     pixel = None
-        return _Scanned(path, ds, size, pixel, ts)
+        return _Scanned(path, ds, size, pixel, ts, bare=head[128:132] != b"DICM")
 
 
 def _skip_reason(ds: Dataset, path: Path) -> str | None:
@@ -1100,6 +1101,10 @@ def _warnings(stack: SliceStack, slices: list[_Slice], tilt: float, nominal: flo
                    f"positions give {tilt:.2f} degrees; the positions are used")
     if clipped:
         out.append(f"{clipped} voxels outside the int16 range after rescale were clipped")
+    bare = sum(1 for s in slices if s.scanned.bare)
+    if bare:
+        out.append(f"{bare} of {len(slices)} files have no Part 10 file meta (preamble, DICM, "
+                   "group 0002): read as bare data sets")
     fractional = sum(1 for s in slices
                      if not (float(s.slope).is_integer() and float(s.intercept).is_integer()))
     if fractional:
