@@ -489,3 +489,32 @@ def test_one_host_cannot_take_every_association_slot(
     finally:
         for sock in held:
             sock.close()
+
+
+def test_refused_connections_do_not_flood_the_log(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """100 connections over the per-address cap: one log line per address every 10 s."""
+    limits = ReceiveLimits(acse_timeout=30, max_pending=8, max_pending_per_address=1)
+    scp = _scp(tmp_path, limits=limits)
+    idle = [_connect(scp, "127.0.0.3")]
+    try:
+        for _ in range(100):
+            with _connect(scp, "127.0.0.3") as refused:
+                assert refused.recv(10) == b""  # closed at once, every one
+        lines = [r for r in caplog.records if "closed at once" in r.getMessage()]
+        assert len(lines) == 1
+    finally:
+        for sock in idle:
+            sock.close()
+        scp.stop()
+
+
+def test_log_throttle_counts_what_it_holds_back() -> None:
+    from rtforge.net._admission import LogThrottle
+
+    throttle = LogThrottle(interval=10.0, most_addresses=2)
+    assert throttle.allow("a", now=0.0) == 0
+    assert [throttle.allow("a", now=t) for t in (1.0, 2.0, 9.9)] == [None, None, None]
+    assert throttle.allow("a", now=10.0) == 3  # the next line says 3 were held back
+    assert throttle.allow("b", now=10.0) == 0 and throttle.allow("c", now=10.0) == 0
+    assert throttle.allow("a", now=11.0) == 0  # forgotten (the oldest of 3 > 2 addresses)

@@ -10,9 +10,10 @@ neither take the slots nor keep others from being heard.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 
-__all__ = ["PendingConnections"]
+__all__ = ["LogThrottle", "PendingConnections"]
 
 
 class PendingConnections:
@@ -64,3 +65,47 @@ class PendingConnections:
     def total(self) -> int:
         """Pending connections now."""
         return self._total
+
+
+class LogThrottle:
+    """At most one log line per address every ``interval`` seconds for refused connections.
+
+    An attacker opening connections as fast as it can would otherwise write a
+    line each into the receiver's log.  The line that is let through says how
+    many were held back since the last one.
+
+    Parameters
+    ----------
+    interval : float
+        Seconds between two lines about one address.
+    most_addresses : int
+        Addresses remembered at once (the oldest is forgotten first), so that
+        many addresses cannot grow this table without bound.
+    """
+
+    def __init__(self, interval: float = 10.0, most_addresses: int = 1024) -> None:
+        self.interval = interval
+        self.most_addresses = most_addresses
+        self._lock = threading.Lock()
+        self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def allow(self, address: str, now: float | None = None) -> int | None:
+        """Whether to log a line about ``address`` now.
+
+        Returns
+        -------
+        int or None
+            ``None``: hold the line back; else how many lines about ``address``
+            were held back since the last one (0 for the first).
+        """
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last, held = self._last.get(address, (float("-inf"), 0))
+            if now - last < self.interval:
+                self._last[address] = (last, held + 1)
+                return None
+            self._last[address] = (now, 0)
+            self._last.move_to_end(address)
+            while len(self._last) > self.most_addresses:
+                self._last.popitem(last=False)
+            return held

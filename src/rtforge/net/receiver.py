@@ -158,7 +158,7 @@ from pynetdicom.presentation import PresentationContext
 
 from rtforge.config import ReceiveLimits, check_ae_title
 from rtforge.errors import InvalidInputError, NetworkError
-from rtforge.net._admission import PendingConnections
+from rtforge.net._admission import LogThrottle, PendingConnections
 from rtforge.net._dimse import C_ECHO_RQ, C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP, Command, encode_command
 from rtforge.net._part10 import (
     PATIENT_ID,
@@ -482,6 +482,7 @@ class StorageSCP:
         self._handlers: set[threading.Thread] = set()
         self._active = 0
         self._active_by_address: Counter[str] = Counter()
+        self._log_throttle = LogThrottle()
         self._seen: dict[str, list[Path]] = {}  # SOP Instance UID -> copies stored in this run
         self._folders: set[Path] = set()  # output folders known to exist
         self._thread: threading.Thread | None = None
@@ -670,8 +671,12 @@ class StorageSCP:
                     continue
                 crowded = self._pending.enter(address[0])
                 if crowded is not None:
-                    logger.warning("%s:%d: closed at once: already %s", address[0], address[1],
-                                   crowded)
+                    held = self._log_throttle.allow(address[0])
+                    if held is not None:
+                        logger.warning("%s:%d: closed at once: already %s%s", address[0],
+                                       address[1], crowded,
+                                       f" ({held} more from it since the last line)" if held
+                                       else "")
                     conn.close()
                     continue
                 thread = threading.Thread(target=self._handle,
