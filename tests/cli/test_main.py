@@ -183,6 +183,7 @@ def test_first_compile_is_announced_once(tmp_path, monkeypatch) -> None:
     assert "compiling" not in later and "none.dcm" in later
 
 
+@pytest.mark.slow  # compiles every kernel where the cache is cold (a minute)
 def test_warmup_leaves_every_kernel_cached(capsys) -> None:
     from rtforge.core._kernel_cache import kernels_cached
 
