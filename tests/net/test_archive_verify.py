@@ -281,3 +281,26 @@ def test_verify_setting_is_checked(tmp_path: Path) -> None:
                        "retrieve"):
         load_config(config)
     assert Node("PACS", "h", 104).verify == "auto"
+
+
+# -- what restore could not take back is not filed to a node -----------------------------------
+
+def test_an_object_with_an_invalid_uid_is_not_filed_to_a_node(tmp_path: Path) -> None:
+    """A local object whose UID has a leading zero (old vendor data): every rtforge receiver,
+    restore's included, refuses it; filing it to a node would delete the only copy that can
+    come back. Refused before anything is sent or deleted (the node is not even contacted)."""
+    from tests.net.archive_peers import phantom_store
+
+    files = phantom_store(tmp_path / "store")
+    ds = dcmread(files[0])
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.01"  # component with a leading zero
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(files[0])
+    before = {p: p.read_bytes() for p in files}
+    with Catalog(tmp_path / "store" / "catalog.sqlite") as catalog:
+        catalog.import_paths([tmp_path / "store"])
+        nobody = Node("NOBODY", LOCALHOST, free_port(), timeout=2.0)
+        with pytest.raises(InvalidInputError, match="restore could not take it back"):
+            _file(catalog, nobody, free_port())
+        assert _states(catalog) == {InstanceState.LOCAL}
+    assert {p: p.read_bytes() for p in files} == before

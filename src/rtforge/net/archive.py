@@ -105,6 +105,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from rtforge.config import Node
 from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.net._part10 import uid_problem
 from rtforge.net.catalog import (
     Catalog,
     InstanceRecord,
@@ -537,6 +538,7 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
         raise InvalidInputError(f"{len(gone)} recorded file(s) of {what} are missing locally; "
                                 "re-import the store ('rtforge store import')", path=gone[0].path)
     if isinstance(to, Node):
+        _check_restorable(records, what, to)
         archive = str(to)
     else:
         folder = Path(to).resolve()
@@ -559,6 +561,26 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
     logger.info("filed %s to %s: %d instances, local files deleted", what, archive,
                 report.deleted)
     return report
+
+
+def _check_restorable(records: Sequence[InstanceRecord], what: str, node: Node) -> None:
+    """Refuse to file to a node what could not come back through restore's receiver.
+
+    The temporary SCP that takes back retrieved copies refuses an object whose SOP
+    Instance, Series or Study Instance UID is not a valid UID (PS3.5 9.1), as every
+    rtforge receiver does: such an object, once deleted here, could not be restored.
+    """
+    for record in records:
+        for name, value in (("SOP Instance UID", record.sop_instance_uid),
+                            ("Series Instance UID", record.series_uid),
+                            ("Study Instance UID", record.study_uid)):
+            problem = uid_problem(value)
+            if problem is not None:
+                raise InvalidInputError(
+                    f"{what}: {name} {problem} ({ascii(value)}): restore could not take it "
+                    f"back from {node}, so nothing is filed there; file to a folder "
+                    "(--to-folder) or give the objects valid UIDs (rtforge relink)",
+                    path=record.path)
 
 
 def _as_filed(record: InstanceRecord, path: Path) -> bytes | None:
