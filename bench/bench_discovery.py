@@ -28,8 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from compare_pipeline import _make_sources
-from rtforge._forkserver import start_forkserver
 from rtforge.io.series import discover_series
+from rtforge.workflows._forkserver import start_forkserver
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from rtforge.core.phantom import oblique_stack, sample_phantom
 from rtforge.io.ct import write_ct_series
-from rtforge.reconvert import ReconvertOptions, reconvert_series
+from rtforge.workflows.reconvert import ReconvertOptions, reconvert_series
 
 
 @pytest.fixture(scope="module")

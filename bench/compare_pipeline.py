@@ -144,7 +144,7 @@ def main() -> None:
     _run(rtforge + ["reslice", str(sources[0]), str(work / "warm"), "-q"], env)
     shutil.rmtree(work / "warm")
     # What a worker holds before it reads a series: Python, rtforge, the kernels loaded.
-    base_rss = _run([sys.executable, "-c", "import rtforge._worker_preload"], env)[1]
+    base_rss = _run([sys.executable, "-c", "import rtforge.workflows._worker_preload"], env)[1]
 
     script = work / "sitk_pipeline.py"
     script.write_text(_SITK_PIPELINE)

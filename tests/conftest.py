@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from rtforge.demo import PhantomSeries, make_phantom_patient
+from rtforge.workflows.demo import PhantomSeries, make_phantom_patient
 
 if TYPE_CHECKING:  # the network peers are imported only by tests that use them
     from tests.net.archive_peers import Archive

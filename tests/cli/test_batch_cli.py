@@ -14,9 +14,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from rtforge.batch import MANIFEST_NAME
 from rtforge.cli import main
-from rtforge.demo import make_phantom_patient
+from rtforge.workflows.batch import MANIFEST_NAME
+from rtforge.workflows.demo import make_phantom_patient
 
 
 def _series_dirs(out: Path) -> list[Path]:
@@ -123,8 +123,8 @@ def test_batch_interrupted_then_rerun_completes(tmp_path) -> None:
 
 
 def test_auto_workers_is_bounded_by_cpus_series_and_memory() -> None:
-    from rtforge.batch import WORKER_BASE_BYTES, WORKER_VOLUMES, auto_workers
     from rtforge.io.series import SeriesInfo
+    from rtforge.workflows.batch import WORKER_BASE_BYTES, WORKER_VOLUMES, auto_workers
 
     def series(n: int, voxels: int) -> list[SeriesInfo]:
         return [SeriesInfo(f"1.2.{i}", "CT", "1.2", "P", (), "", voxels) for i in range(n)]

@@ -12,9 +12,9 @@ import pydicom
 import pytest
 
 from rtforge.cli import main
-from rtforge.demo import PhantomSeries
 from rtforge.io.rtimage import rt_image_geometry
 from rtforge.io.validate import dciodvfy_available, validate_file
+from rtforge.workflows.demo import PhantomSeries
 from tests.datafiles import pydicom_file, shared_file
 
 SMALL = ["--size", "24x32", "--pixel", "9", "-q"]

@@ -97,7 +97,7 @@ def test_rtforge_and_the_batch_parent_load_neither_numpy_nor_numba() -> None:
     # The batch's parent only discovers and schedules: Numba is its workers' (0.13 s of
     # start), and a bare "import rtforge" loads no NumPy (the worker server sets NumPy's
     # threads before it loads).
-    code = ("import sys, rtforge; bare = 'numpy' in sys.modules; import rtforge.batch; "
+    code = ("import sys, rtforge; bare = 'numpy' in sys.modules; import rtforge.workflows.batch; "
             "print(bare, 'numba' in sys.modules, rtforge.Grid.__module__, "
             "'Grid' in dir(rtforge))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

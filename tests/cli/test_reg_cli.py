@@ -12,9 +12,9 @@ from pydicom.uid import generate_uid
 from scipy.spatial.transform import Rotation
 
 from rtforge.cli import main
-from rtforge.demo import PhantomSeries
 from rtforge.io.registration import read_registration
 from rtforge.io.validate import dciodvfy_available, validate_file
+from rtforge.workflows.demo import PhantomSeries
 
 
 def _rigid() -> np.ndarray:

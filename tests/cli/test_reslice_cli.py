@@ -88,7 +88,7 @@ def test_demo_output_validates(tmp_path, capsys) -> None:
 
 
 def test_demo_dose_covers_the_ptv(tmp_path, capsys) -> None:
-    from rtforge.demo import PHANTOM_DOSE_GY
+    from rtforge.workflows.demo import PHANTOM_DOSE_GY
 
     out = tmp_path / "demo"
     assert main(["demo", str(out), "--size", "48", "--slices", "8", "--json"]) == 0

@@ -334,7 +334,7 @@ def test_cache_stays_bounded(server, phantom_patient, dose_case) -> None:
 
 
 def test_openapi_names_every_endpoint(server) -> None:
-    from rtforge.asgi import create_app
+    from rtforge.workflows.asgi import create_app
 
     document = server.get("/openapi.json").json()
     routes = {route.path for route in create_app().app.routes}  # type: ignore[attr-defined]

@@ -20,9 +20,9 @@ from rtforge.core.pictures import (
     edge_letters,
     plot_dvhs,
 )
-from rtforge.demo import PHANTOM_BEAMS, TARGET_CENTRE
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtimage import DrrRequest, fit_to_body
+from rtforge.workflows.demo import PHANTOM_BEAMS, TARGET_CENTRE
 
 
 # ------------------------------------------------------------- letters

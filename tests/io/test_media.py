@@ -12,10 +12,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from rtforge.demo import make_phantom_patient
 from rtforge.errors import InvalidInputError
 from rtforge.io.media import DICOMDIR, copy_into, export_media, scan_media
 from rtforge.io.validate import validate_file
+from rtforge.workflows.demo import make_phantom_patient
 
 DCMDUMP = "/usr/bin/dcmdump"
 DCMFTEST = "/usr/bin/dcmftest"

@@ -369,7 +369,7 @@ def test_brachy_dciodvfy_has_no_errors(tmp_path, kind: str) -> None:  # noqa: AN
 
 def test_static_beams_of_the_demo_phantom(tmp_path) -> None:  # noqa: ANN001
     """How ``rtforge demo`` writes its phantom plan: PHANTOM_BEAMS through static_beam."""
-    from rtforge.demo import PHANTOM_BEAMS, TARGET_CENTRE
+    from rtforge.workflows.demo import PHANTOM_BEAMS, TARGET_CENTRE
 
     beams = tuple(static_beam(n, name, gantry=gantry, collimator=collimator, couch=couch,
                               jaws=jaws, isocenter=TARGET_CENTRE)

@@ -28,7 +28,6 @@ from rtforge.core.contours import (
     structure_volume,
 )
 from rtforge.core.geometry import Grid
-from rtforge.demo import TARGET_CENTRE, TARGET_RADIUS, PhantomSeries, phantom_structures
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.fileset import write_dataset_file
 from rtforge.io.rtstruct import (
@@ -46,6 +45,7 @@ from rtforge.io.rtstruct import (
     write_rtstruct,
 )
 from rtforge.io.validate import dciodvfy_available, validate_file
+from rtforge.workflows.demo import TARGET_CENTRE, TARGET_RADIUS, PhantomSeries, phantom_structures
 from tests.datafiles import pydicom_file, shared_file
 
 CONFIG = ExportConfig(uid_root="1.2.826.0.1.3680043.8.498.55.", station_name="rtss-test")

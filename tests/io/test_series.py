@@ -539,7 +539,7 @@ def test_discover_with_an_executor_finds_exactly_the_same(mixed_folder, monkeypa
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
     import rtforge.io.series as series_module
-    from rtforge._forkserver import start_forkserver
+    from rtforge.workflows._forkserver import start_forkserver
 
     root, _, _ = mixed_folder
     expected = discover_series(root)

@@ -26,7 +26,7 @@ from pynetdicom.sop_class import (
 )
 
 from rtforge.config import Node
-from rtforge.demo import make_phantom_patient
+from rtforge.workflows.demo import make_phantom_patient
 from tests.net.peers import (
     LOCALHOST,
     ORTHANC,

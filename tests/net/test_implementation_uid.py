@@ -10,10 +10,10 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from rtforge import __version__
 from rtforge.config import Node
-from rtforge.demo import make_phantom_patient
 from rtforge.io.fileset import IMPLEMENTATION_CLASS_UID
 from rtforge.io.media import DICOMDIR, export_media
 from rtforge.net import StorageSCP, find, send
+from rtforge.workflows.demo import make_phantom_patient
 from tests.net.peers import LOCALHOST, received_files, scp_node
 
 OURS = (IMPLEMENTATION_CLASS_UID, f"RTFORGE_{__version__}"[:16])

@@ -25,10 +25,10 @@ from pynetdicom.sop_class import (
 
 from rtforge.cli import main
 from rtforge.config import Node
-from rtforge.demo import make_phantom_patient
 from rtforge.errors import InvalidInputError, NetworkError
 from rtforge.net.printing import print_images, window_image
 from rtforge.net.tls import server_context
+from rtforge.workflows.demo import make_phantom_patient
 from tests.net.peers import DCMTK_ENV, LOCALHOST, free_port, needs, stop_process, wait_for_echo
 from tests.net.tls_pki import Pki, tls_flags
 

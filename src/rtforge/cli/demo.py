@@ -12,8 +12,8 @@ from rtforge.cli.dose import _metrics, _table
 from rtforge.cli.reslice import format_report
 from rtforge.config import load_config
 from rtforge.core._kernel_cache import kernels_cached
-from rtforge.demo import PHANTOM_BEAMS, PHANTOM_DOSE_GY, run_demo
 from rtforge.errors import InvalidInputError
+from rtforge.workflows.demo import PHANTOM_BEAMS, PHANTOM_DOSE_GY, run_demo
 
 __all__ = ["register"]
 

@@ -17,7 +17,7 @@ from rtforge.errors import GeometryError, InvalidInputError
 from rtforge.io.rtimage import DrrRequest, DrrRun, fit_to_body, plan_requests, write_drrs
 from rtforge.io.rtplan import RTPlan, read_rtplan
 from rtforge.io.series import read_series
-from rtforge.service import regular_volume
+from rtforge.workflows.service import regular_volume
 
 __all__ = ["register", "parse_size", "parse_angles"]
 

@@ -6,19 +6,17 @@ import argparse
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtforge.cli._common import add_output_flags, emit_json, floats, ints, progress_bar
+from rtforge.cli._common import Bar, add_output_flags, emit_json, floats, ints, progress_bar
 from rtforge.config import Config, DaskConfig, load_config
-from rtforge.errors import InvalidInputError, RtforgeError
+from rtforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from rtforge.io.series import SeriesInfo
-    from rtforge.reconvert import ReconvertOptions, SeriesReport
+    from rtforge.workflows.reconvert import ReconvertOptions, SeriesReport
 
 # The reconversion modules (pydicom, Numba) are imported inside the commands: ``batch``
 # first starts its worker forkserver, whose own imports then overlap with these.
@@ -117,7 +115,7 @@ def _workers(text: str) -> int | str:
 
 
 def _scheduler(text: str) -> str:
-    from rtforge.distributed import parse_scheduler
+    from rtforge.workflows.distributed import parse_scheduler
 
     try:
         parse_scheduler(text)
@@ -147,7 +145,7 @@ def _dashboard(text: str) -> str:
 
 
 def _options(args: argparse.Namespace, config: Config | None = None) -> ReconvertOptions:
-    from rtforge.reconvert import ReconvertOptions
+    from rtforge.workflows.reconvert import ReconvertOptions
 
     config = config or load_config(args.config)
     return ReconvertOptions(spacing=args.spacing, interpolation=args.interp, clamp=args.clamp,
@@ -180,105 +178,50 @@ def format_report(rep: SeriesReport) -> str:
 
 
 def _reslice(args: argparse.Namespace) -> int:
-    parallel = args.workers != 1 and (os.cpu_count() or 1) > 1
-    folder = args.src.is_dir()
-    if parallel and folder:
+    if args.workers != 1 and (os.cpu_count() or 1) > 1 and args.src.is_dir():
         # A folder may hold several series: start the workers' server now, so that its
         # imports overlap ours and the discovery (unused for one series, where it costs
         # CPU on an otherwise idle core and no time).
-        from rtforge._forkserver import start_forkserver
+        from rtforge.workflows._forkserver import start_forkserver
 
         start_forkserver()
-    from rtforge.batch import discover
+    from rtforge.workflows.reslice import reslice_folder
 
-    options = _options(args)
-    _check_output_root(args.out)
-    found = discover(args.src, strict=True,
-                     processes=(os.cpu_count() or 1) if parallel and folder else 1)
-    ignored = [path for path, reason in found.skipped if reason.startswith("not a DICOM file")]
-    if len(found.series) > 1 and parallel:
-        reports = _reslice_in_workers(args, found.series, options)
-    else:
-        reports = _reslice_here(args, found.series, options)
+    bars: dict[str, Bar] = {}
+
+    def bar(name: str, total: int | None, desc: str) -> Bar:
+        if name not in bars:
+            bars[name] = progress_bar(args, total, desc, name)
+        return bars[name]
+
+    def series_slices(index: int, count: int, done: int, total: int) -> None:
+        this = bar("slice", None, f"series {index}/{count}")
+        this.describe(f"series {index}/{count}")
+        this.set(done, total)
+
+    try:
+        result = reslice_folder(
+            args.src, args.out, _options(args), workers=args.workers,
+            on_series=lambda done, total: bar("series", total, "series").set(done, total),
+            on_slices=lambda n: bar("slice", 0, "slices").update(n),
+            on_series_slices=series_slices)
+    finally:
+        for each in bars.values():
+            each.close()
     if args.json:
-        emit_json({"series": [r.to_dict() for r in reports],
-                   "ignored_files": [str(p) for p in ignored]})
+        emit_json(result.to_dict())
     else:
-        print("\n".join(format_report(r) for r in reports))
+        ignored = result.ignored_files
+        print("\n".join(format_report(r) for r in result.reports))
         if ignored:
             print(f"ignored {len(ignored)} non-DICOM file(s): "
                   + ", ".join(p.name for p in ignored[:5]) + (" ..." if len(ignored) > 5 else ""))
     return 0
 
 
-def _reslice_here(args: argparse.Namespace, series: list[SeriesInfo],
-                  options: ReconvertOptions) -> list[SeriesReport]:
-    """One series after another in this process, reading the next one ahead."""
-    from rtforge.reconvert import read_ahead, reconvert_series
-
-    reports: list[SeriesReport] = []
-    try:
-        for read in read_ahead([info.paths for info in series]):
-            bar = progress_bar(args, None, f"series {len(reports) + 1}/{len(series)}", "slice")
-            try:
-                rep = reconvert_series(read(), args.out, options,
-                                       progress=lambda done, total, bar=bar: bar.set(done, total))
-            finally:
-                bar.close()
-            reports.append(rep)
-    except (RtforgeError, OSError, KeyboardInterrupt):
-        # All or nothing: remove the series this invocation wrote.
-        for rep in reports:
-            if not rep.skipped:
-                shutil.rmtree(rep.output_dir, ignore_errors=True)
-        raise
-    return reports
-
-
-def _reslice_in_workers(args: argparse.Namespace, series: list[SeriesInfo],
-                        options: ReconvertOptions) -> list[SeriesReport]:
-    """Several series at once in worker processes (those of ``rtforge batch``), all or nothing.
-
-    Every series runs to its end; if any failed, every series this invocation
-    wrote is removed and the first failure (in discovery order) is raised.
-    """
-    from rtforge.batch import reconvert_many
-    from rtforge.reconvert import SeriesReport, final_folder, output_series_uid
-
-    finals = [final_folder(args.out, info.patient_id, info.study_uid,
-                           output_series_uid(info.series_uid, options)) for info in series]
-    existed = {folder for folder in finals if folder.is_dir()}
-    outcomes: dict[str, dict] = {}
-    series_bar = progress_bar(args, len(series), "series", "series")
-    slice_bar = progress_bar(args, 0, "slices", "slice")
-    try:
-        for info, outcome in reconvert_many(series, args.out, options, workers=args.workers,
-                                            on_slices=slice_bar.update):
-            outcomes[info.series_uid] = outcome
-            series_bar.set(len(outcomes), len(series))
-        failed = [outcomes[info.series_uid] for info in series if not outcomes[info.series_uid]["ok"]]
-        if failed:
-            raise RtforgeError(failed[0]["error"])
-    except (RtforgeError, OSError, KeyboardInterrupt):
-        for folder in finals:  # all or nothing, as one series after another
-            if folder not in existed:
-                shutil.rmtree(folder, ignore_errors=True)
-        raise
-    finally:
-        slice_bar.close()
-        series_bar.close()
-    return [SeriesReport(**outcomes[info.series_uid]["report"]) for info in series]
-
-
-def _check_output_root(out: Path) -> None:
-    """OUT must be a folder or not exist yet (it is created)."""
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError("is a file; OUT must be a folder (created if missing)", path=out)
-
-
 def _dask(args: argparse.Namespace, config: Config) -> tuple[DaskConfig, int]:
     """The [dask] settings with the flags over them, and the level of Dask's log records shown."""
-    from rtforge.distributed import QUIET
+    from rtforge.workflows.distributed import QUIET
 
     flags = {name: getattr(args, name) for name in ("worker_timeout", "connect_timeout",
                                                        "dashboard")
@@ -293,12 +236,11 @@ def _batch(args: argparse.Namespace) -> int:
         sys.stderr.write("rtforge batch: error: --dashboard needs --scheduler local:N "
                          "(see 'rtforge batch --help')\n")
         return 2
-    _check_output_root(args.out)
     if args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1:
-        from rtforge._forkserver import start_forkserver
+        from rtforge.workflows._forkserver import start_forkserver
 
         start_forkserver()
-    from rtforge.batch import run_batch
+    from rtforge.workflows.batch import run_batch
 
     config = load_config(args.config)
     options = _options(args, config)

@@ -7,7 +7,7 @@ study whose files alone exceed it is refused unread),
 and with ``--token-file`` every request needs the bearer token.  A start-up
 line on stderr gives the address; then one access line per request
 (client, method, path, status, milliseconds) unless ``-q``.  The request
-and response schemas are served at ``/openapi.json`` (see :mod:`rtforge.asgi`).
+and response schemas are served at ``/openapi.json`` (see :mod:`rtforge.workflows.asgi`).
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from rtforge.asgi import Limits, create_app
-        from rtforge.service import DataRoots, StudyCache
+        from rtforge.workflows.asgi import Limits, create_app
+        from rtforge.workflows.service import DataRoots, StudyCache
     except ImportError as exc:
         raise RtforgeError(f"rtforge serve needs its extra: pip install 'rtforge[serve]' "
                            f"({exc.name} is missing)") from exc
@@ -143,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"{', '.join(str(r) for r in roots.roots)}; API at /openapi.json)\n")
     sys.stderr.flush()
     if args.verbose == 0:  # refused loads and defects are logged: the answers name no file
-        logging.getLogger("rtforge.asgi").setLevel(logging.WARNING)
+        logging.getLogger("rtforge.workflows.asgi").setLevel(logging.WARNING)
     log_level = "warning" if args.verbose < 2 else "debug"
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
                                            log_config=None))

@@ -19,6 +19,7 @@ import queue
 import shutil
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import derived_uid
 
 __all__ = ["ReconvertOptions", "SeriesReport", "reconvert_series", "source_slices_for",
-           "output_series_uid", "final_folder", "read_ahead", "PARTIAL_PREFIX"]
+           "output_series_uid", "final_folder", "read_ahead", "reconvert_task", "PARTIAL_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,56 @@ def read_ahead(sources: Sequence[Sequence[str | Path]]
             if following is not None:  # read it while the caller works on this one
                 pending = pool.submit(read_series, list(following))
             yield handle
+
+
+def reconvert_task(paths: Sequence[str], out_root: str, options: ReconvertOptions,
+                   on_slices: Callable[[int], None] | None = None,
+                   read: Callable[[], ImageSeries] | None = None) -> dict:
+    """Reconvert one series and report the outcome: the step every executor runs.
+
+    The local process pool, the in-process loop and the Dask executor
+    (:mod:`rtforge.workflows.distributed`) all run this function, so the atomic output
+    of :func:`reconvert_series` (a hidden partial folder
+    renamed when complete) holds whichever runs it.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        The series' files.
+    out_root : str
+        Output root.
+    options : ReconvertOptions
+    on_slices : callable, optional
+        Called as ``on_slices(n)`` with the number of output slices written
+        since the last call.
+    read : callable, optional
+        Returns the series already read (or raises the reading error): see
+        :func:`read_ahead`.  By default ``paths`` are read here.
+
+    Returns
+    -------
+    dict
+        ``{"ok": True, "report": SeriesReport.to_dict()}``, or
+        ``{"ok": False, "error": str}`` (plus ``"traceback"`` for an
+        unexpected error): a failed series never stops the batch.
+    """
+    last = [0]
+
+    def progress(done: int, total: int) -> None:
+        if on_slices is not None and done > last[0]:
+            on_slices(done - last[0])
+        last[0] = done
+
+    try:
+        source = read() if read is not None else [Path(p) for p in paths]
+        report = reconvert_series(source, out_root, options, progress=progress)
+        return {"ok": True, "report": report.to_dict()}
+    except RtforgeError as exc:
+        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - one bad series must not stop the batch
+        log.debug("series failed", exc_info=True)
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=3)}
 
 
 class _Pending:

@@ -55,7 +55,7 @@ from rtforge.io.rtplan import (
 from rtforge.io.rtstruct import build_rtstruct, reference_image_series, write_rtstruct
 from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
-from rtforge.reconvert import ReconvertOptions, SeriesReport, reconvert_series
+from rtforge.workflows.reconvert import ReconvertOptions, SeriesReport, reconvert_series
 
 __all__ = ["PHANTOM_PATIENT", "TARGET_CENTRE", "TARGET_RADIUS", "PhantomSeries", "DemoResult",
            "make_phantom_patient", "phantom_structures", "run_demo", "PHANTOM_BEAMS",

@@ -22,7 +22,7 @@ from rtforge.io.rtdose import PlanReference, build_dose_grid, write_rtdose
 from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
 from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
-from rtforge.service import (
+from rtforge.workflows.service import (
     CTStudy,
     DataRoots,
     DoseStudy,
@@ -242,7 +242,7 @@ import numpy as np
 from pydicom import Dataset
 from rtforge.core.beam import BeamGeometry
 from rtforge.core.geometry import Grid, Volume
-from rtforge.service import CTStudy
+from rtforge.workflows.service import CTStudy
 
 rng = np.random.default_rng(5)
 hu = rng.integers(-1000, 1500, size=(8, 8, 8)).astype(np.int16)

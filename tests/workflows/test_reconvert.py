@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-import rtforge.reconvert as reconvert
+import rtforge.workflows.reconvert as reconvert
 from rtforge.errors import InvalidInputError, RtforgeError
-from rtforge.reconvert import read_ahead
+from rtforge.workflows.reconvert import read_ahead
 
 
 def test_read_ahead_keeps_order_delivers_errors_and_reads_one_ahead(phantom_patient, tmp_path,
@@ -55,7 +55,7 @@ def test_worker_preload_loads_kernels_without_the_blas_probe_and_keeps_blas_usab
 
     code = (
         "import gc, os, sys\n"
-        "import rtforge._worker_preload\n"
+        "import rtforge.workflows._worker_preload\n"
         "assert os.environ['OPENBLAS_NUM_THREADS'] == '1'\n"
         "assert gc.isenabled() and gc.get_freeze_count() > 10000, gc.get_freeze_count()\n"
         "from rtforge.core import _reslice_kernels as k\n"
@@ -71,7 +71,7 @@ def test_worker_preload_loads_kernels_without_the_blas_probe_and_keeps_blas_usab
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     # A user's own BLAS setting is kept.
-    check = "import os, rtforge._worker_preload; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    check = "import os, rtforge.workflows._worker_preload; print(os.environ['OPENBLAS_NUM_THREADS'])"
     proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                           env={**env, "OPENBLAS_NUM_THREADS": "3"}, check=True)
     assert proc.stdout.strip() == "3"

@@ -1,8 +1,8 @@
 """Batch reconversion of an archive: every CT series under a root, in parallel.
 
-Each series is one task of :func:`reconvert_task` (over
-:func:`rtforge.reconvert.reconvert_series`), run by one of two executors: a
-local process pool, or Dask distributed (:mod:`rtforge.distributed`, one task
+Each series is one task of
+:func:`rtforge.workflows.reconvert.reconvert_task`, run by one of two executors: a
+local process pool, or Dask distributed (:mod:`rtforge.workflows.distributed`, one task
 per series).  Discovery, the manifest and the skip of finished series are
 here, shared by both.  Inside a worker the kernel computes the next chunk of
 slices while a writer thread encodes the last one.
@@ -31,29 +31,28 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
-import traceback
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtforge._forkserver import start_forkserver
-from rtforge.errors import InvalidInputError, RtforgeError
-from rtforge.io.series import DiscoveryResult, ImageSeries, SeriesInfo, discover_series
-from rtforge.reconvert import (
+from rtforge.errors import InvalidInputError
+from rtforge.io.series import DiscoveryResult, SeriesInfo, discover_series
+from rtforge.workflows._forkserver import start_forkserver
+from rtforge.workflows.reconvert import (
     PARTIAL_PREFIX,
     ReconvertOptions,
     final_folder,
     output_series_uid,
     read_ahead,
-    reconvert_series,
+    reconvert_task,
 )
 
 if TYPE_CHECKING:
     from rtforge.config import DaskConfig
 
-__all__ = ["BatchResult", "run_batch", "discover", "reconvert_many", "reconvert_task",
+__all__ = ["BatchResult", "run_batch", "discover", "reconvert_many", "check_output_root",
            "auto_workers", "MANIFEST_NAME"]
 
 log = logging.getLogger(__name__)
@@ -125,57 +124,6 @@ def _append_manifest(path: Path, entry: dict) -> None:
         fh.write(json.dumps(entry) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-# ------------------------------------------------------------ the one step
-def reconvert_task(paths: Sequence[str], out_root: str, options: ReconvertOptions,
-                   on_slices: Callable[[int], None] | None = None,
-                   read: Callable[[], ImageSeries] | None = None) -> dict:
-    """Reconvert one series and report the outcome: the step every executor runs.
-
-    The local process pool, the in-process loop and the Dask executor
-    (:mod:`rtforge.distributed`) all run this function, so the atomic output
-    of :func:`rtforge.reconvert.reconvert_series` (a hidden partial folder
-    renamed when complete) holds whichever runs it.
-
-    Parameters
-    ----------
-    paths : sequence of str
-        The series' files.
-    out_root : str
-        Output root.
-    options : ReconvertOptions
-    on_slices : callable, optional
-        Called as ``on_slices(n)`` with the number of output slices written
-        since the last call.
-    read : callable, optional
-        Returns the series already read (or raises the reading error): see
-        :func:`rtforge.reconvert.read_ahead`.  By default ``paths`` are read here.
-
-    Returns
-    -------
-    dict
-        ``{"ok": True, "report": SeriesReport.to_dict()}``, or
-        ``{"ok": False, "error": str}`` (plus ``"traceback"`` for an
-        unexpected error): a failed series never stops the batch.
-    """
-    last = [0]
-
-    def progress(done: int, total: int) -> None:
-        if on_slices is not None and done > last[0]:
-            on_slices(done - last[0])
-        last[0] = done
-
-    try:
-        source = read() if read is not None else [Path(p) for p in paths]
-        report = reconvert_series(source, out_root, options, progress=progress)
-        return {"ok": True, "report": report.to_dict()}
-    except RtforgeError as exc:
-        return {"ok": False, "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - one bad series must not stop the batch
-        log.debug("series failed", exc_info=True)
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=3)}
 
 
 # --------------------------------------------------------- local executors
@@ -292,6 +240,19 @@ def _drain(q, on_slices: Callable[[int], None]) -> None:
     on_slices(n)
 
 
+def check_output_root(out_root: Path) -> None:
+    """Refuse an output root that is a file (a missing one is created).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``out_root`` exists and is not a folder.
+    """
+    if out_root.exists() and not out_root.is_dir():
+        raise InvalidInputError("is a file; OUT must be a folder (created if missing)",
+                                path=out_root)
+
+
 def discover(source: str | Path, *, modalities: Collection[str] = ("CT",), strict: bool = False,
              processes: int = 1) -> DiscoveryResult:
     """:func:`~rtforge.io.series.discover_series` with worker processes for a large archive.
@@ -379,14 +340,14 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     scheduler : str, optional
         Run one Dask task per series instead: ``tcp://HOST:PORT`` of a
         running scheduler or ``local:N`` for a local cluster of N workers
-        (see :func:`rtforge.distributed.run_on_dask`; needs
+        (see :func:`rtforge.workflows.distributed.run_on_dask`; needs
         ``rtforge[distributed]``).
     dask : DaskConfig, optional
         With ``scheduler``: how long to wait for a worker and for the
         scheduler, and a local cluster's dashboard (default: none).
     dask_log_level : int
         With ``scheduler``: Dask's log records below this level are dropped
-        (:data:`rtforge.distributed.QUIET`: all of them).
+        (:data:`rtforge.workflows.distributed.QUIET`: all of them).
     modalities : tuple of str
         Modalities to reconvert.
     on_series, on_slices : callable, optional
@@ -400,18 +361,19 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     Raises
     ------
     InvalidInputError
-        If ``src_root`` holds no image series, ``workers`` is not positive or
-        ``scheduler`` is malformed.
+        If ``src_root`` holds no image series, ``out_root`` is a file,
+        ``workers`` is not positive or ``scheduler`` is malformed.
     RtforgeError
         If Dask is not installed, the scheduler cannot be reached, or it has
         had no live worker for ``dask.worker_timeout`` seconds during the run
         (re-run to resume: finished series are skipped).
     """
+    check_output_root(Path(out_root))
     auto = workers == "auto"
     if not auto and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise InvalidInputError(f"--workers must be 'auto' or at least 1, got {workers!r}")
     if scheduler is not None:
-        from rtforge.distributed import parse_scheduler, run_on_dask
+        from rtforge.workflows.distributed import parse_scheduler, run_on_dask
 
         parse_scheduler(scheduler)  # a malformed address fails before anything is touched
     options = options or ReconvertOptions()

@@ -1,7 +1,7 @@
 """Dask distributed executor of the batch reconversion (extra ``rtforge[distributed]``).
 
-:func:`rtforge.batch.run_batch` with ``scheduler=`` calls :func:`run_on_dask`,
-which runs :func:`rtforge.batch.reconvert_task` (the same per-series step as
+:func:`rtforge.workflows.batch.run_batch` with ``scheduler=`` calls :func:`run_on_dask`,
+which runs :func:`rtforge.workflows.reconvert.reconvert_task` (the same per-series step as
 the local process pool) as one Dask task per series.  Discovery, the
 manifest and the skip of finished series stay in the client, so the output,
 the manifest and resumability are those of the local batch.
@@ -62,11 +62,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtforge.batch import reconvert_task
 from rtforge.config import DaskConfig
 from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.io.series import SeriesInfo
-from rtforge.reconvert import ReconvertOptions, output_series_uid
+from rtforge.workflows.reconvert import ReconvertOptions, output_series_uid, reconvert_task
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -245,7 +244,7 @@ def run_on_dask(scheduler: str, todo: list[SeriesInfo], out_root: Path,
                 options: ReconvertOptions, on_slices: Callable[[int], None],
                 config: DaskConfig | None = None,
                 log_level: int = logging.WARNING) -> Iterator[tuple[SeriesInfo, dict]]:
-    """Run one :func:`rtforge.batch.reconvert_task` per series on a Dask cluster.
+    """Run one :func:`rtforge.workflows.reconvert.reconvert_task` per series on a Dask cluster.
 
     Parameters
     ----------
@@ -269,7 +268,7 @@ def run_on_dask(scheduler: str, todo: list[SeriesInfo], out_root: Path,
     Yields
     ------
     tuple of (SeriesInfo, dict)
-        Each series and :func:`rtforge.batch.reconvert_task`'s outcome, in
+        Each series and :func:`rtforge.workflows.reconvert.reconvert_task`'s outcome, in
         the order they finish; a series whose workers all died is
         ``{"ok": False, "error": ...}``.
 

@@ -23,7 +23,7 @@ if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
 from rtforge.core.reslice import load_kernels  # noqa: E402
-from rtforge.reconvert import reconvert_series  # noqa: E402, F401 - imported for the workers
+from rtforge.workflows.reconvert import reconvert_series  # noqa: E402, F401 - imported for the workers
 
 load_kernels()
 

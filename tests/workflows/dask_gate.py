@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 
-import rtforge.distributed
+import rtforge.workflows.distributed
 
 
 def dask_setup(worker: object) -> None:
     """Wrap the Dask task of ``rtforge batch --scheduler`` in this worker process."""
-    real = rtforge.distributed._dask_task
+    real = rtforge.workflows.distributed._dask_task
     started = threading.Lock()
 
     def gated(*args: object, **kwargs: object) -> dict:
@@ -23,4 +23,4 @@ def dask_setup(worker: object) -> None:
             threading.Event().wait()  # held until the test kills this worker
         return real(*args, **kwargs)
 
-    rtforge.distributed._dask_task = gated
+    rtforge.workflows.distributed._dask_task = gated

@@ -1,6 +1,6 @@
-"""The HTTP face of :mod:`rtforge.service` for services in other languages (extra ``rtforge[serve]``).
+"""The HTTP face of :mod:`rtforge.workflows.service` for other languages (extra ``rtforge[serve]``).
 
-An ASGI application (Starlette) over one :class:`~rtforge.service.StudyCache`;
+An ASGI application (Starlette) over one :class:`~rtforge.workflows.service.StudyCache`;
 ``rtforge serve`` runs it with uvicorn.  Requests name studies by the paths
 of their files on the server; a study is loaded on first use and kept in
 the bounded cache.  Work runs in a thread pool, off the event loop.
@@ -12,7 +12,7 @@ Endpoints (JSON bodies; lengths in mm, angles in degrees, doses in Gy)
     "max_cache_mb": Y}``.
 ``GET /openapi.json``
     The OpenAPI 3.1 document: every request schema, built from the same
-    definitions that validate requests (:mod:`rtforge._asgi_schema`).
+    definitions that validate requests (:mod:`rtforge.workflows._asgi_schema`).
 ``POST /studies``
     ``{"ct": PATH}`` or ``{"dose": PATH, "structure_set": PATH}``: load a
     study now; answers what was loaded.
@@ -76,7 +76,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rtforge import __version__
-from rtforge._asgi_schema import (
+from rtforge.core.beam import BeamGeometry
+from rtforge.errors import RtforgeError
+from rtforge.io.fileset import file_meta
+from rtforge.workflows._asgi_schema import (
     DRR,
     DVH,
     STUDY_CT,
@@ -85,10 +88,7 @@ from rtforge._asgi_schema import (
     openapi,
     validate,
 )
-from rtforge.core.beam import BeamGeometry
-from rtforge.errors import RtforgeError
-from rtforge.io.fileset import file_meta
-from rtforge.service import (
+from rtforge.workflows.service import (
     CTStudy,
     DataRoots,
     OutsideDataRootsError,

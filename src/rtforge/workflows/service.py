@@ -12,7 +12,7 @@
 - :class:`StudyCache` keeps the most recently used studies, bounded in
   number and in bytes, keyed by their files; it loads each study once, outside
   its lock, so requests for studies already loaded never wait behind a cold
-  load.  The HTTP service (:mod:`rtforge.asgi`, ``rtforge serve``) answers
+  load.  The HTTP service (:mod:`rtforge.workflows.asgi`, ``rtforge serve``) answers
   every request through one.
 - :class:`PixelBudget` bounds the DRR pixels computed at once (and so their
   memory) across concurrent requests.

@@ -1,7 +1,7 @@
 """The process that forks the batch's workers, startable before anything heavy is imported.
 
 ``rtforge batch`` starts it first thing, so that its imports and kernel loading
-(:mod:`rtforge._worker_preload`, about 0.9 s of CPU) run while the command
+(:mod:`rtforge.workflows._worker_preload`, about 0.9 s of CPU) run while the command
 itself imports and scans the archive.  Kept free of heavy imports for that
 reason.
 """
@@ -28,6 +28,6 @@ def start_forkserver() -> BaseContext:
         The forkserver context to build the pool with.
     """
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["rtforge._worker_preload"])
+    ctx.set_forkserver_preload(["rtforge.workflows._worker_preload"])
     forkserver.ensure_running()
     return ctx

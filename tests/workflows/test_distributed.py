@@ -17,12 +17,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from rtforge.batch import MANIFEST_NAME, run_batch
 from rtforge.cli import main
 from rtforge.config import DaskConfig, load_config
-from rtforge.demo import make_phantom_patient
-from rtforge.distributed import parse_scheduler
 from rtforge.errors import InvalidInputError
+from rtforge.workflows.batch import MANIFEST_NAME, run_batch
+from rtforge.workflows.demo import make_phantom_patient
+from rtforge.workflows.distributed import parse_scheduler
 from tests.net.peers import free_port
 
 distributed = pytest.importorskip("distributed")
