@@ -75,13 +75,12 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TypeVar
 
 import numba
 import numpy as np
 
 from rtforge.core import _drr_kernels as _k
+from rtforge.core._drr_types import BLOCK, BLOCK_SHIFT, DrrMethod, SkipMap, _Choice
 from rtforge.core.beam import BeamGeometry
 from rtforge.core.geometry import Grid, Volume
 from rtforge.errors import GeometryError, InvalidInputError
@@ -110,9 +109,6 @@ logger = logging.getLogger(__name__)
 
 #: Effective energy (keV) of the default HU-to-μ conversion.
 DEFAULT_ENERGY_KEV = 60.0
-#: Blocks of the occupancy grid used to skip empty space are ``2**BLOCK_SHIFT`` voxels a side.
-BLOCK_SHIFT = 3
-BLOCK = 1 << BLOCK_SHIFT
 #: Rows handed to a thread at a time (dynamic scheduling balances rows that miss the body).
 _ROWS_PER_CHUNK = 4
 #: How far (mm) an isocentre may lie outside the CT's bounding box: farther, the
@@ -129,38 +125,6 @@ _WATER_MU_RHO = np.array([5.329, 1.673, 0.8096, 0.3756, 0.2683, 0.2269, 0.2059, 
                           0.06323, 0.05754, 0.04942, 0.03969, 0.03403, 0.03031, 0.02770, 0.02429,
                           0.02219, 0.01941, 0.01813])
 _HU_MIN, _HU_MAX = -32768, 32767
-_E = TypeVar("_E", bound="_Choice")
-
-
-class _Choice(str, Enum):
-    """An option named by its value, in any case."""
-
-    @classmethod
-    def parse(cls: type[_E], value: str | _E, name: str = "value") -> _E:
-        """The member named by ``value``; ``name`` is the argument named in the error.
-
-        Raises
-        ------
-        InvalidInputError
-            If ``value`` names no member.
-        """
-        text = value.value if isinstance(value, Enum) else str(value)
-        for member in cls:
-            if member.value.lower() == text.lower():
-                return member
-        names = ", ".join(repr(m.value) for m in cls)
-        raise InvalidInputError(f"{name} must be one of {names}, got {value!r}")
-
-
-class DrrMethod(_Choice):
-    """How a ray is integrated."""
-
-    #: Exact radiological path (Siddon / Jacobs).
-    SIDDON = "siddon"
-    #: Fixed-step trilinear sampling.
-    TRILINEAR = "trilinear"
-
-
 class Device(_Choice):
     """Where the rays are cast."""
 
@@ -266,27 +230,6 @@ class Attenuation:
         window = "" if self.hu_window is None else \
             f", HU window [{self.hu_window[0]}, {self.hu_window[1]}]"
         return f"mu = mu_water (1 + HU/1000) >= 0, mu_water {source}{window}"
-
-
-@dataclass(frozen=True)
-class SkipMap:
-    """Where a method may skip: occupancy blocks and the clipping box.
-
-    Parameters
-    ----------
-    occupancy : ndarray of shape (nbk * nbj * nbi,), dtype uint8
-        1 for a block of :data:`BLOCK` voxels a side that may give a non-zero
-        sample, raveled from ``[bk, bj, bi]``.
-    box : ndarray of shape (6,), dtype float64
-        ``(lo_i, lo_j, lo_k, hi_i, hi_j, hi_k)`` in plane coordinates
-        (index + 1/2): the occupied blocks' bounding box.
-    empty : bool
-        No block is occupied: every DRR is zero.
-    """
-
-    occupancy: np.ndarray
-    box: np.ndarray
-    empty: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -505,7 +448,8 @@ def compute_drr(volume: Volume | AttenuationVolume,
     if where is Device.CUDA:
         from rtforge.core import drr_cuda
 
-        return drr_cuda.cast(prepared, skip, frames, metric, (rows, cols), kind, step_mm)
+        return drr_cuda.cast(prepared.mu, prepared.cache, skip, frames, metric, (rows, cols), kind,
+                             step_mm)
     nk, nj, ni = prepared.mu.shape
     shape = np.array([ni, nj, nk, -(-ni // BLOCK), -(-nj // BLOCK), -(-nk // BLOCK)],
                      dtype=np.int64)

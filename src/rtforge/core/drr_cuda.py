@@ -29,7 +29,7 @@ if not hasattr(np, "row_stack"):
 from numba import cuda  # noqa: E402
 
 from rtforge.core import _drr_kernels as _k  # noqa: E402
-from rtforge.core.drr import BLOCK, BLOCK_SHIFT, AttenuationVolume, DrrMethod, SkipMap  # noqa: E402
+from rtforge.core._drr_types import BLOCK, BLOCK_SHIFT, DrrMethod, SkipMap  # noqa: E402
 from rtforge.errors import InvalidInputError  # noqa: E402
 
 __all__ = ["available", "cast"]
@@ -90,12 +90,11 @@ def _trilinear_kernel(mu, occ, shape, shift, box, frames, metric, step_mm, out):
     out[d, r, c] = value * length
 
 
-def _resident(prepared: AttenuationVolume, skip: SkipMap,
+def _resident(mu: np.ndarray, cache: dict, skip: SkipMap,
               method: DrrMethod) -> tuple[object, object, object]:
     """Device copies of μ and of the method's occupancy grid and box (uploaded once)."""
-    cache = prepared.cache
     if "cuda_mu" not in cache:
-        cache["cuda_mu"] = cuda.to_device(prepared.mu.ravel())
+        cache["cuda_mu"] = cuda.to_device(mu.ravel())
     key = ("cuda_skip", method)
     if key not in cache:
         cache[key] = (cuda.to_device(skip.occupancy), cuda.to_device(skip.box))
@@ -103,15 +102,20 @@ def _resident(prepared: AttenuationVolume, skip: SkipMap,
     return cache["cuda_mu"], occ, box
 
 
-def cast(prepared: AttenuationVolume, skip: SkipMap, frames: np.ndarray, metric: np.ndarray,
+def cast(mu: np.ndarray, cache: dict, skip: SkipMap, frames: np.ndarray, metric: np.ndarray,
          size: tuple[int, int], method: DrrMethod, step_mm: float) -> np.ndarray:
     """Line integrals on the GPU; called by :func:`rtforge.core.drr.compute_drr`.
 
     Parameters
     ----------
-    prepared : AttenuationVolume
+    mu : ndarray of shape (K, J, I), dtype float32
+        The volume's linear attenuation (:attr:`~rtforge.core.drr.AttenuationVolume.mu`).
+    cache : dict
+        The volume's cache (:attr:`~rtforge.core.drr.AttenuationVolume.cache`): the
+        device copies are kept there.
     skip : SkipMap
-        The method's occupancy grid and box (:meth:`AttenuationVolume.skip_map`).
+        The method's occupancy grid and box
+        (:meth:`~rtforge.core.drr.AttenuationVolume.skip_map`).
     frames, metric : ndarray
         As :func:`rtforge.core._drr_kernels.drr_siddon` takes them.
     size : tuple of int
@@ -132,8 +136,8 @@ def cast(prepared: AttenuationVolume, skip: SkipMap, frames: np.ndarray, metric:
     if not available():
         raise InvalidInputError("device 'cuda' asked for, but numba.cuda finds no GPU; use "
                                 "device 'cpu'")
-    mu, occ, box = _resident(prepared, skip, method)
-    nk, nj, ni = prepared.mu.shape
+    nk, nj, ni = mu.shape
+    mu, occ, box = _resident(mu, cache, skip, method)
     shape = np.array([ni, nj, nk, -(-ni // BLOCK), -(-nj // BLOCK), -(-nk // BLOCK)],
                      dtype=np.int64)
     rows, cols = size
