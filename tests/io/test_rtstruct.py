@@ -41,9 +41,9 @@ from rtforge.io.rtstruct import (
     parse_rtstruct,
     read_rtstruct,
     reduce_for_contour_data,
-    reference_image_series,
     write_rtstruct,
 )
+from rtforge.io.series import reference_image_series
 from rtforge.io.validate import dciodvfy_available, validate_file
 from rtforge.workflows.demo import TARGET_CENTRE, TARGET_RADIUS, PhantomSeries, phantom_structures
 from tests.datafiles import pydicom_file, shared_file

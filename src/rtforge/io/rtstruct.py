@@ -9,7 +9,7 @@ and PS3.3 A.19, C.8.8.5, C.8.8.6, C.8.8.8 and C.8.8.16 where they disagree.
   with or without the Part 10 preamble, into :class:`StructureSet`
   (structures as :class:`~rtforge.core.contours.Structure`).
 - :func:`build_rtstruct` builds one from structures, against a CT series on
-  disk (:func:`reference_image_series`: patient, study and Frame of
+  disk (:func:`rtforge.io.series.reference_image_series`: patient, study and Frame of
   Reference from its header, every image listed, each planar contour
   referencing the slice it lies on), against the references of another
   structure set, or against a Frame of Reference alone (a Grid, no images).
@@ -128,7 +128,6 @@ __all__ = [
     "RTStructBuild",
     "read_rtstruct",
     "parse_rtstruct",
-    "reference_image_series",
     "contour_data_encoding",
     "encode_contour_data",
     "reduce_for_contour_data",
@@ -684,43 +683,6 @@ def parse_rtstruct(ds: Dataset, path: str | os.PathLike | None = None) -> Struct
         contour_data_bytes=tuple(lengths), dataset=ds)
 
 
-def reference_image_series(source: str | os.PathLike | Sequence[str | os.PathLike], *,
-                           series_uid: str | None = None) -> ImageSeriesReference:
-    """The image series on disk that a structure set will reference.
-
-    Parameters
-    ----------
-    source : path or sequence of paths
-        A folder holding the series (or files), as :func:`rtforge.io.series.read_series`.
-    series_uid : str, optional
-        The series to use when the folder holds several.
-
-    Returns
-    -------
-    ImageSeriesReference
-
-    Raises
-    ------
-    InvalidInputError
-        As :func:`~rtforge.io.series.read_series`, or when the series has no
-        Frame of Reference UID.
-    """
-    from rtforge.io.series import read_series
-
-    series = read_series(source, series_uid=series_uid)
-    header = series.headers[0]
-    frame = _text(header, "FrameOfReferenceUID")
-    if not frame:
-        raise InvalidInputError("the image series has no Frame of Reference UID: contours "
-                                "cannot be placed in it", path=series.paths[0],
-                                tag="FrameOfReferenceUID")
-    images = tuple(ImageReference(_text(h, "SOPClassUID"), _text(h, "SOPInstanceUID"))
-                   for h in series.headers)
-    return ImageSeriesReference(study_uid=_text(header, "StudyInstanceUID"),
-                                series_uid=series.series_uid, frame_of_reference_uid=frame,
-                                images=images, stack=series.stack, header=header)
-
-
 # ------------------------------------------------------------------ encoding
 def contour_data_encoding(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates as Contour Data will hold them, and each point's encoded size.
@@ -953,7 +915,7 @@ def build_rtstruct(structures: Sequence[Structure], *,
         At least one; ROI Numbers unique.  Contour points in mm.
     images : ImageSeriesReference, optional
         The image series on disk the contours belong to
-        (:func:`reference_image_series`): Frame of Reference, study, patient
+        (:func:`rtforge.io.series.reference_image_series`): Frame of Reference, study, patient
         and every image are referenced from it, and each contour references
         the slice it lies on.
     references : sequence of ReferencedFrameOfReference, optional

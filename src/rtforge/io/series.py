@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pydicom
@@ -59,7 +59,11 @@ from rtforge.io._pixels import PixelFormat, convert_slice, normalise_stored, sto
 from rtforge.io.dicomfile import looks_like_dicom, transfer_syntax_of
 from rtforge.io.integrity import finite_numbers, pixel_data_shortfall, truncation
 
-__all__ = ["SeriesInfo", "DiscoveryResult", "ImageSeries", "discover_series", "read_series"]
+if TYPE_CHECKING:
+    from rtforge.io.rtstruct import ImageSeriesReference
+
+__all__ = ["SeriesInfo", "DiscoveryResult", "ImageSeries", "discover_series", "read_series",
+           "reference_image_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -1114,3 +1118,46 @@ def _warnings(stack: SliceStack, slices: list[_Slice], tilt: float, nominal: flo
     if len(frames) > 1:
         out.append(f"mixed Frame of Reference UIDs in one series: {sorted(frames)}")
     return out
+
+
+def reference_image_series(source: str | os.PathLike | Sequence[str | os.PathLike], *,
+                           series_uid: str | None = None) -> ImageSeriesReference:
+    """The image series on disk that a structure set will reference.
+
+    Parameters
+    ----------
+    source : path or sequence of paths
+        A folder holding the series (or files), as :func:`read_series`.
+    series_uid : str, optional
+        The series to use when the folder holds several.
+
+    Returns
+    -------
+    rtforge.io.rtstruct.ImageSeriesReference
+        What :func:`rtforge.io.rtstruct.build_rtstruct` takes as ``images``.
+
+    Raises
+    ------
+    InvalidInputError
+        As :func:`read_series`, or when the series has no
+        Frame of Reference UID.
+    """
+    from rtforge.io.rtstruct import ImageReference, ImageSeriesReference
+
+    series = read_series(source, series_uid=series_uid)
+    header = series.headers[0]
+    frame = _header_text(header, "FrameOfReferenceUID")
+    if not frame:
+        raise InvalidInputError("the image series has no Frame of Reference UID: contours "
+                                "cannot be placed in it", path=series.paths[0],
+                                tag="FrameOfReferenceUID")
+    images = tuple(ImageReference(_header_text(h, "SOPClassUID"), _header_text(h, "SOPInstanceUID"))
+                   for h in series.headers)
+    return ImageSeriesReference(study_uid=_header_text(header, "StudyInstanceUID"),
+                                series_uid=series.series_uid, frame_of_reference_uid=frame,
+                                images=images, stack=series.stack, header=header)
+
+
+def _header_text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value)

@@ -52,8 +52,8 @@ from rtforge.io.rtplan import (
     static_beam,
     write_rtplan,
 )
-from rtforge.io.rtstruct import build_rtstruct, reference_image_series, write_rtstruct
-from rtforge.io.series import read_series
+from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
+from rtforge.io.series import read_series, reference_image_series
 from rtforge.io.uids import new_uid
 from rtforge.workflows.reconvert import ReconvertOptions, SeriesReport, reconvert_series
 
