@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.uid import JPEGBaseline8Bit
 
-from rtforge.io.staging import staged_output
+from rtforge.errors import InvalidInputError
+from rtforge.io.staging import staged_output, write_objects
+from tests.datafiles import pydicom_file
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -69,3 +73,36 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path: Path)
         _write(stage, fail=False)
     assert not dead.exists() and alive.is_dir()
     assert _tree(out) == {"P/S/a.dcm": "new a", "b.dcm": "new b"}
+
+
+def _objects() -> list:
+    return [pydicom.dcmread(pydicom_file(name)) for name in ("rtplan.dcm", "rtdose.dcm")]
+
+
+def test_write_objects_lands_the_objects_and_the_files_beside_them(tmp_path: Path) -> None:
+    objects = _objects()
+    paths = write_objects(objects, tmp_path / "out", beside={tmp_path / "map.csv": b"a,b\n"})
+    assert [p.is_file() for p in paths] == [True, True]
+    assert all(p.is_relative_to(tmp_path / "out") for p in paths)
+    assert (tmp_path / "map.csv").read_bytes() == b"a,b\n"
+
+
+def test_write_objects_that_cannot_land_leave_no_file_beside_them(tmp_path: Path) -> None:
+    objects = _objects()
+    out = tmp_path / "out"
+    out.mkdir()
+    # A file where the first object's patient folder must go: the move into place fails
+    # after everything (the map included) was written.
+    (out / str(objects[0].PatientID)).write_text("in the way")
+    with pytest.raises(OSError):
+        write_objects(objects, out, beside={tmp_path / "map.csv": b"a,b\n"})
+    assert not (tmp_path / "map.csv").exists()
+    assert _tree(out) == {str(objects[0].PatientID): "in the way"}
+
+
+def test_write_objects_refuses_a_compressed_object_before_writing(tmp_path: Path) -> None:
+    objects = _objects()
+    objects[1].file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    with pytest.raises(InvalidInputError, match="only uncompressed objects"):
+        write_objects(objects, tmp_path / "out", beside={tmp_path / "map.csv": b""})
+    assert not (tmp_path / "out").exists() and not (tmp_path / "map.csv").exists()

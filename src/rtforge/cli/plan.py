@@ -5,22 +5,18 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from rtforge.cli._common import add_output_flags, emit_json
 from rtforge.config import ExportConfig, load_config
-from rtforge.errors import InvalidInputError
 from rtforge.io.deid import deidentify, load_trial, new_key, read_key, uid_map_csv
 from rtforge.io.dicomfile import read_dicom_file
-from rtforge.io.fileset import TRANSFER_SYNTAXES, atomic_write, instance_path, write_dataset_file
 from rtforge.io.references import check_references, read_folder
 from rtforge.io.relink import PatientChange, relink
 from rtforge.io.rtplan import Beam, RTPlan, parse_rtplan, split_rtplan, write_rtplan
-from rtforge.io.staging import staged_output
+from rtforge.io.staging import write_objects
 
 __all__ = ["register"]
 
@@ -283,29 +279,6 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_all(datasets: Sequence[Dataset], out_dir: Path,
-               extra: Callable[[], object] | None = None) -> list[Path]:
-    """Write every object under ``out_dir``, all or nothing (:mod:`rtforge.io.staging`).
-
-    ``extra`` runs after the objects are staged and before they are moved into
-    place (e.g. writing the UID map); if it fails, nothing lands in ``out_dir``.
-    """
-    for ds in datasets:  # refuse before anything is written
-        ts = str(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) \
-            if hasattr(ds, "file_meta") else ExplicitVRLittleEndian
-        if ts not in TRANSFER_SYNTAXES.values():
-            raise InvalidInputError(f"object {ds.SOPInstanceUID} is in transfer syntax {ts}; "
-                                    "only uncompressed objects can be rewritten")
-    with staged_output(out_dir) as stage:
-        paths = [write_dataset_file(ds, instance_path(stage, ds),
-                                    str(ds.file_meta.get("TransferSyntaxUID",
-                                                         ExplicitVRLittleEndian)))
-                 for ds in datasets]
-        if extra is not None:
-            extra()
-    return [out_dir / p.relative_to(stage) for p in paths]
-
-
 def _deid(args: argparse.Namespace) -> int:
     trial = load_trial(args.trial)
     found = read_folder(args.input)
@@ -315,19 +288,12 @@ def _deid(args: argparse.Namespace) -> int:
     result = deidentify(originals, trial, key=key, uid_root=config.uid_root,
                         character_set=config.character_set,
                         keep_descriptors=args.keep_descriptors, date_shift_days=args.shift_dates)
-    written_map: list[Path] = []
-
-    def write_map() -> None:
+    beside: dict[Path, bytes] = {}
+    if args.map_out:
         ids = sorted({str(ds.get("PatientID", "") or "") for ds in originals} - {""})
-        written_map.append(atomic_write(args.map_out, [uid_map_csv(
-            result.uid_map, [(i, trial.subject_id) for i in ids]).encode()]))
-
-    try:
-        paths = _write_all(result.datasets, args.output, write_map if args.map_out else None)
-    except BaseException:
-        for path in written_map:  # the objects did not land: neither does their map
-            path.unlink(missing_ok=True)
-        raise
+        beside[args.map_out] = uid_map_csv(result.uid_map,
+                                           [(i, trial.subject_id) for i in ids]).encode()
+    paths = write_objects(result.datasets, args.output, beside=beside)
     report = check_references(result.datasets)
     outside = sorted({r.uid for r in report.dangling})
     listing = args.list_outside or args.verbose > 0
@@ -354,7 +320,7 @@ def _relink(args: argparse.Namespace) -> int:
     found = read_folder(args.input)
     result = relink([ds for _, ds in found], change, config=_config(args),
                     keep_study_uids=args.keep_study_uids)
-    paths = _write_all(result.datasets, args.output)
+    paths = write_objects(result.datasets, args.output)
     old_ids = {uid: sorted({str(ds.get("PatientID", "") or "") for _, ds in found
                             if str(ds.get("StudyInstanceUID", "")) == uid} - {change.patient_id})
                for uid in result.shared_studies}

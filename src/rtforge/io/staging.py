@@ -17,6 +17,10 @@ Order of operations
 4. on failure in 2 or 3: the files renamed in 3 and the folders created in
    1 and 3 are removed, then the staging folder.
 
+:func:`write_objects` writes a set of objects that way, with any file that
+belongs to them (the de-identification's UID map) landing with them or not
+at all.
+
 A process killed outright (``kill -9``, power loss) cannot clean up: its
 staging folder (named after its process ID) is removed by the next run on the
 same ``OUT`` once that process is gone.
@@ -27,14 +31,23 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from rtforge.errors import InvalidInputError
-from rtforge.io.fileset import fsync_directory
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
-__all__ = ["staged_output"]
+from rtforge.errors import InvalidInputError
+from rtforge.io.fileset import (
+    TRANSFER_SYNTAXES,
+    atomic_write,
+    fsync_directory,
+    instance_path,
+    write_dataset_file,
+)
+
+__all__ = ["staged_output", "write_objects"]
 
 _PREFIX = ".rtforge-partial-"
 
@@ -140,3 +153,61 @@ def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
             except OSError:
                 break
         raise
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", ExplicitVRLittleEndian)) if meta is not None \
+        else ExplicitVRLittleEndian
+
+
+def write_objects(datasets: Sequence[Dataset], out_dir: str | os.PathLike, *,
+                  beside: Mapping[str | os.PathLike, bytes] | None = None) -> list[Path]:
+    """Write every object under ``out_dir`` (:func:`staged_output`), all or nothing.
+
+    Each object goes to its place in the layout
+    (:func:`~rtforge.io.fileset.instance_path`), in its own transfer syntax.
+
+    Parameters
+    ----------
+    datasets : sequence of pydicom.Dataset
+        Objects in an uncompressed transfer syntax (Explicit VR Little
+        Endian when they have no File Meta Information).
+    out_dir : str or path-like
+    beside : mapping of path to bytes, optional
+        Files that belong to the objects (e.g. a UID map), written
+        atomically once every object is staged and removed again if the
+        objects do not land: they land together or not at all.
+
+    Returns
+    -------
+    list of Path
+        Where the objects are, in the order given.
+
+    Raises
+    ------
+    InvalidInputError
+        If an object is in a compressed transfer syntax (before anything is
+        written).
+    OSError, RtforgeError
+        If writing fails: nothing of this call is left in ``out_dir``, and no
+        file of ``beside``.
+    """
+    for ds in datasets:  # refuse before anything is written
+        ts = _transfer_syntax(ds)
+        if ts not in TRANSFER_SYNTAXES.values():
+            raise InvalidInputError(f"object {ds.SOPInstanceUID} is in transfer syntax {ts}; "
+                                    "only uncompressed objects can be rewritten")
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    try:
+        with staged_output(out_dir) as stage:
+            paths = [write_dataset_file(ds, instance_path(stage, ds), _transfer_syntax(ds))
+                     for ds in datasets]
+            for path, data in (beside or {}).items():
+                written.append(atomic_write(path, [data]))
+    except BaseException:
+        for path in written:  # the objects did not land: neither do the files beside them
+            path.unlink(missing_ok=True)
+        raise
+    return [out_dir / p.relative_to(stage) for p in paths]
