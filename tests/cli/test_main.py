@@ -64,7 +64,7 @@ def test_reslice_does_not_import_the_network_stack() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("package", ["rtforge.core", "rtforge.io", "rtforge.net"])
+@pytest.mark.parametrize("package", ["rtforge.core", "rtforge.io", "rtforge.net", "rtforge.workflows"])
 def test_lazy_exports_resolve_to_their_definitions(package) -> None:
     # In a fresh interpreter: import every submodule first, so that a name that is also
     # a submodule's name (rtforge.core.reslice) would be shadowed if it were not bound.
