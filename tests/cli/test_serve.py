@@ -20,7 +20,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from rtforge.cli import main
-from tests.test_service import TRUE_VOLUME_CM3, write_dose_case
+from tests.workflows.test_service import TRUE_VOLUME_CM3, write_dose_case
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")

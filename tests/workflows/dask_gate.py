@@ -1,6 +1,6 @@
 """Dask worker preload for tests: the worker reconverts one series, then holds the next.
 
-``dask worker --preload tests/dask_gate.py``: every series after the first
+``dask worker --preload tests/workflows/dask_gate.py``: every series after the first
 waits, before it starts, until the worker is killed, so that a test kills
 the worker at a known point (one series written, the next not begun)
 without racing it.  The series runs rtforge's real task otherwise.
