@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from rtforge.cli._common import (
     add_output_flags,
@@ -18,8 +15,7 @@ from rtforge.cli._common import (
     progress_bar,
 )
 from rtforge.config import load_config
-from rtforge.core.contours import Structure
-from rtforge.core.dosegrid import GridChoice, sum_doses
+from rtforge.core.dosegrid import GridChoice
 from rtforge.core.dvh import (
     DEFAULT_BIN_WIDTH_GY,
     DVH,
@@ -27,23 +23,20 @@ from rtforge.core.dvh import (
     TABLE_GROWTH,
     TABLE_MAX_ROWS,
     EndCap,
-    compute_dvhs,
-    contour_spacing,
-    table_edges,
 )
-from rtforge.core.pictures import DOSE_AXIS_D1_FACTOR, plot_dvhs
+from rtforge.core.pictures import DOSE_AXIS_D1_FACTOR
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtdose import (
-    DoseSummationType,
-    PlanReference,
-    RTDose,
-    build_dose_grid,
-    build_dvh_dose,
     read_rtdose,
-    write_rtdose,
 )
-from rtforge.io.rtstruct import StructureSet, read_rtstruct
-from rtforge.io.series import read_series
+from rtforge.workflows.dose import (
+    dvh_of_files,
+    requantize_dose_file,
+    sum_dose_files,
+    write_dvh_csv,
+    write_dvh_dose,
+    write_dvh_plot,
+)
 
 __all__ = ["register"]
 
@@ -160,13 +153,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_requantize)
 
 
-def _grid_dose(path: Path) -> RTDose:
-    dose = read_rtdose(path)
-    if dose.volume is None:
-        raise InvalidInputError(f"{path} holds no dose grid (no Pixel Data)", path=path)
-    return dose
-
-
 # ------------------------------------------------------------------ dvh
 def _metrics(dvh: DVH) -> dict[str, Any]:
     row: dict[str, Any] = {"roi_number": dvh.roi_number, "roi_name": dvh.name,
@@ -191,135 +177,42 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(path: Path, dvhs: list[DVH], differential: bool, every_bin: bool) -> int:
-    """Write the curves at every bin edge or at :func:`table_edges`; the number of rows.
-
-    Numbers are written as ``repr`` writes them: the shortest text that reads
-    back to the same float.  A differential row holds the volume between its
-    dose and the next row's.
-    """
-    kept = np.arange(dvhs[0].edges.shape[0]) if every_bin else table_edges(dvhs)
-    if differential:
-        kept = kept[:-1]
-        columns = [np.add.reduceat(d.differential, kept) if kept.size else kept for d in dvhs]
-    else:
-        columns = [d.cumulative[kept] for d in dvhs]
-    doses = dvhs[0].edges[kept]
-    with path.open("w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["dose_gy"] + [f"{d.name} ({'cm3 per bin' if differential else 'cm3'})"
-                                    for d in dvhs])
-        for row in range(kept.shape[0]):
-            out.writerow([repr(float(doses[row]))] + [repr(float(c[row])) for c in columns])
-    return int(kept.shape[0])
-
-
-def _plot(args: argparse.Namespace, dvhs: list[DVH], chosen: list[Structure], dose: RTDose,
-          ss: StructureSet) -> None:
-    """``--plot``: titled with the dose's Series Description and the Structure Set Label
-    (or their file names)."""
-    dose_name = str(dose.dataset.get("SeriesDescription") or "") or args.dose.name
-    ss_name = ss.label or str(ss.dataset.get("SeriesDescription") or "") or args.struct.name
-    plot_dvhs(args.plot, dvhs, [s.colour for s in chosen], dose_name=dose_name,
-              structure_set_name=ss_name, dose_limit_gy=args.plot_max)
-
-
-def _slab(args: argparse.Namespace, ss: StructureSet) -> tuple[float, str]:
-    """The slab thickness (mm) and where it came from: --slab-mm, --images or the
-    structure set's contour planes."""
-    if args.slab_mm is not None:
-        if not (math.isfinite(args.slab_mm) and args.slab_mm > 0):
-            raise InvalidInputError(f"--slab-mm must be a positive number of mm, got "
-                                    f"{args.slab_mm:g}")
-        return float(args.slab_mm), "--slab-mm"
-    if args.images is not None:
-        return _image_spacing(args.images, ss), f"slice spacing of {args.images}"
-    spacing = contour_spacing(ss.structures)
-    if spacing is None:
-        raise InvalidInputError(f"{args.struct}: every contour lies on one plane, so the "
-                                "structure set gives no slab thickness: give --slab-mm (e.g. the "
-                                "CT slice spacing) or --images (the CT series)")
-    return spacing, "structure set contour spacing"
-
-
-def _image_spacing(folder: Path, ss: StructureSet) -> float:
-    """Slice spacing (mm) of the image series the structure set references in ``folder``."""
-    series = read_series(folder, strict=False)
-    referenced = {s.series_uid for f in ss.references for study in f.studies
-                  for s in study.series}
-    frame = str(series.headers[0].get("FrameOfReferenceUID", ""))
-    if series.series_uid not in referenced and frame != ss.frame_of_reference_uid:
-        raise InvalidInputError(f"the series in {folder} ({series.series_uid}) is neither "
-                                "referenced by the structure set nor in its Frame of Reference",
-                                path=folder)
-    if series.gaps.size:
-        return float(np.median(series.gaps))
-    header = series.headers[0]
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = header.get(keyword)
-        if value not in (None, "") and float(value) > 0:
-            return float(value)
-    raise InvalidInputError(f"{folder} holds one slice without Spacing Between Slices or "
-                            "Slice Thickness: give --slab-mm", path=folder)
-
-
 def _dvh(args: argparse.Namespace) -> int:
     check_output_files({"--out": args.out, "--csv": args.csv, "--plot": args.plot})
     if args.plot_max is not None and not (math.isfinite(args.plot_max) and args.plot_max > 0):
         raise InvalidInputError(f"--plot-max must be a positive number of Gy, got "
                                 f"{args.plot_max:g}")
-    dose = _grid_dose(args.dose)
-    ss = read_rtstruct(args.struct)
-    if dose.frame_of_reference_uid and ss.frame_of_reference_uid \
-            and dose.frame_of_reference_uid != ss.frame_of_reference_uid:
-        raise InvalidInputError(f"the dose's Frame of Reference {dose.frame_of_reference_uid} "
-                                f"differs from the structure set's {ss.frame_of_reference_uid}")
-    if args.roi:
-        by_name = {s.name: s for s in ss.structures}
-        missing = [n for n in args.roi if n not in by_name]
-        if missing:
-            raise InvalidInputError(f"ROI(s) {', '.join(missing)} not in {args.struct} "
-                                    f"(it has {', '.join(sorted(by_name))})")
-        chosen = [by_name[n] for n in args.roi]
-    else:
-        chosen = [s for s in ss.structures if any(c.is_closed for c in s.contours)]
-    if not chosen:
-        raise InvalidInputError(f"{args.struct} has no ROI with closed planar contours")
-    slab, source = _slab(args, ss)
-    bar = progress_bar(args, len(chosen), "DVH", "ROI")
-    bin_width = DEFAULT_BIN_WIDTH_GY if args.bin_width is None else args.bin_width
-    dvhs = compute_dvhs(dose.volume, chosen, bin_width_gy=bin_width,  # type: ignore[arg-type]
-                        end_cap=args.end_cap, contour_spacing_mm=slab,
-                        progress=lambda done, total: bar.set(done, total))
-    bar.close()
-    rows = [_metrics(d) for d in dvhs]
+    bar = progress_bar(args, None, "DVH", "ROI")
+    try:
+        run = dvh_of_files(args.dose, args.struct, rois=args.roi, slab_mm=args.slab_mm,
+                           images=args.images, end_cap=args.end_cap,
+                           bin_width_gy=DEFAULT_BIN_WIDTH_GY if args.bin_width is None
+                           else args.bin_width,
+                           progress=lambda done, total: bar.set(done, total))
+    finally:
+        bar.close()
+    rows = [_metrics(d) for d in run.dvhs]
     report: dict[str, Any] = {"dose": str(args.dose), "struct": str(args.struct),
-                              "end_cap": args.end_cap, "slab_mm": slab, "slab_source": source,
-                              "rois": rows}
+                              "end_cap": run.end_cap.value, "slab_mm": run.slab_mm,
+                              "slab_source": run.slab_source, "rois": rows}
     if args.out:
-        try:
-            summation = DoseSummationType(dose.summation_type)
-        except ValueError:
-            summation = DoseSummationType.PLAN
-        build = build_dvh_dose(dvhs, structure_set=ss.dataset, summation_type=summation,
-                               frame_of_reference_uid=dose.frame_of_reference_uid
-                               or ss.frame_of_reference_uid,
-                               plans=dose.plans, differential=args.differential,
-                               config=load_config(args.config).export)
-        report["out"] = str(write_rtdose(build.dataset, args.out))
-        report["dvh_data_max_error_cm3"] = build.max_error
+        written = write_dvh_dose(run, args.out, differential=args.differential,
+                                 config=load_config(args.config).export)
+        report["out"] = str(written.path)
+        report["dvh_data_max_error_cm3"] = written.max_error
     if args.csv:
-        report["csv_rows"] = _write_csv(args.csv, dvhs, args.differential,
-                                        every_bin=args.bin_width is not None)
+        report["csv_rows"] = write_dvh_csv(args.csv, run.dvhs, differential=args.differential,
+                                           every_bin=args.bin_width is not None)
         report["csv"] = str(args.csv)
     if args.plot:
-        _plot(args, dvhs, chosen, dose, ss)
+        write_dvh_plot(args.plot, run, dose_name=args.dose.name,
+                       structure_set_name=args.struct.name, dose_limit_gy=args.plot_max)
         report["plot"] = str(args.plot)
     if args.json:
         emit_json(report)
     else:
         print(_table(rows))
-        print(f"slabs of {slab:g} mm ({source}), {args.end_cap} end caps")
+        print(f"slabs of {run.slab_mm:g} mm ({run.slab_source}), {run.end_cap.value} end caps")
         if "out" in report:
             print(f"wrote {report['out']} (DVH Data error at most "
                   f"{report['dvh_data_max_error_cm3']:.2g} cm3)")
@@ -384,53 +277,28 @@ def _axis_name(direction: list[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in direction) + ")"
 
 
-def _sum_references(doses: list[RTDose]) -> tuple[DoseSummationType, list[PlanReference]]:
-    plans: dict[str, PlanReference] = {}
-    for d in doses:
-        for p in d.plans:
-            plans.setdefault(p.sop_instance_uid, PlanReference(p.sop_instance_uid,
-                                                               sop_class_uid=p.sop_class_uid))
-    kind = DoseSummationType.PLAN if len(plans) == 1 else DoseSummationType.MULTI_PLAN
-    return kind, list(plans.values())
-
-
 def _sum(args: argparse.Namespace) -> int:
-    doses = [_grid_dose(p) for p in args.src]
-    if args.weights is not None and len(args.weights) != len(doses):
-        raise InvalidInputError(f"{len(args.weights)} weights for {len(doses)} doses")
-    total = sum_doses([d.volume for d in doses if d.volume is not None], args.weights,
-                      grid=args.grid)
-    kind, plans = _sum_references(doses)
-    build = build_dose_grid(total, summation_type=kind, plans=plans, bits=args.bits,
-                            reference=doses[0].dataset, config=load_config(args.config).export)
-    path = write_rtdose(build.dataset, args.out)
-    report = {"out": str(path), "summation_type": kind.value, "shape_kji": list(total.grid.shape),
-              "max_gy": float(total.array.max()), "quantization_error_gy": build.max_error}
+    result = sum_dose_files(args.src, args.out, weights=args.weights, grid=args.grid,
+                            bits=args.bits, config=load_config(args.config).export)
+    report = {"out": str(result.path), "summation_type": result.summation_type.value,
+              "shape_kji": list(result.shape_kji), "max_gy": result.max_gy,
+              "quantization_error_gy": result.max_error}
     if args.json:
         emit_json(report)
     else:
-        print(f"wrote {path}: {kind.value} dose, max {report['max_gy']:.4f} Gy, "
-              f"quantisation error at most {build.max_error:.3g} Gy")
+        print(f"wrote {result.path}: {result.summation_type.value} dose, max "
+              f"{result.max_gy:.4f} Gy, quantisation error at most {result.max_error:.3g} Gy")
     return 0
 
 
 def _requantize(args: argparse.Namespace) -> int:
-    dose = _grid_dose(args.src)
-    try:
-        kind = DoseSummationType(dose.summation_type)
-    except ValueError:
-        raise InvalidInputError(f"{args.src}: Dose Summation Type {dose.summation_type!r} is "
-                                "not one rtforge writes", path=args.src) from None
-    build = build_dose_grid(dose.volume, summation_type=kind, plans=dose.plans,  # type: ignore[arg-type]
-                            dose_type=dose.dose_type, bits=args.bits, reference=dose.dataset,
-                            config=load_config(args.config).export)
-    path = write_rtdose(build.dataset, args.out)
-    report = {"out": str(path), "bits": args.bits, "dose_grid_scaling":
-              str(build.dataset.DoseGridScaling), "quantization_error_gy": build.max_error,
-              "max_gy": float(np.max(dose.volume.array))}  # type: ignore[union-attr]
+    written, scaling, max_gy = requantize_dose_file(args.src, args.out, bits=args.bits,
+                                                    config=load_config(args.config).export)
+    report = {"out": str(written.path), "bits": args.bits, "dose_grid_scaling": scaling,
+              "quantization_error_gy": written.max_error, "max_gy": max_gy}
     if args.json:
         emit_json(report)
     else:
-        print(f"wrote {path}: {args.bits}-bit, Dose Grid Scaling {report['dose_grid_scaling']}, "
-              f"quantisation error at most {build.max_error:.3g} Gy")
+        print(f"wrote {written.path}: {args.bits}-bit, Dose Grid Scaling {scaling}, "
+              f"quantisation error at most {written.max_error:.3g} Gy")
     return 0

@@ -13,11 +13,10 @@ from rtforge.cli._common import add_output_flags, emit_json, floats, progress_ba
 from rtforge.config import load_config
 from rtforge.core.beam import BeamGeometry
 from rtforge.core.drr import Attenuation, DrrMethod
-from rtforge.errors import GeometryError, InvalidInputError
-from rtforge.io.rtimage import DrrRequest, DrrRun, fit_to_body, plan_requests, write_drrs
+from rtforge.errors import GeometryError
+from rtforge.io.rtimage import DrrRequest, DrrRun, plan_requests
 from rtforge.io.rtplan import RTPlan, read_rtplan
-from rtforge.io.series import read_series
-from rtforge.workflows.service import regular_volume
+from rtforge.workflows.drr import drr_of_series
 
 __all__ = ["register", "parse_size", "parse_angles"]
 
@@ -177,18 +176,12 @@ def _drr(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     export = replace(config.export, private_isocenter_block=True) if args.private_isocenter \
         else config.export
-    series = read_series(args.ct)
-    if series.modality != "CT":
-        raise InvalidInputError(f"the series is {series.modality}, not CT", path=args.ct)
-    volume = regular_volume(series)
-    if args.pixel is None:
-        requests = fit_to_body(volume, requests)
     bar = progress_bar(args, len(requests), "DRR", "image")
     try:
-        run = write_drrs(volume, series.headers[0], requests, args.out, plan=plan,
-                         method=args.method, device=args.device, attenuation=attenuation,
-                         png_dir=args.png, config=export,
-                         progress=lambda done, total: bar.set(done, total))
+        run = drr_of_series(args.ct, requests, args.out, plan=plan,
+                            fit_field_of_view=args.pixel is None, method=args.method,
+                            device=args.device, attenuation=attenuation, png_dir=args.png,
+                            config=export, progress=lambda done, total: bar.set(done, total))
     finally:
         bar.close()
     if args.json:

@@ -10,14 +10,8 @@ import numpy as np
 
 from rtforge.cli._common import add_output_flags, emit_json, floats
 from rtforge.config import load_config
-from rtforge.core.geometry import check_rigid
 from rtforge.errors import InvalidInputError
-from rtforge.io.registration import (
-    FrameRegistration,
-    build_registration,
-    series_references,
-    write_registration,
-)
+from rtforge.workflows.registration import register_series
 
 __all__ = ["register"]
 
@@ -80,33 +74,18 @@ def _read_matrix(path: Path) -> np.ndarray:
 def _reg(args: argparse.Namespace) -> int:
     matrix = _read_matrix(args.matrix_file) if args.matrix_file is not None \
         else np.array(args.matrix).reshape(4, 4)
-    matrix = check_rigid(matrix, str(args.matrix_file) if args.matrix_file is not None
-                         else "--matrix")
-    config = load_config(args.config)
-    fixed, fixed_images = series_references(args.fixed)
-    moving, moving_images = series_references(args.moving)
-    if str(fixed.get("PatientID", "")) != str(moving.get("PatientID", "")):
-        raise InvalidInputError(f"the moving series is of patient {moving.get('PatientID', '')!r}, "
-                                f"the fixed one of {fixed.get('PatientID', '')!r}",
-                                path=args.moving, tag="PatientID")
-    if fixed.FrameOfReferenceUID == moving.FrameOfReferenceUID:
-        raise InvalidInputError("the fixed and moving series share one Frame of Reference: "
-                                "they are registered already", path=args.moving,
-                                tag="FrameOfReferenceUID")
-    item = FrameRegistration(str(moving.FrameOfReferenceUID), matrix, moving_images,
-                             comment=args.comment)
-    ds = build_registration([item], source=fixed, reference_images=fixed_images,
-                            content_label=args.label, content_description=args.description,
-                            config=config.export)
-    path = write_registration(ds, args.out)
-    report = {"path": str(path), "sop_instance_uid": str(ds.SOPInstanceUID),
-              "fixed_frame_of_reference_uid": str(fixed.FrameOfReferenceUID),
-              "moving_frame_of_reference_uid": str(moving.FrameOfReferenceUID),
-              "fixed_images": len(fixed_images), "moving_images": len(moving_images),
-              "matrix": matrix.tolist()}
+    written = register_series(args.fixed, args.moving, matrix, args.out,
+                              matrix_name=str(args.matrix_file) if args.matrix_file is not None
+                              else "--matrix", label=args.label, description=args.description,
+                              comment=args.comment, config=load_config(args.config).export)
+    report = {"path": str(written.path), "sop_instance_uid": written.sop_instance_uid,
+              "fixed_frame_of_reference_uid": written.fixed_frame_of_reference_uid,
+              "moving_frame_of_reference_uid": written.moving_frame_of_reference_uid,
+              "fixed_images": written.fixed_images, "moving_images": written.moving_images,
+              "matrix": written.matrix.tolist()}
     if args.json:
         emit_json(report)
     elif not args.quiet:
-        print(f"wrote {path}: {len(moving_images)} moving image(s) registered onto "
-              f"{len(fixed_images)} fixed image(s)")
+        print(f"wrote {written.path}: {written.moving_images} moving image(s) registered onto "
+              f"{written.fixed_images} fixed image(s)")
     return 0
