@@ -1,7 +1,5 @@
 """``python -m rtforge``."""
 
-import sys
+from rtforge.cli import run
 
-from rtforge.cli import main
-
-sys.exit(main())
+run()

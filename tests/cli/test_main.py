@@ -209,3 +209,24 @@ def test_pydicom_notes_on_reading_stay_off_the_terminal() -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("rtforge plan info: ") and proc.stderr.count("\n") == 1
     assert "not an RT Plan but Secondary Capture Image Storage" in proc.stderr
+
+
+def test_the_program_exits_with_mains_status_and_all_its_output(tmp_path) -> None:
+    """``rtforge`` ends without the interpreter's teardown (cli.run): the status is main's and
+    every byte written reaches a pipe, however long the output."""
+    import json
+
+    rtdose = pydicom_file("rtdose.dcm")
+    ok = subprocess.run([sys.executable, "-m", "rtforge", "dose", "info", "--json", str(rtdose)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["bits"] == 32
+    files = [str(rtdose)] * 150  # a long report: beyond one pipe buffer (64 KiB)
+    many = subprocess.run([sys.executable, "-m", "rtforge", "validate", "--json", *files],
+                          capture_output=True, text=True)
+    assert len(many.stdout) > 65536 and len(json.loads(many.stdout)["files"]) == 150
+    bad = subprocess.run([sys.executable, "-m", "rtforge", "dose", "info", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("rtforge dose info: ")
+    usage = subprocess.run([sys.executable, "-m", "rtforge", "no-such-command"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 2
