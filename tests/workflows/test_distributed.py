@@ -275,6 +275,8 @@ def test_lost_scheduler_ends_the_run(scheduler_process: tuple[str, subprocess.Po
     scheduler, process = scheduler_process
     run, _ = _run_one_series_in(scheduler, start_worker, phantom_root, tmp_path / "out")
     _kill_then_one_line(process, run, f"lost the Dask scheduler at {scheduler}")
+    assert process.poll() is not None  # the scheduler is gone; the finished series stays
+    _check_complete(tmp_path / "out", 1)
 
 
 def test_relative_paths_reach_remote_workers(scheduler: str, start_worker, phantom_root: Path,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from pathlib import Path
 from typing import Any
 
 from rtforge.config import Node
@@ -70,8 +71,7 @@ class ClientContext(ssl.SSLContext):
 
 def _check_readable(path: str | os.PathLike[str], what: str) -> None:
     try:
-        with open(path, "rb"):
-            pass
+        Path(path).open("rb").close()  # readable now, or one clear line naming it
     except OSError as exc:
         raise InvalidInputError(f"cannot read the TLS {what}: {exc.strerror or exc}",
                                 path=path) from None
