@@ -264,3 +264,17 @@ def test_axis_aligned_view_of_an_oblique_grid_is_none() -> None:
     rotation = Rotation.from_euler("z", 10, degrees=True).as_matrix()
     grid = Grid((2, 2, 2), origin=(0, 0, 0), spacing=(1, 1, 1), direction=rotation)
     assert axis_aligned_view(Volume(np.zeros(grid.shape), grid)) is None
+
+
+# ----------------------------------------------------- derived, read-only
+@pytest.mark.parametrize("seed", range(3))
+def test_normal_and_offsets_are_derived_once_and_read_only(seed: int) -> None:
+    stack = _tilted_stack(nk=6, tilt=10.0, gaps=[1.0, 2.0, 0.5, 3.0, 1.5], rot=_rotation(seed))
+    n = np.cross(stack.row_direction, stack.column_direction)
+    np.testing.assert_allclose(stack.normal, n / np.linalg.norm(n), atol=1e-15)
+    np.testing.assert_allclose(stack.offsets, stack.positions @ stack.normal, atol=1e-12)
+    for derived in (stack.normal, stack.offsets):
+        assert not derived.flags.writeable
+        with pytest.raises(ValueError):
+            derived[0] = 0.0
+    assert stack.normal is stack.normal  # computed once, not per access

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 import rtforge.workflows.reconvert as reconvert
+from rtforge.core.geometry import SliceStack
 from rtforge.errors import InvalidInputError, RtforgeError
-from rtforge.workflows.reconvert import read_ahead
+from rtforge.workflows.reconvert import read_ahead, source_slice_ranges
 
 
 def test_read_ahead_keeps_order_delivers_errors_and_reads_one_ahead(phantom_patient, tmp_path,
@@ -95,3 +98,31 @@ def test_reconverted_slices_equal_one_reslice_whatever_the_chunking(phantom_pati
     # Slabs cycle through three buffers: a buffer reused before its slices were written
     # would show here as slices of another chunk.
     assert np.array_equal(written.array, expected)
+
+
+def _slices_crossed(stack, grid, k: int) -> tuple[int, int]:
+    """Reference for source_slice_ranges: one output slice, from its four corners."""
+    nk, nj, ni = grid.shape
+    corners = np.array([[i, j, k] for j in (0, nj - 1) for i in (0, ni - 1)], dtype=float)
+    d = grid.index_to_patient(corners) @ stack.normal
+    lo = int(np.searchsorted(stack.offsets, d.min(), side="right")) - 1
+    hi = int(np.searchsorted(stack.offsets, d.max(), side="left"))
+    n = stack.nslices - 1
+    return max(0, min(lo, n)), max(0, min(hi, n))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_source_slice_ranges_match_the_per_slice_corners(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rot = Rotation.random(random_state=seed).as_matrix() if seed else np.eye(3)
+    nk = int(rng.integers(1, 12))
+    d = np.concatenate([[0.0], np.cumsum(rng.uniform(0.5, 3.0, nk - 1))])
+    tilt = rng.uniform(-0.3, 0.3)  # in-plane shift per mm along the normal (gantry tilt)
+    positions = d[:, None] * rot[:, 2] + (tilt * d)[:, None] * rot[:, 1]
+    stack = SliceStack(positions, rot[:, 0], rot[:, 1], (0.8, 1.1), 7, 5)
+    grid = stack.bounding_grid(tuple(rng.uniform(0.5, 2.0, 3)))
+    ranges = source_slice_ranges(stack, grid)
+    assert ranges.shape == (grid.shape[0], 2)
+    assert [tuple(int(v) for v in row) for row in ranges] == \
+        [_slices_crossed(stack, grid, k) for k in range(grid.shape[0])]
+    assert np.all(ranges[:, 0] <= ranges[:, 1])

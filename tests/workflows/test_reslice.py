@@ -88,3 +88,20 @@ def test_an_output_root_that_is_a_file_is_refused(phantom_root, tmp_path) -> Non
     with pytest.raises(InvalidInputError, match="OUT must be a folder"):
         reslice_folder(phantom_root, out, OPTIONS)
     assert out.read_text() == "a file"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_on_discovered_is_told_the_number_of_series_before_any_is_resliced(
+        phantom_patient, phantom_root, tmp_path, workers) -> None:
+    told: list[tuple[int, bool]] = []
+
+    def discovered(out: Path):
+        return lambda count: told.append((count, bool(_dcm_files(out))))
+
+    one = phantom_patient[0].folder
+    reslice_folder(one, tmp_path / "one", OPTIONS, workers=workers,
+                   on_discovered=discovered(tmp_path / "one"))
+    reslice_folder(phantom_root, tmp_path / "two", OPTIONS, workers=workers,
+                   on_discovered=discovered(tmp_path / "two"))
+    assert told == [(1, False), (2, False)]  # called once each, before anything was written
+    assert len(_dcm_files(tmp_path / "two")) > len(_dcm_files(tmp_path / "one")) > 0

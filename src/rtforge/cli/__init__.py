@@ -159,6 +159,20 @@ def _full_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser = sub.choices[name]
 
 
+def _import_pydicom() -> None:
+    """pydicom's import for a command, before the command's module imports it.
+
+    Without the extras of its test-data downloader
+    (:mod:`rtforge.io._pydicom_start`) and with the cyclic garbage collector
+    paused (:mod:`rtforge._gc`).
+    """
+    from rtforge import _gc
+    from rtforge.io._pydicom_start import import_pydicom_without_downloader_extras
+
+    with _gc.paused():
+        import_pydicom_without_downloader_extras()
+
+
 def _read_leniently() -> None:
     """pydicom reads others' files without its own warnings on the terminal.
 
@@ -194,7 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # setting of the user's.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     argv = _join_negative_values(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_of(argv), stubs=True)
+    name = _command_of(argv)
+    if name is not None:  # not a bare --help or --version, which never load pydicom
+        _import_pydicom()
+    parser = build_parser(name, stubs=True)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -241,6 +258,9 @@ def run() -> NoReturn:
     run, so the process ends there.  When a non-daemon thread is still alive
     (its work must finish), the normal exit waits for it instead.
     """
+    from rtforge import _gc
+
+    _gc.freeze_after_pauses()  # this process is the program's (see rtforge._gc)
     code = main()
     others = [t for t in threading.enumerate()
               if t is not threading.main_thread() and t.is_alive() and not t.daemon]

@@ -178,12 +178,13 @@ def format_report(rep: SeriesReport) -> str:
 
 
 def _reslice(args: argparse.Namespace) -> int:
-    if args.workers != 1 and (os.cpu_count() or 1) > 1 and args.src.is_dir():
-        # A folder may hold several series: start the workers' server now, so that its
-        # imports overlap ours and the discovery (unused for one series, where it costs
-        # CPU on an otherwise idle core and no time).
-        from rtforge.workflows._forkserver import start_forkserver
+    from rtforge.workflows._forkserver import start_forkserver, stop_forkserver
 
+    ahead = args.workers != 1 and (os.cpu_count() or 1) > 1 and args.src.is_dir()
+    if ahead:
+        # A folder may hold several series: start the workers' server now, so that its
+        # imports overlap ours and the discovery.  For one series it is stopped once
+        # discovery tells: its imports would take CPU from the kernels.
         start_forkserver()
     from rtforge.workflows.reslice import reslice_folder
 
@@ -204,7 +205,8 @@ def _reslice(args: argparse.Namespace) -> int:
             args.src, args.out, _options(args), workers=args.workers,
             on_series=lambda done, total: bar("series", total, "series").set(done, total),
             on_slices=lambda n: bar("slice", 0, "slices").update(n),
-            on_series_slices=series_slices)
+            on_series_slices=series_slices,
+            on_discovered=lambda count: stop_forkserver() if ahead and count == 1 else None)
     finally:
         for each in bars.values():
             each.close()

@@ -284,8 +284,14 @@ class SliceStack:
         r = r / np.linalg.norm(r)
         c = c - (c @ r) * r
         c = c / np.linalg.norm(c)
-        for arr in (pos, r, c):
+        n = np.cross(r, c)
+        n = n / np.linalg.norm(n)
+        offsets = pos @ n
+        for arr in (pos, r, c, n, offsets):
             arr.setflags(write=False)
+        # Derived once: readers and writers ask for them per slice.
+        object.__setattr__(self, "_normal", n)
+        object.__setattr__(self, "_offsets", offsets)
         object.__setattr__(self, "positions", pos)
         object.__setattr__(self, "row_direction", r)
         object.__setattr__(self, "column_direction", c)
@@ -305,14 +311,14 @@ class SliceStack:
 
     @property
     def normal(self) -> np.ndarray:
-        """Unit slice normal, ``row_direction × column_direction``."""
-        n = np.cross(self.row_direction, self.column_direction)
-        return n / np.linalg.norm(n)
+        """Unit slice normal, ``row_direction × column_direction`` (read-only)."""
+        return self._normal
 
     @property
     def offsets(self) -> np.ndarray:
-        """ndarray of shape (nk,): each slice's signed distance along :attr:`normal`, mm."""
-        return self.positions @ self.normal
+        """ndarray of shape (nk,): each slice's signed distance along :attr:`normal`, mm
+        (read-only)."""
+        return self._offsets
 
     @property
     def gaps(self) -> np.ndarray:

@@ -58,14 +58,18 @@ import logging
 from enum import Enum
 from typing import NamedTuple
 
-import numba
 import numpy as np
-from numba.core.dispatcher import Dispatcher
 
-from rtforge.core import _reslice_kernels as _k
+from rtforge import _gc
 from rtforge.core._numba_start import import_numba_np_without_blas_probe
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import GeometryError, InvalidInputError
+
+with _gc.paused():  # Numba's import (see rtforge._gc)
+    import numba
+    from numba.core.dispatcher import Dispatcher
+
+    from rtforge.core import _reslice_kernels as _k
 
 __all__ = ["Interpolation", "default_output_grid", "is_exact_reindex", "reslice", "load_kernels"]
 
@@ -388,8 +392,9 @@ def reslice(array: np.ndarray, stack: SliceStack, grid: Grid, *,
         return result
 
     kernel, args = _kernel_call(volume, stack, grid, method, result, k0, pad, fill, lo, hi)
-    import_numba_np_without_blas_probe()  # before the first kernel loads
-    kernel(*args)
+    with _gc.paused():  # the first call loads the kernel (see rtforge._gc)
+        import_numba_np_without_blas_probe()  # before the first kernel loads
+        kernel(*args)
     return result
 
 

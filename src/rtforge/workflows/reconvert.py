@@ -35,7 +35,7 @@ from rtforge.io.fileset import fsync_directory, parse_transfer_syntax, series_di
 from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import derived_uid
 
-__all__ = ["ReconvertOptions", "SeriesReport", "reconvert_series", "source_slices_for",
+__all__ = ["ReconvertOptions", "SeriesReport", "reconvert_series", "source_slice_ranges",
            "output_series_uid", "final_folder", "read_ahead", "reconvert_task", "PARTIAL_PREFIX"]
 
 log = logging.getLogger(__name__)
@@ -141,20 +141,28 @@ class SeriesReport:
         return asdict(self)
 
 
-def source_slices_for(stack: SliceStack, grid: Grid, k: int) -> tuple[int, int]:
-    """Input slices ``[first, last]`` that output slice ``k`` of ``grid`` draws from.
+def source_slice_ranges(stack: SliceStack, grid: Grid) -> np.ndarray:
+    """Input slices ``[first, last]`` that each output slice of ``grid`` draws from.
 
-    The output slice is a rectangle; its corners' offsets along the input
+    An output slice is a rectangle; its corners' offsets along the input
     normal bound the input slices it crosses, widened to the bracketing pair.
+
+    Returns
+    -------
+    ndarray of shape (NK, 2), dtype int64
+        Row ``k``: ``first, last`` for output slice ``k``.
     """
     nk, nj, ni = grid.shape
-    corners = np.array([[i, j, k] for j in (0, nj - 1) for i in (0, ni - 1)], dtype=np.float64)
-    d = grid.index_to_patient(corners) @ stack.normal
+    corners = np.zeros((nk, 4, 3))
+    corners[:, :, 0] = (0, ni - 1, 0, ni - 1)
+    corners[:, :, 1] = (0, 0, nj - 1, nj - 1)
+    corners[:, :, 2] = np.arange(nk)[:, None]
+    d = grid.index_to_patient(corners) @ stack.normal  # (NK, 4): corners along the normal
     offsets = stack.offsets
-    lo = int(np.searchsorted(offsets, d.min(), side="right")) - 1
-    hi = int(np.searchsorted(offsets, d.max(), side="left"))
-    n = stack.nslices
-    return max(0, min(lo, n - 1)), max(0, min(hi, n - 1))
+    lo = np.searchsorted(offsets, d.min(axis=1), side="right") - 1
+    hi = np.searchsorted(offsets, d.max(axis=1), side="left")
+    last = stack.nslices - 1
+    return np.stack([np.clip(lo, 0, last), np.clip(hi, 0, last)], axis=1)
 
 
 def output_series_uid(source_series_uid: str, options: ReconvertOptions) -> str:
@@ -253,10 +261,7 @@ def reconvert_series(source: str | Path | Sequence[str | Path] | ImageSeries, ou
     partial.mkdir(parents=True)
     try:
         sources = [(str(h.SOPClassUID), str(h.SOPInstanceUID)) for h in series.headers]
-        refs = []
-        for k in range(grid.shape[0]):
-            first, last = source_slices_for(stack, grid, k)
-            refs.append(sources[first:last + 1])
+        refs = [sources[first:last + 1] for first, last in source_slice_ranges(stack, grid)]
         method = "trilinear" if options.interpolation == "linear" else "nearest-neighbour"
         writer = CTSeriesWriter(
             grid.to_stack(), partial, source=header, source_references=refs, derived=True,

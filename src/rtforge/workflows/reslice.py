@@ -57,7 +57,8 @@ def reslice_folder(source: str | Path, out_root: str | Path,
                    options: ReconvertOptions | None = None, *, workers: int | str = 1,
                    on_series: Callable[[int, int], None] | None = None,
                    on_slices: Callable[[int], None] | None = None,
-                   on_series_slices: Callable[[int, int, int, int], None] | None = None
+                   on_series_slices: Callable[[int, int, int, int], None] | None = None,
+                   on_discovered: Callable[[int], None] | None = None
                    ) -> ResliceResult:
     """Reslice every CT series under ``source`` into ``out_root``, all or nothing.
 
@@ -80,6 +81,10 @@ def reslice_folder(source: str | Path, out_root: str | Path,
         Progress in this process: ``on_series_slices(index, count, done,
         total)`` as slices of series ``index`` (from 1) of ``count`` are
         written.
+    on_discovered : callable, optional
+        Called as ``on_discovered(count)`` with the number of series found,
+        before any is resliced (the command line stops the worker server it
+        started ahead when there is one).
 
     Returns
     -------
@@ -101,6 +106,8 @@ def reslice_folder(source: str | Path, out_root: str | Path,
     found = discover(source, strict=True,
                      processes=(os.cpu_count() or 1) if parallel and Path(source).is_dir() else 1)
     ignored = [path for path, reason in found.skipped if reason.startswith("not a DICOM file")]
+    if on_discovered is not None:
+        on_discovered(len(found.series))
     if len(found.series) > 1 and parallel:
         reports = _in_workers(found.series, out_root, options, workers, on_series, on_slices)
     else:

@@ -1,0 +1,34 @@
+"""pydicom's import without the optional imports of its test-data downloader."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["import_pydicom_without_downloader_extras"]
+
+#: Imported by ``pydicom.data.download`` only to fetch pydicom's own test files
+#: (with ``urllib`` as its fallback), which rtforge never does: about 0.06 s of
+#: every command's start between them (``requests`` pulls in urllib3, idna,
+#: charset_normalizer and certifi).
+_DOWNLOADER_EXTRAS = ("requests", "tqdm")
+
+
+def import_pydicom_without_downloader_extras() -> None:
+    """Import pydicom with ``requests`` and ``tqdm`` made to look absent meanwhile.
+
+    pydicom's downloader then falls back to ``urllib`` and no progress bar,
+    should anything call it.  The two stay importable for everything else
+    (rtforge's own progress bars use tqdm).  Nothing happens when pydicom
+    is already imported.
+    """
+    if "pydicom" in sys.modules:
+        return
+    hidden = [name for name in _DOWNLOADER_EXTRAS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment] - "not installed" to importers
+    try:
+        import pydicom  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
