@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -208,7 +209,10 @@ def main() -> None:
     samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in pipelines}
     for r in range(args.repeat):
         print(f"round {r + 1}/{args.repeat} ...", flush=True)
-        for name, fn in pipelines.items():  # round robin: load hits every tool alike
+        # Round robin, in a shuffled order each round: load hits every tool alike, and no
+        # tool always runs after the same one (whose leftovers, such as write-back it
+        # started, would fall on it).
+        for name, fn in random.Random(r).sample(list(pipelines.items()), len(pipelines)):
             shutil.rmtree(work / "out", ignore_errors=True)
             os.sync()  # no run pays for the write-back of the one before it
             samples[name].append(fn())
@@ -224,7 +228,7 @@ def main() -> None:
     plast_rate = ref.get(PLAST, np.nan)
     print(f"\n{args.series} series of {args.size}x{args.size}x{args.slices} int16 "
           f"({volume_mb:.0f} MB each), {args.threads} threads, whole processes, warm JIT cache, "
-          f"median of {args.repeat} round-robin rounds")
+          f"median of {args.repeat} round-robin rounds in shuffled order")
     print(f"baseline RSS (python, rtforge imported, kernels loaded): {base_rss / 1024:.0f} MB\n")
     print("| pipeline | seconds | output slices | slices/s | vs SimpleITK pipeline | "
           "vs plastimatch | peak RSS MB | (RSS - baseline) / volume |")
@@ -236,8 +240,9 @@ def main() -> None:
         rate = n / t
         memory = (f"{rss / 1024:.0f} | {(rss - base_rss) / 1024 / volume_mb:.2f}" if rss >= 0
                   else "parent only | per worker: as --workers 1")
+        vs_plast = f"{rate / plast_rate:.2f}x" if plast_rate == plast_rate else "—"
         print(f"| {name} | {t:.2f} | {n} | {rate:.0f} | {rate / sitk_rate:.2f}x | "
-              f"{rate / plast_rate:.2f}x | {memory} |")
+              f"{vs_plast} | {memory} |")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -6,6 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import rtforge.io.series as series_module
 import rtforge.workflows.batch as batch
+from rtforge.workflows.reconvert import ReconvertOptions
 
 
 def _counting_pools(monkeypatch) -> list[ProcessPoolExecutor]:
@@ -36,3 +37,18 @@ def test_a_large_collection_is_scanned_by_a_pool_with_the_same_result(phantom_ro
     monkeypatch.setattr(series_module, "_PARALLEL_SCAN_CHUNKS", 2)
     assert batch.discover(phantom_root, processes=2) == expected
     assert len(made) == 1
+
+
+def test_on_todo_is_told_how_many_series_are_left_before_any_is_done(phantom_root,
+                                                                      tmp_path) -> None:
+    told: list[tuple[int, int]] = []
+    out = tmp_path / "out"
+
+    def todo(count: int) -> None:
+        told.append((count, len(list(out.rglob("*.dcm")))))
+
+    options = ReconvertOptions(durable=False)
+    first = batch.run_batch(phantom_root, out, options, workers=1, on_todo=todo)
+    again = batch.run_batch(phantom_root, out, options, workers=1, on_todo=todo)
+    assert told == [(2, 0), (0, told[1][1])] and told[1][1] > 0
+    assert len(first.done) == 2 and len(again.skipped) == 2

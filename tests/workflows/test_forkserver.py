@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 _STOP_AND_RESTART = """
 import os
@@ -32,3 +35,22 @@ def test_a_forkserver_stopped_while_importing_is_gone_and_a_new_one_serves() -> 
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["stopped", "and", "reaped", "True"]
+
+
+_EXIT_WHILE_IMPORTING = """
+from multiprocessing import forkserver
+from rtforge.workflows._forkserver import start_forkserver
+
+start_forkserver()
+print(forkserver._forkserver._forkserver_pid, flush=True)
+"""
+
+
+def test_a_forkserver_still_importing_does_not_outlive_the_process() -> None:
+    # Left alone it would finish importing rtforge and the kernels after its parent ended.
+    proc = subprocess.run([sys.executable, "-c", _EXIT_WHILE_IMPORTING], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

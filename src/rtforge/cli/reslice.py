@@ -238,9 +238,10 @@ def _batch(args: argparse.Namespace) -> int:
         sys.stderr.write("rtforge batch: error: --dashboard needs --scheduler local:N "
                          "(see 'rtforge batch --help')\n")
         return 2
-    if args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1:
-        from rtforge.workflows._forkserver import start_forkserver
+    from rtforge.workflows._forkserver import start_forkserver, stop_forkserver
 
+    ahead = args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1
+    if ahead:  # as in _reslice: stopped when at most one series is left to do
         start_forkserver()
     from rtforge.workflows.batch import run_batch
 
@@ -253,7 +254,9 @@ def _batch(args: argparse.Namespace) -> int:
         result = run_batch(args.src, args.out, options, workers=args.workers,
                            scheduler=args.scheduler, dask=dask, dask_log_level=dask_log_level,
                            on_series=lambda done, total: series_bar.set(done, total),
-                           on_slices=slice_bar.update)
+                           on_slices=slice_bar.update,
+                           on_todo=lambda count: stop_forkserver() if ahead and count <= 1
+                           else None)
     finally:
         slice_bar.close()
         series_bar.close()

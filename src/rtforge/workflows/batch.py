@@ -347,7 +347,8 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
               dask: DaskConfig | None = None, dask_log_level: int = logging.WARNING,
               modalities: tuple[str, ...] = ("CT",),
               on_series: Callable[[int, int], None] | None = None,
-              on_slices: Callable[[int], None] | None = None) -> BatchResult:
+              on_slices: Callable[[int], None] | None = None,
+              on_todo: Callable[[int], None] | None = None) -> BatchResult:
     """Reconvert every CT series under ``src_root`` into ``out_root``.
 
     Parameters
@@ -376,6 +377,11 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
     on_series, on_slices : callable, optional
         Progress callbacks: ``on_series(done, total)`` after each series and
         ``on_slices(n)`` as slices are written.
+    on_todo : callable, optional
+        Called as ``on_todo(count)`` with the number of series left to
+        reconvert (found and not already complete), before any is (the
+        command line stops the worker server it started ahead when there is
+        at most one).
 
     Returns
     -------
@@ -428,6 +434,8 @@ def run_batch(src_root: str | Path, out_root: str | Path, options: ReconvertOpti
         else:
             todo.append(info)
 
+    if on_todo is not None:
+        on_todo(len(todo))
     progress = _Progress(on_series, on_slices, len(found.series))
     for _ in result.skipped:
         progress.series_done()
