@@ -479,6 +479,11 @@ class ServeConfig:
         Memory the study cache may hold, in MB (default 2048).
     max_studies : int
         Studies the cache may hold (default 4).
+    allowed_hosts : tuple of str
+        The names the service answers to in a request's Host header, besides
+        IP addresses and ``localhost`` (``*.example.org`` takes the names
+        under example.org, ``*`` every name: no guard against DNS rebinding);
+        empty means the machine's own names when it listens beyond loopback.
     """
 
     data_roots: tuple[str, ...] = ()
@@ -486,12 +491,17 @@ class ServeConfig:
     max_mpixel: float = 64.0
     max_cache_mb: float = 2048.0
     max_studies: int = 4
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_roots, (list, tuple)) \
                 or not all(isinstance(r, str) and r for r in self.data_roots):
             raise InvalidInputError("data_roots must be a list of folder paths")
         object.__setattr__(self, "data_roots", tuple(self.data_roots))
+        if not isinstance(self.allowed_hosts, (list, tuple)) \
+                or not all(isinstance(h, str) and h.strip() for h in self.allowed_hosts):
+            raise InvalidInputError("allowed_hosts must be a list of host names")
+        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         if not isinstance(self.token_file, str):
             raise InvalidInputError("token_file must be a path string")
         _positive(self.max_mpixel, "max_mpixel", (int, float))

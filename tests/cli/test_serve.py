@@ -299,7 +299,7 @@ def test_oversized_requests_are_refused_before_any_allocation(serve, phantom_pat
         assert answer.status_code == 413, answer.text
     # a body larger than the limit, declared (refused unread) or streamed without a length
     with socket.create_connection(("127.0.0.1", serve.port)) as sock:
-        sock.sendall(b"POST /drr HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /drr HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 3000000000\r\n\r\n{")
         declared = http.client.HTTPResponse(sock)
         declared.begin()
@@ -450,3 +450,87 @@ def test_serve_usage_errors(capsys, tmp_path) -> None:
     (tmp_path / "bad.toml").write_text("[serve]\nmax_mpixel = -1\n")
     assert main(["serve", "--config", str(tmp_path / "bad.toml")]) == 1
     assert "max_mpixel must be a positive number" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- Host: DNS rebinding
+@pytest.mark.parametrize("host, answered", [
+    (b"localhost", True), (b"localhost:8000", True), (b"LocalHost.", True),
+    (b"127.0.0.1:8000", True), (b"10.1.2.3", True), (b"[::1]:8000", True), (b"::1", True),
+    (b"rt.example.org", True), (b"x.lab.example.org:443", True),
+    (b"evil.example", False), (b"evil.example:8000", False), (b"lab.example.org", False),
+    (b"localhost.evil.example", False), (b"127.0.0.1.evil.example", False), (b"a b", False),
+    (b"", False), (None, True)])
+def test_allowed_hosts_answers_addresses_and_the_services_names(host, answered) -> None:
+    from rtforge.workflows.asgi import AllowedHosts
+
+    hosts = AllowedHosts({"localhost", "rt.example.org", "*.lab.example.org"})
+    assert hosts.allows(host) is answered
+    assert AllowedHosts({"*"}).allows(b"evil.example")
+
+
+def test_allowed_hosts_refuses_what_is_no_name() -> None:
+    from rtforge.workflows.asgi import AllowedHosts
+
+    for bad in ({"a*b"}, {"*.*.org"}, {" "}):
+        with pytest.raises(ValueError):
+            AllowedHosts(bad)
+
+
+def _get(port: int, host: str) -> tuple[int, dict]:
+    """GET /health with this Host header, through a plain HTTP/1.1 connection."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", "/health", skip_host=True)
+        connection.putheader("Host", host)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        connection.close()
+
+
+def test_a_rebound_name_is_refused_and_the_services_names_answered(serve) -> None:
+    # A page at evil.example whose DNS now points at 127.0.0.1 makes the browser send this.
+    status, body = _get(serve.port, f"evil.example:{serve.port}")
+    assert status == 400 and "Host header" in body["error"] and "--allowed-host" in body["error"]
+    assert _get(serve.port, f"localhost:{serve.port}")[0] == 200
+    assert _get(serve.port, f"127.0.0.1:{serve.port}")[0] == 200
+    line = serve.lines[serve.wait_for(lambda text: "listening on" in text)]
+    assert "Host: IP addresses, localhost;" in line
+    serve.wait_for(lambda text: " GET /health 400 " in text)  # the access log has it
+
+
+def test_allowed_hosts_from_the_flag_the_config_and_beyond_loopback(phantom_root,
+                                                                   tmp_path) -> None:
+    server = Server(*_roots(phantom_root), "--allowed-host", "rt.example.org", "-q")
+    try:
+        assert _get(server.port, "rt.example.org")[0] == 200
+        assert _get(server.port, "localhost")[0] == 200
+        assert _get(server.port, "other.example.org")[0] == 400
+    finally:
+        server.close()
+    config = tmp_path / "rtforge.toml"
+    config.write_text('[serve]\nallowed_hosts = ["*"]\n')
+    server = Server(*_roots(phantom_root), "--config", str(config), "-q")
+    try:
+        assert _get(server.port, "evil.example")[0] == 200  # '*': no guard, as configured
+    finally:
+        server.close()
+    # Listening on every address: this machine's own name is one of the service's.
+    server = Server(*_roots(phantom_root), "--host", "0.0.0.0", "-q")
+    try:
+        line = server.lines[server.wait_for(lambda text: "listening on" in text)]
+        assert socket.gethostname() in line
+        assert _get(server.port, socket.gethostname())[0] == 200
+        assert _get(server.port, "evil.example")[0] == 400
+    finally:
+        server.close()
+
+
+def test_a_malformed_allowed_host_is_a_usage_error(capsys, tmp_path) -> None:
+    assert main(["serve", "--data-root", str(tmp_path), "--allowed-host", "a*b"]) == 1
+    err = capsys.readouterr().err
+    assert "allowed hosts" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "bad.toml").write_text("[serve]\nallowed_hosts = \"localhost\"\n")
+    assert main(["serve", "--config", str(tmp_path / "bad.toml")]) == 1
+    assert "allowed_hosts must be a list" in capsys.readouterr().err

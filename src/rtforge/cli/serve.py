@@ -4,7 +4,10 @@ Every path a request names is confined to the data roots (``--data-root``,
 default the current folder); a DRR request is held to a pixel budget
 (``--max-mpixel``), the study cache to a memory bound (``--max-cache-mb``; a
 study whose files alone exceed it is refused unread),
-and with ``--token-file`` every request needs the bearer token.  A start-up
+with ``--token-file`` every request needs the bearer token, and a request
+whose Host header is not an IP address, localhost or one of the service's
+names (``--allowed-host``; by default the machine's own names when listening
+beyond loopback) answers 400, against DNS rebinding.  A start-up
 line on stderr gives the address; then one access line per request
 (client, method, path, status, milliseconds) unless ``-q``.  The request
 and response schemas are served at ``/openapi.json`` (see :mod:`rtforge.workflows.asgi`).
@@ -13,6 +16,7 @@ and response schemas are served at ``/openapi.json`` (see :mod:`rtforge.workflow
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import socket
 import sys
@@ -65,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "first; a study whose files alone hold more answers 413 (default 2048)")
     p.add_argument("--max-studies", type=int,
                    help="studies kept loaded, least recently used dropped first (default 4)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a name clients reach the service by, answered in the Host header "
+                        "besides IP addresses and localhost (repeatable; '*.example.org' for "
+                        "the names under it, '*' for any: no guard against DNS rebinding; "
+                        "default [serve] allowed_hosts, else, listening beyond loopback, this "
+                        "machine's names); any other Host answers 400")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     p.add_argument("-q", "--quiet", action="store_true", help="no access log lines")
     p.set_defaults(func=_serve)
@@ -76,7 +86,8 @@ def _settings(args: argparse.Namespace) -> ServeConfig:
     flags = {"data_roots": tuple(str(r) for r in args.data_root or ()) or None,
              "token_file": None if args.token_file is None else str(args.token_file),
              "max_mpixel": args.max_mpixel, "max_cache_mb": args.max_cache_mb,
-             "max_studies": args.max_studies}
+             "max_studies": args.max_studies,
+             "allowed_hosts": tuple(args.allowed_host or ()) or None}
     values = {name: getattr(config, name) if value is None else value
               for name, value in flags.items()}
     return ServeConfig(**values)
@@ -109,6 +120,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _host_names(configured: tuple[str, ...], listening: str) -> list[str]:
+    """The Host names answered: localhost (no web page's origin can be made that) and
+    those configured, else, listening beyond loopback, this machine's own names."""
+    names = ["localhost"]
+    if configured:
+        return list(dict.fromkeys(names + list(configured)))
+    try:
+        loopback = ipaddress.ip_address(listening).is_loopback
+    except ValueError:  # a name given to --host: resolved to this address
+        loopback = False
+    if not loopback:
+        names += [n for n in dict.fromkeys((socket.gethostname(), socket.getfqdn())) if n]
+    return names
+
+
 def _access_line(line: str) -> None:
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -123,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from rtforge.workflows.asgi import Limits, create_app
+        from rtforge.workflows.asgi import AllowedHosts, Limits, create_app
         from rtforge.workflows.service import DataRoots, StudyCache
     except ImportError as exc:
         raise RtforgeError(f"rtforge serve needs its extra: pip install 'rtforge[serve]' "
@@ -132,15 +158,22 @@ def _serve(args: argparse.Namespace) -> int:
     roots = DataRoots(settings.data_roots or [Path.cwd()])
     token = _token(settings.token_file)
     cache = StudyCache(settings.max_studies, int(settings.max_cache_mb * 1e6), data_roots=roots)
-    app = create_app(cache, limits=Limits(max_pixels=int(settings.max_mpixel * 1e6)), token=token,
-                     access_log=None if args.quiet else _access_line)
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
+    names = _host_names(settings.allowed_hosts, host)
+    try:
+        hosts = AllowedHosts(names)
+    except ValueError as exc:
+        sock.close()
+        raise InvalidInputError(str(exc)) from None
+    app = create_app(cache, limits=Limits(max_pixels=int(settings.max_mpixel * 1e6)), token=token,
+                     access_log=None if args.quiet else _access_line, allowed_hosts=hosts)
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(
         f"rtforge serve: listening on http://{shown}:{port} "
         f"({'bearer token required' if token else 'no token required'}; data roots: "
-        f"{', '.join(str(r) for r in roots.roots)}; API at /openapi.json)\n")
+        f"{', '.join(str(r) for r in roots.roots)}; Host: IP addresses, "
+        f"{', '.join(names)}; API at /openapi.json)\n")
     sys.stderr.flush()
     if args.verbose == 0:  # refused loads and defects are logged: the answers name no file
         logging.getLogger("rtforge.workflows.asgi").setLevel(logging.WARNING)

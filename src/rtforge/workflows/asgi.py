@@ -31,36 +31,38 @@ Endpoints (JSON bodies; lengths in mm, angles in degrees, doses in Gy)
 
 Limits and hygiene
 ------------------
-Every answer but a success is ``{"error": message}`` and keeps the
-connection: 400 for a body that is not a JSON object or is nested deeper
-than :attr:`Limits.max_depth`; 401 without the bearer token when one is
-set; 403 for a path outside the data roots (the same answer whether it
-exists or not); 404 for a path inside them that does not exist; 413 for a
-body over :attr:`Limits.max_body_bytes`, an image side over 65535, a DRR
-request whose rows x columns summed over its geometries exceed
-:attr:`Limits.max_pixels` (checked before anything is allocated), or a
-study whose files alone exceed the study cache's bound in bytes; 415 for a
-body that is not ``application/json`` (so a web page cannot make a browser
-post to the service without a CORS preflight, which is never granted); 422
-for a field missing, of the wrong type or out of range (numbers must be
-finite and within the bounds the OpenAPI document states), or files that
-cannot be read as the study asked for (messages name no file: the server
+Every answer but a success is ``{"error": message}`` and keeps the connection:
+400 for a body that is not a JSON object or is nested deeper than
+:attr:`Limits.max_depth`, and for a Host header that names none of the
+service's names (:class:`AllowedHosts`, when given: against DNS rebinding);
+401 without the bearer token when one is set; 403 for a path outside the data
+roots (the same answer whether it exists or not); 404 for a path inside them
+that does not exist; 413 for a body over :attr:`Limits.max_body_bytes`, an
+image side over 65535, a DRR request whose rows x columns summed over its
+geometries exceed :attr:`Limits.max_pixels` (checked before anything is
+allocated), or a study whose files alone exceed the study cache's bound in
+bytes; 415 for a body that is not ``application/json`` (so a web page cannot
+make a browser post to the service without a CORS preflight, which is never
+granted); 422 for a field missing, of the wrong type or out of range (numbers
+must be finite and within the bounds the OpenAPI document states), or files
+that cannot be read as the study asked for (messages name no file: the server
 log does); 503 (with ``Retry-After``) when memory runs out or a DRR request
 does not fit beside those being computed (their pixels together are held to
-:attr:`Limits.max_pixels` too, so concurrent DRRs cannot add up).  A defect answers a JSON 500 and its
-traceback goes to the server log.
+:attr:`Limits.max_pixels` too, so concurrent DRRs cannot add up). A defect
+answers a JSON 500 and its traceback goes to the server log.
 """
 
 from __future__ import annotations
 
 import hmac
 import io
+import ipaddress
 import json
 import logging
 import re
 import time
 import zipfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,7 @@ from rtforge.workflows.service import (
     StudyTooLargeError,
 )
 
-__all__ = ["create_app", "Limits", "RequestError"]
+__all__ = ["AllowedHosts", "create_app", "Limits", "RequestError"]
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +203,76 @@ def _zip(files: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
+# ------------------------------------------------------------------ hosts
+@dataclass(frozen=True)
+class AllowedHosts:
+    """The Host headers the service answers: its defence against DNS rebinding.
+
+    A web page can point a DNS name of its own at the service's address
+    (loopback, or the local network) once the browser has loaded it: the
+    browser then takes the service for the page's own origin and lets the
+    page read its answers, files included.  Every such request names the
+    page's host in its Host header, a name the service does not have.
+
+    Answered: a Host that is an IP address (an origin that is an address
+    cannot be rebound), a name in ``names`` (compared without case or a
+    trailing dot; ``*.example.org`` also takes every name under
+    example.org; ``*`` takes every Host), and a request without a Host
+    (HTTP/1.0: not a browser's).  Any other answers 400.
+
+    Parameters
+    ----------
+    names : collection of str
+        The service's names, e.g. ``{"localhost", "rt-server.example.org"}``.
+    """
+
+    names: Collection[str]
+
+    def __post_init__(self) -> None:
+        cleaned = frozenset(_host_name(str(n)) for n in self.names)
+        if "" in cleaned or any("*" in n and n != "*" and not (n.startswith("*.") and
+                                                                "*" not in n[2:])
+                                for n in cleaned):
+            raise ValueError(f"allowed hosts must be names, '*.domain' or '*': {self.names!r}")
+        object.__setattr__(self, "names", cleaned)
+
+    def allows(self, host: bytes | None) -> bool:
+        """Whether a request with this Host header value (None: none) is answered."""
+        if host is None or "*" in self.names:
+            return True
+        text = host.decode("latin-1").strip()
+        if text.startswith("["):  # [v6] or [v6]:port
+            address = text[1:text.find("]")] if "]" in text else ""
+        else:
+            address = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+        try:
+            ipaddress.ip_address(address)
+            return True
+        except ValueError:
+            pass
+        name = _host_name(address)
+        if not name or not _HOST_NAME.fullmatch(name):
+            return False
+        return name in self.names or any(
+            pattern.startswith("*.") and name.endswith(pattern[1:]) for pattern in self.names)
+
+
+#: A DNS name (letters, digits, hyphens and underscores in dot-separated labels).
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
+
+
+def _host_name(text: str) -> str:
+    return text.strip().lower().rstrip(".")
+
+
 # --------------------------------------------------------------- handlers
 class _Guard:
-    """Outermost layer: the bearer token, a JSON 500 for defects, the access log."""
+    """Outermost layer: the Host, the bearer token, a JSON 500 for defects, the access log."""
 
     def __init__(self, app: ASGIApp, token: str | None,
-                 access_log: Callable[[str], None] | None) -> None:
-        self.app, self.access_log = app, access_log
+                 access_log: Callable[[str], None] | None,
+                 hosts: AllowedHosts | None = None) -> None:
+        self.app, self.access_log, self.hosts = app, access_log, hosts
         self.token = None if token is None else f"Bearer {token}".encode()
 
     def _authorized(self, scope: Scope) -> bool:
@@ -227,7 +292,13 @@ class _Guard:
             await send(message)
 
         try:
-            if self.token is not None and not self._authorized(scope):
+            host = dict(scope["headers"]).get(b"host")
+            if self.hosts is not None and not self.hosts.allows(host):
+                shown = (host or b"").decode("latin-1")[:100]
+                await _error(400, f"the Host header {shown!r} names none of this service's "
+                                  "names (rtforge serve --allowed-host; a guard against DNS "
+                                  "rebinding)")(scope, receive, sending)
+            elif self.token is not None and not self._authorized(scope):
                 await _error(401, "a bearer token is required: Authorization: Bearer TOKEN",
                              {"WWW-Authenticate": "Bearer"})(scope, receive, sending)
             else:
@@ -245,7 +316,8 @@ class _Guard:
 
 def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
                limits: Limits | None = None, token: str | None = None,
-               access_log: Callable[[str], None] | None = None) -> ASGIApp:
+               access_log: Callable[[str], None] | None = None,
+               allowed_hosts: AllowedHosts | None = None) -> ASGIApp:
     """The ASGI application answering DRR and DVH requests.
 
     Parameters
@@ -263,6 +335,9 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
         (compared in constant time); 401 otherwise.
     access_log : callable, optional
         Called with one line per request: client, method, path, status, ms.
+    allowed_hosts : AllowedHosts, optional
+        The Host headers answered (400 otherwise); by default every one
+        (``rtforge serve`` always gives them).
 
     Returns
     -------
@@ -402,4 +477,4 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
         Route("/drr", endpoint(drr), methods=["POST"]),
         Route("/dvh", endpoint(dvh), methods=["POST"]),
     ], exception_handlers={HTTPException: http_error})  # type: ignore[dict-item]
-    return _Guard(app, token, access_log)
+    return _Guard(app, token, access_log, allowed_hosts)
