@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -79,11 +80,13 @@ def test_stats_matches_what_we_wrote(tmp_path: Path, capsys: pytest.CaptureFixtu
     ds = dcmread(path)
     assert rois[1]["contours"] == 5 and rois[1]["points"] == 5 * 90
     assert rois[2]["contours"] == 1 and rois[2]["points"] == 1
-    # The builder's ROI Volume gives the 5 planes full slabs (10 mm); stats computes as dvh
-    # and planning systems do: half end slabs (8 mm), at the set's 2 mm contour spacing.
+    # The builder's ROI Volume and stats both count as dvh and planning systems do: half
+    # end slabs (the 5 planes 8 mm tall), at the set's 2 mm contour spacing.
     report = json.loads(stdout)
     assert (report["slab_mm"], report["end_cap"]) == (2.0, "half")
-    assert rois[1]["volume_cm3"] == pytest.approx(built.volumes_cm3[1] * 8 / 10, rel=1e-9)
+    assert rois[1]["volume_cm3"] == pytest.approx(built.volumes_cm3[1], rel=1e-6)
+    area = 0.5 * 90 * 12 * 8 * math.sin(2 * math.pi / 90)  # each ring: a 90-gon in an ellipse
+    assert rois[1]["volume_cm3"] == pytest.approx(4 * 2.0 * area / 1000, rel=1e-4)
     assert rois[1]["roi_volume_cm3"] == pytest.approx(float(ds.StructureSetROISequence[0].ROIVolume))
     assert rois[2]["volume_cm3"] is None and rois[1]["interpreted_type"] == "ORGAN"
     data = path.read_bytes()

@@ -611,9 +611,12 @@ def test_structure_volume_closed_forms() -> None:
 
     area = 0.5 * 360 * math.sin(2 * math.pi / 360)
     cylinder = [ring(20, 2.5 * k) for k in range(8)]
-    assert structure_volume(cylinder) == pytest.approx(8 * 2.5 * 400 * area / 1000)
+    # Half end caps by default (the solid ends at the end planes): 7 spacings tall.
+    assert structure_volume(cylinder) == pytest.approx(7 * 2.5 * 400 * area / 1000)
+    assert structure_volume(cylinder, end_cap="full") == pytest.approx(8 * 2.5 * 400 * area / 1000)
+    assert structure_volume(cylinder, end_cap="none") == pytest.approx(6 * 2.5 * 400 * area / 1000)
     annulus = [c for k in range(8) for c in (ring(20, 2.5 * k), ring(5, 2.5 * k)[::-1])]
-    assert structure_volume(annulus) == pytest.approx(8 * 2.5 * (400 - 25) * area / 1000)
+    assert structure_volume(annulus) == pytest.approx(7 * 2.5 * (400 - 25) * area / 1000)
     assert structure_volume([ring(20, 0.0)]) is None
     assert structure_volume([ring(20, 0.0)], thickness_mm=3.0) == pytest.approx(
         3 * 400 * area / 1000)

@@ -1101,14 +1101,14 @@ def plane_slabs(levels: np.ndarray, spacing: float | None, end_cap: EndCap) -> n
 
 def structure_volume(contours: Sequence[ArrayLike], thickness_mm: float | None = None,
                      plane_tolerance_mm: float = 0.01, *,
-                     end_cap: EndCap | str = EndCap.FULL) -> float | None:
+                     end_cap: EndCap | str = EndCap.HALF) -> float | None:
     """Volume (cm3) enclosed by closed planar contours on parallel planes.
 
     Each plane contributes its even-odd area (a contour inside an odd number
     of others on its plane is a hole) times its slab's thickness
     (:func:`plane_slabs`: the slice thickness, the end planes' outer halves
-    as ``end_cap`` says; ``"half"`` is the DVH's default and what planning
-    systems store, ``"full"`` gives every plane a whole slab).
+    as ``end_cap`` says; ``"half"``, the default, is the DVH's and what
+    planning systems store, ``"full"`` gives every plane a whole slab).
 
     Parameters
     ----------
@@ -1120,7 +1120,8 @@ def structure_volume(contours: Sequence[ArrayLike], thickness_mm: float | None =
     plane_tolerance_mm : float, optional
         Contours whose planes are this close are on one plane.
     end_cap : EndCap or {"full", "half", "none"}, optional
-        The end planes' slabs (default ``"full"``).
+        The end planes' slabs (default ``"half"``: the volume
+        :func:`rtforge.core.dvh.dvh` finds and planning systems store).
 
     Returns
     -------

@@ -63,6 +63,7 @@ from rtforge.config import ExportConfig
 from rtforge.core.contours import (
     Contour,
     ContourGeometricType,
+    EndCap,
     ReductionMethod,
     ReductionReport,
     ReductionStatus,
@@ -1085,7 +1086,8 @@ def _contour_modules(structures: list[Structure], frame: str,
             }, omit=("ContourData",))
             item[_CONTOUR_DATA] = _contour_data_element(points)
             sequence.append(item)
-        volume = structure_volume(planar, thickness) if planar else None
+        # Half end caps: the volume planning systems store and `rtforge dvh` finds.
+        volume = structure_volume(planar, thickness, end_cap=EndCap.HALF) if planar else None
         volumes[s.number] = volume
         roi_items.append(_item(_STRUCTURE_SET_ROI_ITEM, {
             "ROINumber": s.number,
