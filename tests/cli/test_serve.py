@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
 from rtforge.cli import main
+from rtforge.core.beam import BeamGeometry
+from rtforge.workflows.service import CTStudy
 from tests.workflows.test_service import TRUE_VOLUME_CM3, write_dose_case
 
 httpx = pytest.importorskip("httpx")
@@ -143,6 +146,51 @@ def test_drr_png_and_rt_image(server, phantom_patient) -> None:
     assert names == ["drr_0001.dcm", "drr_0002.dcm"]
     assert ds.Modality == "RTIMAGE" and (ds.Rows, ds.Columns) == (12, 16)
     assert float(ds.GantryAngle) == 0.0
+
+
+def _rgb(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def test_drr_png_is_annotated_as_the_command_line_draws_it(server, phantom_patient,
+                                                             tmp_path) -> None:
+    """The service's PNG is, pixel for pixel, the preview ``rtforge drr --png`` writes for the
+    same CT and geometry; ``"annotate": false`` answers the DRR as it is."""
+    ct = str(phantom_patient[0].folder)
+    geometry = {**GEOMETRY, "collimator": 15, "couch": 350, "sad": 900, "sid": 1400}
+    assert main(["drr", ct, "--gantry", "90", "--collimator", "15", "--couch", "350",
+                 "--sad", "900", "--sid", "1400", "--isocenter", "0,0,0", "--size", "12x16",
+                 "--pixel", "25", "-o", str(tmp_path / "out"), "--png", str(tmp_path / "png"),
+                 "-q"]) == 0
+    (written,) = (tmp_path / "png").glob("*.png")
+    answer = server.post("/drr", json={"ct": ct, "geometries": [geometry]})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    served = _rgb(answer.content)
+    assert served.shape == (384, 512, 3)  # zoomed 32 times, as the command line's
+    np.testing.assert_array_equal(served, _rgb(written.read_bytes()))
+    raw = server.post("/drr", json={"ct": ct, "geometries": [geometry], "annotate": False})
+    assert raw.status_code == 200 and raw.headers["content-type"] == "image/png"
+    plain = _rgb(raw.content)
+    assert plain.shape == (12, 16, 3)  # the requested rows and columns
+    study = CTStudy.load(ct)
+    (image,) = study.drr_images([BeamGeometry(90, (0, 0, 0), collimator_angle=15,
+                                              couch_angle=350, sad=900, sid=1400, rows=12,
+                                              columns=16, pixel_spacing=(25, 25))])
+    np.testing.assert_array_equal(plain, _rgb(CTStudy.png(image)))
+    zoomed = np.repeat(np.repeat(plain, 32, axis=0), 32, axis=1)
+    assert (served != zoomed).any(axis=-1).mean() > 0.01  # annotations drawn on it
+    # several geometries: each PNG of the zip annotated with its own angles
+    both = server.post("/drr", json={"ct": ct, "geometries": [geometry, {**geometry,
+                                                                         "gantry": 0}]})
+    with zipfile.ZipFile(io.BytesIO(both.content)) as archive:
+        first, second = (_rgb(archive.read(n)) for n in archive.namelist())
+    np.testing.assert_array_equal(first, served)
+    assert second.shape == served.shape and (second != served).any()
+    bad = server.post("/drr", json={"ct": ct, "geometries": [geometry], "annotate": "no"})
+    assert bad.status_code == 422 and "'annotate' must be a boolean" in bad.json()["error"]
 
 
 def test_dvh_json_and_rt_dose(server, dose_case) -> None:
@@ -342,6 +390,8 @@ def test_openapi_names_every_endpoint(server) -> None:
                                                 "/dvh"}
     assert document["components"]["schemas"]["DrrRequest"]["required"] == ["ct", "geometries"]
     assert document["components"]["schemas"]["Geometry"]["properties"]["rows"]["maximum"] == 65535
+    annotate = document["components"]["schemas"]["DrrRequest"]["properties"]["annotate"]
+    assert annotate["type"] == "boolean" and annotate["default"] is True
 
 
 def test_token_required(phantom_root, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -19,9 +20,11 @@ from rtforge.core.drr import compute_drr
 from rtforge.core.geometry import Grid, Volume
 from rtforge.errors import InvalidInputError
 from rtforge.io.rtdose import PlanReference, build_dose_grid, write_rtdose
+from rtforge.io.rtimage import DrrRequest
 from rtforge.io.rtstruct import build_rtstruct, write_rtstruct
 from rtforge.io.series import read_series
 from rtforge.io.uids import new_uid
+from rtforge.workflows.drr import drr_of_series
 from rtforge.workflows.service import (
     CTStudy,
     DataRoots,
@@ -92,6 +95,34 @@ def test_ct_study_images_png_and_rt_image(phantom_patient) -> None:
     assert [ds.Modality for ds in datasets] == ["RTIMAGE"] * 3
     assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
     assert datasets[0].PatientID == study.header.PatientID
+
+
+def _decoded(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def test_ct_study_png_is_the_command_lines_annotated_preview(phantom_patient, tmp_path) -> None:
+    """With its geometry, the service's PNG is the one ``rtforge drr --png`` writes."""
+    folder = phantom_patient[1].folder  # the tilted series
+    geometry = BeamGeometry(90.0, (0.0, 0.0, 0.0), couch_angle=10.0, rows=12, columns=16,
+                            pixel_spacing=(25.0, 25.0))
+    run = drr_of_series(folder, [DrrRequest(geometry)], tmp_path / "out",
+                        fit_field_of_view=False, png_dir=tmp_path / "png")
+    written = _decoded(run.images[0].png.read_bytes())  # type: ignore[union-attr]
+    study = CTStudy.load(folder)
+    (image,) = study.drr_images([geometry])
+    served = _decoded(CTStudy.png(image, geometry))
+    assert served.shape == written.shape == (384, 512, 3)  # zoomed 32 times
+    np.testing.assert_array_equal(served, written)
+    assert run.images[0].label == study.rt_images([geometry], [image])[0].RTImageLabel \
+        == "G90 C0 T10"  # the label drawn
+    raw = _decoded(CTStudy.png(image))  # without a geometry: the DRR as it is
+    assert raw.shape == (12, 16, 3)
+    zoomed = np.repeat(np.repeat(raw, 32, axis=0), 32, axis=1)
+    assert (served != zoomed).any(axis=-1).mean() > 0.01  # letters, text, cross and scale drawn
 
 
 def test_ct_study_rejects_a_non_ct(tmp_path: Path) -> None:
