@@ -118,11 +118,13 @@ __all__ = [
     "RTImageLabels",
     "BEAM_LABELS",
     "ISOCENTER_LABELS",
+    "image_label",
     "build_rt_image",
     "write_rt_image",
     "rt_image_geometry",
     "patient_orientation",
     "preview_rgb",
+    "encode_png",
     "write_png",
     "DrrRequest",
     "WrittenDrr",
@@ -274,8 +276,10 @@ def _fit(keyword: str, text: str) -> str:
     return text
 
 
-def _labels(labels: RTImageLabels, geometry: BeamGeometry, plan: RTPlan | None,
+def _labels(labels: RTImageLabels | None, geometry: BeamGeometry, plan: RTPlan | None,
             beam_number: int | None, beam_name: str) -> dict[str, str]:
+    """RT Image Label, Name and Description by keyword (see :func:`build_rt_image`)."""
+    labels = labels or (BEAM_LABELS if plan is not None else ISOCENTER_LABELS)
     beam = plan.beam(beam_number) if plan is not None and beam_number is not None else None
     fields = {
         "beam_number": "" if beam is None else str(beam.number),
@@ -300,6 +304,31 @@ def _labels(labels: RTImageLabels, geometry: BeamGeometry, plan: RTPlan | None,
     if not out["RTImageLabel"]:
         out["RTImageLabel"] = _fit("RTImageLabel", f"G{geometry.gantry_angle:g}")
     return out
+
+
+def image_label(geometry: BeamGeometry, *, plan: RTPlan | None = None,
+                beam_number: int | None = None, beam_name: str = "",
+                labels: RTImageLabels | None = None) -> str:
+    """The RT Image Label :func:`build_rt_image` writes for these arguments: the
+    label an annotated preview shows (:func:`encode_png`).
+
+    Parameters
+    ----------
+    geometry : BeamGeometry
+    plan, beam_number, beam_name, labels
+        As :func:`build_rt_image`.
+
+    Returns
+    -------
+    str
+        E.g. ``G90 C0 T10`` for a typed geometry (:data:`ISOCENTER_LABELS`).
+
+    Raises
+    ------
+    InvalidInputError
+        If the label template is invalid or the beam is not in the plan.
+    """
+    return _labels(labels, geometry, plan, beam_number, beam_name)["RTImageLabel"]
 
 
 def _exposure_item(plan: RTPlan, beam_number: int, control_point: int) -> Dataset | None:
@@ -405,8 +434,7 @@ def build_rt_image(image: QuantizedDrr, geometry: BeamGeometry, *, ct: Dataset,
         raise InvalidInputError("the CT header has no Study Instance UID", tag="StudyInstanceUID")
     day, clock = format_da(when), format_tm(when)
     values.update(equipment_values(config))
-    values.update(_labels(labels or (BEAM_LABELS if plan is not None else ISOCENTER_LABELS),
-                          geometry, plan, beam_number, beam_name))
+    values.update(_labels(labels, geometry, plan, beam_number, beam_name))
     values.update({
         "SOPClassUID": RTImageStorage,
         "SOPInstanceUID": str(new_uid(config.uid_root)),
@@ -641,15 +669,13 @@ def _png(rgb: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def write_png(path: str | os.PathLike, image: QuantizedDrr,
-              outlines: Sequence[np.ndarray] = (), *, geometry: BeamGeometry | None = None,
-              label: str = "") -> Path:
-    """Write a PNG preview of a DRR (see :func:`preview_rgb`), atomically.
+def encode_png(image: QuantizedDrr, outlines: Sequence[np.ndarray] = (), *,
+               geometry: BeamGeometry | None = None, label: str = "") -> bytes:
+    """A PNG preview of a DRR (see :func:`preview_rgb`): the bytes of the file
+    :func:`write_png` writes.
 
     Parameters
     ----------
-    path : str or path-like
-        The file; its folder must exist.
     image : QuantizedDrr
     outlines : sequence of ndarray of shape (N, 2)
         Polylines in ``(row, column)`` pixel coordinates.
@@ -657,18 +683,43 @@ def write_png(path: str | os.PathLike, image: QuantizedDrr,
         The DRR's geometry: the preview is then zoomed and annotated with its
         orientation letters, ``label``, angles, isocentre and a scale
         (:func:`rtforge.core.pictures.annotate_drr`); without it the PNG is
-        the image as it is.
+        the image as it is (``rows`` x ``columns``).
     label : str
-        The image label drawn with ``geometry``.
+        The image label drawn with ``geometry`` (:func:`image_label`).
+
+    Returns
+    -------
+    bytes
+        8-bit RGB PNG.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``geometry`` is not of the image's size.
+    """
+    rgb = preview_rgb(image, outlines)
+    if geometry is not None:
+        rgb = annotate_drr(rgb, geometry, label).rgb
+    return _png(rgb)
+
+
+def write_png(path: str | os.PathLike, image: QuantizedDrr,
+              outlines: Sequence[np.ndarray] = (), *, geometry: BeamGeometry | None = None,
+              label: str = "") -> Path:
+    """Write a PNG preview of a DRR (:func:`encode_png`), atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; its folder must exist.
+    image, outlines, geometry, label
+        As :func:`encode_png`.
 
     Returns
     -------
     pathlib.Path
     """
-    rgb = preview_rgb(image, outlines)
-    if geometry is not None:
-        rgb = annotate_drr(rgb, geometry, label).rgb
-    return atomic_write(path, [_png(rgb)])
+    return atomic_write(path, [encode_png(image, outlines, geometry=geometry, label=label)])
 
 
 # ------------------------------------------------------------ a whole run

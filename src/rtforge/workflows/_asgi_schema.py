@@ -110,6 +110,11 @@ DRR = _object({
     "device": _choice("where to compute", ("cpu", "cuda")),
     "format": _choice("image/png, or application/dicom (RT Image, Part 10); several "
                       "geometries answer an application/zip", ("png", "rtimage")),
+    "annotate": {"type": "boolean", "default": True, "description": (
+        "PNG only: draw what 'rtforge drr --png' draws (zoomed to at least 512 pixels; patient "
+        "direction letters at the edges, the RT Image Label and the gantry, collimator and "
+        "couch angles, the isocentre cross, a scale bar in mm at the isocentre); false answers "
+        "the DRR's own rows x columns with nothing drawn. The RT Image is never annotated")},
 }, ("ct", "geometries"), "DRRs of a CT")
 
 DVH = _object({

@@ -18,12 +18,19 @@ Endpoints (JSON bodies; lengths in mm, angles in degrees, doses in Gy)
     study now; answers what was loaded.
 ``POST /drr``
     ``{"ct": PATH, "geometries": [GEOMETRY, ...], "method": "siddon" |
-    "trilinear", "device": "cpu" | "cuda", "format": "png" | "rtimage"}``
-    where GEOMETRY is ``{"gantry": float, "isocenter": [x, y, z], "rows":
-    int, "columns": int, "pixel_spacing": [dc, dr]}`` plus optional
-    ``collimator``, ``couch``, ``sad``, ``sid``, ``patient_position``.
+    "trilinear", "device": "cpu" | "cuda", "format": "png" | "rtimage",
+    "annotate": bool}`` where GEOMETRY is ``{"gantry": float, "isocenter":
+    [x, y, z], "rows": int, "columns": int, "pixel_spacing": [dc, dr]}`` plus
+    optional ``collimator``, ``couch``, ``sad``, ``sid``, ``patient_position``.
     One geometry answers ``image/png`` or ``application/dicom`` (RT Image,
-    Part 10); several answer an ``application/zip`` of them.
+    Part 10); several answer an ``application/zip`` of them.  A PNG is the
+    preview ``rtforge drr --png`` writes for the same CT and geometry, pixel
+    for pixel: zoomed to at least 512 pixels, with the patient direction
+    letters at its edges, the RT Image Label and the gantry, collimator and
+    couch angles, a cross at the isocentre and a scale bar in mm at the
+    isocentre.  ``"annotate": false`` (default true) answers the DRR as it
+    is instead: rows x columns, nothing drawn, for callers that read or
+    overlay the pixels themselves.  The RT Image is the same either way.
 ``POST /dvh``
     ``{"dose": PATH, "structure_set": PATH, "rois": [NAME or NUMBER, ...],
     "dose_at_volume": [percent, ...], "volume_at_dose": [Gy, ...], "format":
@@ -416,7 +423,9 @@ def create_app(cache: StudyCache | None = None, *, max_studies: int = 4,
         with in_progress.hold(pixels):
             images = ct.drr_images(geometries, method=method, device=fields["device"])
         if kind == "png":
-            files = [(f"drr_{n + 1:04d}.png", CTStudy.png(image)) for n, image in enumerate(images)]
+            drawn = fields["annotate"]
+            files = [(f"drr_{n + 1:04d}.png", CTStudy.png(image, geometry if drawn else None))
+                     for n, (image, geometry) in enumerate(zip(images, geometries, strict=True))]
             media = "image/png"
         else:
             datasets = ct.rt_images(geometries, images,

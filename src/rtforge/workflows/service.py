@@ -5,7 +5,8 @@
   volume stays resident on the device between calls, in the
   :class:`~rtforge.core.drr.AttenuationVolume`'s cache) and answers DRR
   requests for any list of beam geometries: line integrals, 16-bit images,
-  PNG previews or RT Image data sets.
+  PNG previews (annotated as ``rtforge drr --png`` draws them, or raw) or RT
+  Image data sets.
 - :class:`DoseStudy` holds a dose grid and a structure set and answers DVH
   requests for chosen ROIs (each DVH computed once), with metrics, or as a
   DVH-only RT Dose data set.
@@ -56,7 +57,7 @@ from rtforge.core.geometry import Volume
 from rtforge.core.reslice import default_output_grid, reslice
 from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.io.rtdose import RTDose, build_dvh_dose, read_rtdose
-from rtforge.io.rtimage import _png, build_rt_image, preview_rgb
+from rtforge.io.rtimage import build_rt_image, encode_png, image_label
 from rtforge.io.rtstruct import StructureSet, read_rtstruct
 from rtforge.io.series import ImageSeries, read_series
 from rtforge.io.uids import new_uid
@@ -262,9 +263,30 @@ class CTStudy:
         return [quantize(image, mapping, invert) for image in integrals]
 
     @staticmethod
-    def png(image: QuantizedDrr) -> bytes:
-        """A PNG preview of a DRR through its VOI window (8-bit RGB)."""
-        return _png(preview_rgb(image))
+    def png(image: QuantizedDrr, geometry: BeamGeometry | None = None, *,
+            label: str | None = None) -> bytes:
+        """A PNG preview of a DRR through its VOI window (8-bit RGB).
+
+        Parameters
+        ----------
+        image : QuantizedDrr
+        geometry : BeamGeometry, optional
+            The geometry the DRR was computed with: the preview is then the
+            one ``rtforge drr --png`` writes for it, zoomed and annotated with
+            the orientation letters, label, angles, isocentre cross and scale
+            bar (:func:`rtforge.io.rtimage.encode_png`).  Without it, the
+            image as it is (rows x columns, nothing drawn).
+        label : str, optional
+            The label drawn; by default the RT Image Label :meth:`rt_images`
+            writes (:func:`rtforge.io.rtimage.image_label`).
+
+        Returns
+        -------
+        bytes
+        """
+        if geometry is not None and label is None:
+            label = image_label(geometry)
+        return encode_png(image, geometry=geometry, label=label or "")
 
     def rt_images(self, geometries: Sequence[BeamGeometry], images: Sequence[QuantizedDrr],
                   *, derivation: str | None = None) -> list[Dataset]:
