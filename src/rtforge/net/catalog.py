@@ -79,16 +79,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from rtforge.errors import InvalidInputError
+from rtforge.io.dicomfile import split_part10
 from rtforge.io.integrity import read_checked
 
 __all__ = [
@@ -514,25 +513,6 @@ class ImportReport:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _not_group_0002(tag: Any, vr: str | None, length: int) -> bool:
-    return bool(tag.group != 2)
-
-
-def split_part10(data: bytes) -> tuple[bytes, bytes]:
-    """(preamble, prefix and File Meta Information; data set) of a Part 10 file's bytes.
-
-    Raises
-    ------
-    InvalidDicomError
-        If ``data`` is not a Part 10 file.
-    """
-    fp = BytesIO(data)
-    read_preamble(fp, False)
-    read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_not_group_0002)
-    offset = fp.tell()
-    return data[:offset], data[offset:]
 
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile | None:
