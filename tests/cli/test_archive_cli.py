@@ -10,7 +10,7 @@ from pydicom import dcmread
 
 from rtforge.cli import main
 from tests.datafiles import pydicom_file
-from tests.net.archive_peers import RESTORE_AET, Archive, phantom_store
+from tests.net.archive_peers import Archive, archive_config, phantom_store
 from tests.net.peers import LOCALHOST, free_port
 
 PATIENT = "RTF-PHANTOM-001"
@@ -81,12 +81,8 @@ def test_file_and_restore_with_orthanc(tmp_path: Path, archive: Archive,
                                        capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "store"
-    config = tmp_path / "config.toml"
-    config.write_text(f'[network.nodes.archive]\nae_title = "ORTHANC"\nhost = "{LOCALHOST}"\n'
-                      f'port = {archive.port}\n\n[archive]\nstore = "{store}"\n'
-                      f'restore_ae_title = "{RESTORE_AET}"\nrestore_port = '
-                      f'{archive.restore_port}\n')
-    monkeypatch.setenv("RTFORGE_CONFIG", str(config))
+    monkeypatch.setenv("RTFORGE_CONFIG",
+                       str(archive_config(archive, tmp_path / "config.toml", store=store)))
     files = {p: p.read_bytes() for p in phantom_store(store)}
     assert main(["store", "import", str(store), "-q"]) == 0
     study = next(iter(_json(capsys, ["store", "ls", "--patient", PATIENT, "--json"])[0]

@@ -19,7 +19,7 @@ from pydicom import Dataset, dcmread
 from rtforge.cli import main
 from rtforge.net.catalog import Catalog, InstanceState, file_sha256
 from tests.datafiles import pydicom_file
-from tests.net.archive_peers import RESTORE_AET, Archive
+from tests.net.archive_peers import Archive, archive_config
 from tests.net.peers import DCMTK_ENV, LOCALHOST, STORESCU, needs, start_receiver, stop_process
 
 
@@ -154,12 +154,8 @@ def test_dcmtk_sends_an_edited_copy_listed_and_never_filed(
     the patient to Orthanc files the first and leaves the second where it is."""
     needs(STORESCU)
     catalog_path = tmp_path / "catalog.sqlite"
-    config = tmp_path / "config.toml"
-    config.write_text(f'[network.nodes.archive]\nae_title = "ORTHANC"\nhost = "{LOCALHOST}"\n'
-                      f'port = {archive.port}\n\n[archive]\ncatalog = "{catalog_path}"\n'
-                      f'restore_ae_title = "{RESTORE_AET}"\nrestore_port = '
-                      f'{archive.restore_port}\n')
-    monkeypatch.setenv("RTFORGE_CONFIG", str(config))
+    monkeypatch.setenv("RTFORGE_CONFIG", str(archive_config(archive, tmp_path / "config.toml",
+                                                            catalog=catalog_path)))
     original, edited = _ct("ORIGINAL"), _ct("EDITED COPY")
     uid, patient = original.SOPInstanceUID, original.PatientID
     receiver = start_receiver(tmp_path, "--catalog", str(catalog_path))

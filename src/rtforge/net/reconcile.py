@@ -8,7 +8,9 @@ this order (:mod:`rtforge.net.receiver` has the details of 1 to 4):
    once whole, checked and (``--sync object``) flushed;
 3. the C-STORE response: success is answered only after 2;
 4. the catalog row, written by the indexer's thread after 3 (its own
-   SQLite transaction, ``synchronous=FULL``).
+   SQLite transaction, ``synchronous=FULL``); for a copy of other content
+   kept beside the first (``<UID>_2.dcm``), a quarantine row instead
+   (a conflicting copy), in the same way.
 
 A ``kill -9`` between any two steps leaves: a ``.part`` file (before 2:
 never acknowledged, the sender resends), or a file without a row (between 2
