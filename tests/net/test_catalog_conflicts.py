@@ -140,6 +140,26 @@ def test_a_schema_2_catalog_is_migrated(tmp_path: Path) -> None:
         assert len(catalog.quarantined()) == 2
 
 
+def test_a_schema_2_migration_cut_short_is_completed(tmp_path: Path) -> None:
+    """A crash after the first column was added (version still 2): the next opening ends it."""
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DROP TABLE quarantine")
+        db.executescript(_SCHEMA_2_QUARANTINE)
+        db.execute("ALTER TABLE quarantine ADD COLUMN reason TEXT NOT NULL DEFAULT "
+                   "'another patient'")
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+    Catalog(path).close()
+    db = sqlite3.connect(path)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(quarantine)")]
+    assert columns[-3:] == ["reason", "copy_of", "copy_of_sha256"]
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    db.close()
+
+
 def _storescu(node_port: int, ae_title: str, path: Path) -> None:
     subprocess.run([STORESCU, "-aet", "DCMTK", "-aec", ae_title, LOCALHOST, str(node_port),
                     str(path)], env=DCMTK_ENV, check=True, capture_output=True, timeout=60)
