@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from rtforge.cli import main
-from tests.net.archive_peers import RESTORE_AET, Archive, phantom_store
+from tests.datafiles import pydicom_file
+from tests.net.archive_peers import Archive, archive_config, phantom_store
 from tests.net.peers import LOCALHOST, free_port
 
 PATIENT = "RTF-PHANTOM-001"
@@ -79,12 +81,8 @@ def test_file_and_restore_with_orthanc(tmp_path: Path, archive: Archive,
                                        capsys: pytest.CaptureFixture[str],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "store"
-    config = tmp_path / "config.toml"
-    config.write_text(f'[network.nodes.archive]\nae_title = "ORTHANC"\nhost = "{LOCALHOST}"\n'
-                      f'port = {archive.port}\n\n[archive]\nstore = "{store}"\n'
-                      f'restore_ae_title = "{RESTORE_AET}"\nrestore_port = '
-                      f'{archive.restore_port}\n')
-    monkeypatch.setenv("RTFORGE_CONFIG", str(config))
+    monkeypatch.setenv("RTFORGE_CONFIG",
+                       str(archive_config(archive, tmp_path / "config.toml", store=store)))
     files = {p: p.read_bytes() for p in phantom_store(store)}
     assert main(["store", "import", str(store), "-q"]) == 0
     study = next(iter(_json(capsys, ["store", "ls", "--patient", PATIENT, "--json"])[0]
@@ -116,3 +114,37 @@ def test_media_import_and_export(tmp_path: Path, config: Path,
     assert again["imported"] == len(files)
     assert main(["media", "export", "NOBODY", str(tmp_path / "x"), "--store", str(store)]) == 1
     assert "not in the catalog" in capsys.readouterr().err
+
+
+def test_media_import_keeps_a_conflicting_copy_beside_the_first(
+        tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Media holding another version of a SOP Instance UID the store has: it used to be
+    copied over the store's file (the first version lost); now it is kept beside, listed."""
+    first = dcmread(pydicom_file("CT_small.dcm"))
+    edited = dcmread(pydicom_file("CT_small.dcm"))
+    edited.SeriesDescription = "EDITED ON ANOTHER SYSTEM"
+    for name, ds in (("cd1", first), ("cd2", edited)):
+        (tmp_path / name).mkdir()
+        ds.save_as(tmp_path / name / "IM1", enforce_file_format=True)
+    store = tmp_path / "store"
+    assert main(["media", "import", str(tmp_path / "cd1"), "--store", str(store), "-q"]) == 0
+    (kept,) = store.rglob("*.dcm")
+    before = kept.read_bytes()
+    report = _json(capsys, ["media", "import", str(tmp_path / "cd2"), "--store", str(store),
+                            "--json"])
+    assert kept.read_bytes() == before
+    beside = kept.with_name(f"{first.SOPInstanceUID}_2.dcm")
+    assert dcmread(beside).SeriesDescription == "EDITED ON ANOTHER SYSTEM"
+    (copy,) = report["conflicting_copies"]
+    assert (copy["path"], copy["copy_of"]) == (str(beside), str(kept))
+    assert main(["media", "import", str(tmp_path / "cd2"), "--store", str(store)]) == 0
+    assert sorted(store.rglob("*.dcm")) == [kept, beside]  # the same copy is not written again
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "conflicting" in line]
+    assert str(kept) in line and str(beside) in line
+    exported = _json(capsys, ["media", "export", first.PatientID, str(tmp_path / "out"),
+                              "--store", str(store), "--json"])
+    assert [Path(p).read_bytes() for p in exported["files"]] == [before]  # never the copy
+    assert main(["media", "export", first.PatientID, str(tmp_path / "out2"), "--store",
+                 str(store)]) == 0
+    assert f"left out: conflicting copy of SOP Instance UID {first.SOPInstanceUID}" in \
+        capsys.readouterr().err

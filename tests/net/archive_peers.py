@@ -103,6 +103,18 @@ def _lookup(archive: Archive, sop_instance_uid: str) -> list[str]:
         return [item["ID"] for item in json.loads(answer.read()) if item["Type"] == "Instance"]
 
 
+def archive_config(archive: Archive, path: Path, **settings: Path) -> Path:
+    """Write a configuration naming ``archive`` (node ``archive``) and its restore SCP.
+
+    ``settings`` are more ``[archive]`` keys (``store``, ``catalog``).
+    """
+    extra = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
+    path.write_text(f'[network.nodes.archive]\nae_title = "ORTHANC"\nhost = "{LOCALHOST}"\n'
+                    f'port = {archive.port}\n\n[archive]\n{extra}restore_ae_title = '
+                    f'"{RESTORE_AET}"\nrestore_port = {archive.restore_port}\n')
+    return path
+
+
 def phantom_store(store: Path, *, size: int = 16, nslices: int = 3) -> list[Path]:
     """A small phantom patient (two CT series) written under ``store``; its files."""
     make_phantom_patient(store, size=size, nslices=nslices)

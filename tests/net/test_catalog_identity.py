@@ -132,7 +132,7 @@ def test_a_schema_1_catalog_that_merged_patients_is_migrated(
         assert len(catalog.instances(PATIENT)) == 8  # the merged rows are gone from the case
         assert len(catalog.quarantined("OTHER")) == 8
         assert [c.patient_id for c in catalog.cases()] == [PATIENT, "OTHER"]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 @pytest.mark.interop

@@ -56,7 +56,7 @@ def test_files_without_rows_rows_without_files_and_changed_files(tmp_path: Path)
         assert reconcile_store(catalog, out).changed is False  # a second run finds nothing
 
 
-def test_a_copy_kept_beside_is_reported_not_indexed(tmp_path: Path) -> None:
+def test_a_copy_kept_beside_is_quarantined_as_a_conflicting_copy(tmp_path: Path) -> None:
     out = tmp_path / "rx"
     first = dcmread(pydicom_file("CT_small.dcm"))
     other = dcmread(pydicom_file("CT_small.dcm"))
@@ -66,7 +66,14 @@ def test_a_copy_kept_beside_is_reported_not_indexed(tmp_path: Path) -> None:
     with Catalog(tmp_path / "catalog.sqlite") as catalog:
         report = reconcile_store(catalog, out)
         assert report.indexed == 1 and report.conflicts == [beside.resolve()]
+        (line,) = report.quarantined
+        assert first.SOPInstanceUID in line and str(kept.resolve()) in line \
+            and str(beside.resolve()) in line
         assert _rows(catalog, out) == {kept.resolve(): InstanceState.LOCAL}
+        (aside,) = catalog.quarantined()
+        assert (aside.path, aside.copy_of, aside.reason.value) == (
+            beside.resolve(), kept.resolve(), "conflicting copy")
+        assert reconcile_store(catalog, out).changed is False  # kept aside: not indexed again
     assert len(received_files(out)) == 2
 
 

@@ -18,7 +18,7 @@ from rtforge.config import VERIFY_METHODS, Config, Node, load_config
 from rtforge.errors import InvalidInputError, RtforgeError
 from rtforge.net import resolve_node
 from rtforge.net.archive import file_case, restore_case
-from rtforge.net.catalog import Catalog, SeriesSummary
+from rtforge.net.catalog import Catalog, SeriesSummary, conflicting_copies
 
 __all__ = ["register", "add_store_flags", "open_catalog", "report_quarantine"]
 
@@ -30,7 +30,9 @@ _STORE_EXAMPLE = """examples:
 the store and its catalog: [archive] store and catalog in the configuration, or --store/--catalog.
 A study belongs to one patient: an object whose study (series, SOP Instance UID) the catalog
 holds under another Patient ID is quarantined (kept aside, reported, listed by 'store ls', never
-exported, filed or restored), never merged.
+exported, filed or restored), never merged. So is a conflicting copy: a file of a catalogued SOP
+Instance UID with other content (the receiver's <UID>_2.dcm), listed with both files; it is
+never deleted either, and 'file' files the catalogued copy and leaves it local.
 import checks each file (truncated, short Pixel Data, non-finite geometry, broken contours): a
 damaged one is named on stderr and not catalogued (exit status 1); the others are.
 """
@@ -45,6 +47,8 @@ Commitment, the report coming to the temporary SCP's AE; "retrieve" = C-MOVE bac
 the data set SHA-256; "auto" = commitment where the node supports it); then delete the local
 files; the catalog keeps the records and the archive's name. Any instance not proven:
 nothing is deleted, exit 1, the instances are listed ("missing: UID"); run again.
+quarantined objects are never filed; a conflicting copy of the patient (another file of a
+filed SOP Instance UID, other content) stays local and is named on stderr ("not filed").
 A folder target: each copy is read back and compared. A run killed at any point is
 reconciled by the next file or restore.
 TLS (--tls... or the node's tls settings): the temporary SCP listens with TLS too, presenting
@@ -236,13 +240,17 @@ def _store_ls(args: argparse.Namespace) -> int:
         for record in instances:
             print(f"  {record.sop_instance_uid}  {record.state.value:<8} {record.path}")
         for aside_record in aside:
+            why = f"conflicting copy of {aside_record.copy_of}" if aside_record.copy_of \
+                else f"study of {aside_record.owner_patient_id!r}"
             print(f"  {aside_record.sop_instance_uid}  {aside_record.state.value:<8} "
-                  f"{aside_record.path}  (study of {aside_record.owner_patient_id!r})")
+                  f"{aside_record.path}  ({why})")
     elif args.patient:
         _print_series(series)
     for case in cases:
         for group in case.quarantine:
             print(group.line())
+        for conflict in case.conflicts:
+            print(conflict.line())
     print(f"{len(cases)} case{'s' if len(cases) != 1 else ''}")
     return 0
 
@@ -258,6 +266,8 @@ def _file(args: argparse.Namespace) -> int:
     bar = progress_bar(args, None, "file", "obj")
     try:
         with catalog:
+            kept = [r for r in conflicting_copies(catalog.quarantined(args.patient_id))
+                    if args.study is None or r.study_uid == args.study]
             report = file_case(
                 catalog, args.patient_id, target, study_uid=args.study,
                 ae_title=args.aet or config.network.ae_title,
@@ -267,8 +277,9 @@ def _file(args: argparse.Namespace) -> int:
                 allow_lossy_decompress=args.allow_lossy_decompress)
     finally:
         bar.close()
+    report_quarantine(args, [f"not filed, kept local: {r.line()}" for r in kept])
     if args.json:
-        emit_json(report.as_dict())
+        emit_json({**report.as_dict(), "conflicting_copies": [r.as_dict() for r in kept]})
     elif not args.quiet:
         print(f"{args.patient_id}: {report.sent} of {report.total} stored ({report.already} "
               f"already there), {report.verified} verified, {report.deleted} local files "

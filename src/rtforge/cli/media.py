@@ -10,7 +10,7 @@ from rtforge.cli._common import add_output_flags, emit_json
 from rtforge.cli.archive import add_store_flags, open_catalog, report_quarantine
 from rtforge.errors import InvalidInputError
 from rtforge.io.media import copy_into, export_media, scan_media
-from rtforge.net.catalog import InstanceState, group_quarantine
+from rtforge.net.catalog import InstanceState, quarantine_lines
 
 __all__ = ["register"]
 
@@ -18,12 +18,14 @@ _EXAMPLE = """examples:
   rtforge media import /media/cdrom
   rtforge media export RTF-PHANTOM-001 /media/usb/case1 --dicomdir
 import: the DICOMDIR is used when present; files it misses are read all the same and listed,
-and without one every file is read. The files are copied into the store and catalogued.
+and without one every file is read. The files are copied into the store and catalogued; one
+of a SOP Instance UID the store holds with other content is kept beside it (<UID>_2.dcm, never
+over it) and catalogued as a conflicting copy (see 'rtforge store ls').
 Each file is checked first (truncated file, short Pixel Data, non-finite geometry, broken
 contours): a damaged one is named on stderr and left out (exit status 1), the others imported.
 export: the case's local files with generated folder names, and a DICOMDIR with --dicomdir;
 only objects that hold the case's Patient ID (quarantined objects, kept aside because their study
-belongs to another patient, are left out and reported).
+belongs to another patient or as conflicting copies, are left out and reported).
 The DICOMDIR's records are in the configured character_set (ISO_IR 100 by default, ISO_IR 192
 if set).
 """
@@ -68,7 +70,9 @@ def _import(args: argparse.Namespace) -> int:
     report_quarantine(args, report.quarantine_lines())
     if args.json:
         emit_json({**scan.as_dict(), "imported": report.added, "updated": report.updated,
-                   "quarantined": report.as_dict()["quarantined"], "store": str(store)})
+                   "quarantined": report.as_dict()["quarantined"],
+                   "conflicting_copies": report.as_dict()["conflicting_copies"],
+                   "store": str(store)})
     elif not args.quiet:
         how = "through its DICOMDIR" if scan.dicomdir is not None else "file by file"
         quarantined = f", {len(report.quarantined)} quarantined" if report.quarantined else ""
@@ -87,8 +91,8 @@ def _export(args: argparse.Namespace) -> int:
     config, catalog = open_catalog(args)
     with catalog:
         records = catalog.instances(args.patient_id)
-        aside = group_quarantine(catalog.quarantined(args.patient_id))
-    report_quarantine(args, [f"left out: {g.line()}" for g in aside])
+        aside = catalog.quarantined(args.patient_id)
+    report_quarantine(args, [f"left out: {line}" for line in quarantine_lines(aside)])
     if not records:
         raise InvalidInputError(f"case {args.patient_id!r} is not in the catalog (see "
                                 "'rtforge store ls')" if not aside else

@@ -77,7 +77,9 @@ refused (0xA900): an object whose SOP Instance, Study or Series Instance UID is 
 UID (digits and dots, at most 64 characters); nothing of it is kept. The Patient ID folder is
 the ID with every byte other than letters, digits, - _ . written %XX.
 a SOP Instance UID received again: identical content is a duplicate (one copy kept); other
-content is kept beside the first as <UID>_2.dcm (and reported), never dropped.
+content is kept beside the first as <UID>_2.dcm (and reported), never dropped; with --catalog
+it is catalogued as a conflicting copy (one line naming the UID and both files; listed by
+'rtforge store ls', never exported, filed, restored or deleted).
 one receiver per OUT: a second one exits 1 (lock file OUT/""" + LOCK_NAME + """). With
 --catalog, start-up first reconciles the catalog with OUT (after a crash, kill -9 included):
 files without rows are indexed, rows whose file is gone are settled.
@@ -339,9 +341,8 @@ def _receive(args: argparse.Namespace) -> int:
 
     def on_stored(obj: StoredObject) -> None:
         bar.update(1)
-        # A copy kept beside another of its SOP Instance UID is not indexed: one row per UID.
-        if indexer is not None and obj.path is not None and not obj.duplicate \
-                and not (obj.conflict and scp.duplicates is DuplicatePolicy.KEEP_FIRST):
+        # A copy kept beside another of its SOP Instance UID is indexed as a conflicting copy.
+        if indexer is not None and obj.path is not None and not obj.duplicate:
             indexer.add(obj.path)
 
     scp = StorageSCP(args.out, ae_title=args.aet or config.network.ae_title,
@@ -358,7 +359,7 @@ def _receive(args: argparse.Namespace) -> int:
         if catalog_path is not None:
             with Catalog(catalog_path) as catalog:
                 reconciled = reconcile_store(catalog, args.out)
-            if (reconciled.changed or reconciled.conflicts) and not (args.quiet or args.json):
+            if reconciled.changed and not (args.quiet or args.json):
                 sys.stderr.write(f"rtforge receive: catalog reconciled with {args.out}: "
                                  f"{reconciled.summary()}\n")
             for line in reconciled.quarantined:

@@ -20,21 +20,65 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom import uid as dicom_uid
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_preamble
 
 from rtforge.errors import InvalidInputError
 
 __all__ = ["DicomFile", "looks_like_dicom", "quiet_pydicom", "read_dicom_file",
-           "transfer_syntax_of", "sop_class_name"]
+           "transfer_syntax_of", "sop_class_name", "split_part10", "same_content"]
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _VR_BYTES = frozenset(
     b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
     b"UN UR US UT UV".split())
+
+
+def _not_group_0002(tag: Any, vr: str | None, length: int) -> bool:
+    return bool(tag.group != 2)
+
+
+def _read_meta(data: bytes) -> tuple[Dataset, int]:
+    """(File Meta Information, offset of the data set) of a Part 10 file's bytes."""
+    fp = BytesIO(data)
+    read_preamble(fp, False)
+    meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
+                        stop_when=_not_group_0002)
+    return meta, fp.tell()
+
+
+def split_part10(data: bytes) -> tuple[bytes, bytes]:
+    """(preamble, prefix and File Meta Information; data set) of a Part 10 file's bytes.
+
+    Raises
+    ------
+    InvalidDicomError
+        If ``data`` is not a Part 10 file.
+    """
+    offset = _read_meta(data)[1]
+    return data[:offset], data[offset:]
+
+
+def same_content(first: bytes, second: bytes) -> bool:
+    """Whether two Part 10 files' bytes hold the same object.
+
+    The same Transfer Syntax UID and the same data set bytes, as the
+    receiver compares copies (the File Meta Information may differ
+    otherwise); bytes that are not a Part 10 file are compared whole.
+    """
+    try:
+        (meta_1, offset_1), (meta_2, offset_2) = _read_meta(first), _read_meta(second)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, AttributeError, TypeError):
+        return first == second
+    return meta_1.get("TransferSyntaxUID") == meta_2.get("TransferSyntaxUID") \
+        and first[offset_1:] == second[offset_2:]
 
 
 def sop_class_name(uid: str) -> str:

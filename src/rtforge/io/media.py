@@ -40,7 +40,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from rtforge.config import DEFAULT_CHARACTER_SET
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.charset import reencode
-from rtforge.io.dicomfile import quiet_pydicom
+from rtforge.io.dicomfile import quiet_pydicom, same_content
 from rtforge.io.fileset import atomic_write, instance_path
 from rtforge.io.integrity import read_checked
 from rtforge.io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -266,7 +266,12 @@ def copy_into(files: Sequence[Path], store: str | os.PathLike[str]) -> list[Path
     """Copy DICOM files into a store's layout, atomically; the new paths.
 
     Each goes to ``STORE/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``
-    (:func:`rtforge.io.fileset.instance_path`), bytes unchanged.
+    (:func:`rtforge.io.fileset.instance_path`), bytes unchanged.  A file
+    already there is never overwritten: a copy of the same content
+    (:func:`rtforge.io.dicomfile.same_content`) there, or beside it, is
+    not written again (its path is returned); other content is kept beside
+    it as ``<SOPInstanceUID>_2.dcm`` (``_3`` ...), as the receiver does, and
+    the catalog records it as a conflicting copy.
 
     Raises
     ------
@@ -282,10 +287,24 @@ def copy_into(files: Sequence[Path], store: str | os.PathLike[str]) -> list[Path
             target = instance_path(store, ds)
         except (*_HEADER_ERRORS, ConformanceError) as exc:
             raise InvalidInputError(f"cannot place it in the store: {exc}", path=path) from None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, [path.read_bytes()])
+        data = path.read_bytes()
+        target, new = _place(target, data)
+        if new:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, [data])
         out.append(target)
     return out
+
+
+def _place(target: Path, data: bytes) -> tuple[Path, bool]:
+    """(path, whether to write it): a copy of ``data`` there or beside it, else a free name."""
+    candidate, number = target, 2
+    while candidate.exists():
+        if same_content(candidate.read_bytes(), data):
+            return candidate, False
+        candidate = target.with_name(f"{target.stem}_{number}{target.suffix}")
+        number += 1
+    return candidate, True
 
 
 @dataclass

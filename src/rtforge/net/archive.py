@@ -60,6 +60,15 @@ copies each file there atomically (``.<name>.<pid>.tmp``, then a rename; the
 next filing to the folder removes what a killed one left) and verifies it by
 reading it back.
 
+Quarantined files are never filed, verified, deleted or restored (only
+catalogued instances are).  For a conflicting copy (another file of a
+catalogued SOP Instance UID, of other content; :mod:`rtforge.net.catalog`)
+this is a decision: the catalogued copy is filed, verified and its file
+deleted as before, since it is the copy the catalog's checksums and the
+archive describe and the conflict does not make it less safe in the
+archive; the conflicting copy stays local, listed by ``rtforge store ls``
+and named by ``rtforge file``, until someone decides which copy is right.
+
 Restoring (Oncentra 4.2.3.3.2) opens a temporary Storage SCP with the
 configured AE title and port, enumerates the filed instances on the archive
 with C-FIND, C-MOVEs each study to itself, stops the SCP once the C-MOVE

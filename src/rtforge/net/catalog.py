@@ -37,6 +37,32 @@ patients) and listed by ``rtforge store ls``; no query of a patient's
 instances (export, filing, restore) returns it.  Catalogs of schema 1 (which
 merged such objects) are migrated on opening: each local row whose file holds
 another Patient ID than its study's is moved to the quarantine.
+
+Conflicting copies: one row per SOP Instance UID, so a file of a catalogued
+SOP Instance UID with other content (another transfer syntax or other data
+set bytes, as the receiver compares them) at another path is never merged
+either, when the catalogued copy still exists: its file is on disk, or an
+archive holds it (``filed``, ``deleting``, ``restoring``).  Typically the
+receiver kept it beside the first as ``<UID>_2.dcm``.  It is quarantined
+with the reason :attr:`QuarantineReason.CONFLICTING_COPY`, the catalogued
+copy's path and checksum beside its own, reported in one line naming the
+SOP Instance UID and both files (:meth:`QuarantinedRecord.line`) and listed
+by ``rtforge store ls``.  Someone must decide which copy is right; until
+then the catalogued copy is exported, filed (verified, its file deleted)
+and restored as before, since it is the copy the catalog's checksums and
+any archive describe, and the conflicting copy stays where it is: never
+exported, filed, restored or deleted by rtforge (filing reports it as kept
+local).  A catalogued ``local`` row whose file is gone holds no copy: a file
+of its SOP Instance UID found elsewhere takes the row, as a moved file does;
+an identical copy elsewhere takes it too (as before).  Which of two copies
+is catalogued follows the order they are indexed in (the receiver indexes
+in the order it stored them).
+
+Schema 3 adds the reason (and the catalogued copy's path and checksum) to
+each quarantine row; catalogs of schema 2 get the columns on opening, their
+rows the reason ``another patient``.  Each column is added only when
+missing and the version is written last, so a migration a crash cut short
+is completed by the next opening.
 """
 
 from __future__ import annotations
@@ -53,16 +79,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from rtforge.errors import InvalidInputError
+from rtforge.io.dicomfile import split_part10
 from rtforge.io.integrity import read_checked
 
 __all__ = [
@@ -71,9 +96,12 @@ __all__ = [
     "InstanceRecord",
     "CaseSummary",
     "SeriesSummary",
+    "QuarantineReason",
     "QuarantinedRecord",
     "QuarantineGroup",
     "group_quarantine",
+    "conflicting_copies",
+    "quarantine_lines",
     "ImportReport",
     "ScannedFile",
     "split_part10",
@@ -90,7 +118,7 @@ logger = logging.getLogger(__name__)
 
 #: File name of the catalog in the store's root, unless configured elsewhere.
 CATALOG_NAME = "catalog.sqlite"
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -136,7 +164,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
     owner_patient_id TEXT NOT NULL,
     size             INTEGER NOT NULL,
     sha256           TEXT NOT NULL,
-    found_at         TEXT NOT NULL
+    found_at         TEXT NOT NULL,
+    reason           TEXT NOT NULL DEFAULT 'another patient',
+    copy_of          TEXT,
+    copy_of_sha256   TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
@@ -153,9 +184,23 @@ class InstanceState(str, Enum):
     FILED = "filed"
     """Only in the archive the record names."""
     QUARANTINED = "quarantined"
-    """Kept aside: its study (series, SOP Instance UID) belongs to another patient."""
+    """Kept aside (:class:`QuarantineReason`): never exported, filed or restored."""
     RESTORING = "restoring"
     """Received intact from the archive; the local file is being written back."""
+
+
+class QuarantineReason(str, Enum):
+    """Why a file is kept aside in the quarantine."""
+
+    ANOTHER_PATIENT = "another patient"
+    """Its study, series or SOP Instance UID belongs to another Patient ID in the catalog."""
+    CONFLICTING_COPY = "conflicting copy"
+    """Its SOP Instance UID is catalogued for another file (or a filed copy) of other content."""
+
+
+#: Columns schema 3 added to ``quarantine`` (the migration adds the missing ones).
+_QUARANTINE_COLUMNS_3 = {"reason": "TEXT NOT NULL DEFAULT 'another patient'",
+                         "copy_of": "TEXT", "copy_of_sha256": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -246,6 +291,8 @@ class CaseSummary:
     quarantine : tuple of QuarantineGroup
         Its objects kept aside, per study (counted in ``instances`` and
         ``states`` as ``quarantined``).
+    conflicts : tuple of QuarantinedRecord
+        Its conflicting copies kept aside (counted as ``quarantined`` too).
     """
 
     patient_id: str
@@ -257,13 +304,15 @@ class CaseSummary:
     states: dict[str, int]
     archives: tuple[str, ...]
     quarantine: tuple[QuarantineGroup, ...] = ()
+    conflicts: tuple[QuarantinedRecord, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"patient_id": self.patient_id, "patient_name": self.patient_name,
                 "studies": self.studies, "series": self.series, "instances": self.instances,
                 "size": self.size, "states": self.states, "archives": list(self.archives),
-                "quarantine": [g.as_dict() for g in self.quarantine]}
+                "quarantine": [g.as_dict() for g in self.quarantine],
+                "conflicting_copies": [r.as_dict() for r in self.conflicts]}
 
 
 @dataclass(frozen=True)
@@ -300,7 +349,7 @@ class SeriesSummary:
 
 @dataclass(frozen=True)
 class QuarantinedRecord:
-    """One file kept aside: its study, series or SOP Instance UID belongs to another patient.
+    """One file kept aside (see the module notes).
 
     Parameters
     ----------
@@ -314,6 +363,11 @@ class QuarantinedRecord:
     sha256 : str
     found_at : str
         ISO 8601 UTC time it was kept aside.
+    reason : QuarantineReason
+    copy_of : Path or None
+        For a conflicting copy: the catalogued copy's file (on disk, or filed).
+    copy_of_sha256 : str or None
+        For a conflicting copy: the catalogued copy's SHA-256.
     """
 
     path: Path
@@ -327,11 +381,22 @@ class QuarantinedRecord:
     size: int
     sha256: str
     found_at: str
+    reason: QuarantineReason = QuarantineReason.ANOTHER_PATIENT
+    copy_of: Path | None = None
+    copy_of_sha256: str | None = None
 
     @property
     def state(self) -> InstanceState:
         """Always :attr:`InstanceState.QUARANTINED`."""
         return InstanceState.QUARANTINED
+
+    def line(self) -> str:
+        """The one-line report (for a conflicting copy: the SOP Instance UID and both files)."""
+        if self.reason is QuarantineReason.CONFLICTING_COPY:
+            return (f"conflicting copy of SOP Instance UID {self.sop_instance_uid}: {self.path} "
+                    f"holds other content than the catalogued {self.copy_of}; kept aside, not "
+                    "merged (never exported, filed, restored or deleted): decide which is right")
+        return QuarantineGroup(self.patient_id, self.study_uid, self.owner_patient_id, 1).line()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -340,7 +405,9 @@ class QuarantinedRecord:
                 "study_uid": self.study_uid, "modality": self.modality,
                 "patient_id": self.patient_id, "owner_patient_id": self.owner_patient_id,
                 "size": self.size, "sha256": self.sha256, "state": self.state.value,
-                "found_at": self.found_at}
+                "found_at": self.found_at, "reason": self.reason.value,
+                "copy_of": None if self.copy_of is None else str(self.copy_of),
+                "copy_of_sha256": self.copy_of_sha256, "report": self.line()}
 
 
 @dataclass(frozen=True)
@@ -376,12 +443,29 @@ class QuarantineGroup:
 
 
 def group_quarantine(records: Iterable[QuarantinedRecord]) -> list[QuarantineGroup]:
-    """Quarantined records counted per (patient, study, owner), in that order."""
+    """Records of another patient's study counted per (patient, study, owner), in that order.
+
+    Conflicting copies (:func:`conflicting_copies`) are left out: each is reported alone.
+    """
     counts: dict[tuple[str, str, str], int] = {}
     for r in records:
+        if r.reason is not QuarantineReason.ANOTHER_PATIENT:
+            continue
         key = (r.patient_id, r.study_uid, r.owner_patient_id)
         counts[key] = counts.get(key, 0) + 1
     return [QuarantineGroup(*key, n) for key, n in sorted(counts.items())]
+
+
+def conflicting_copies(records: Iterable[QuarantinedRecord]) -> list[QuarantinedRecord]:
+    """The records kept aside as conflicting copies, in the order given."""
+    return [r for r in records if r.reason is QuarantineReason.CONFLICTING_COPY]
+
+
+def quarantine_lines(records: Iterable[QuarantinedRecord]) -> list[str]:
+    """The report: one line per patient and study of another patient, one per conflicting copy."""
+    records = list(records)
+    return [g.line() for g in group_quarantine(records)] + \
+        [r.line() for r in conflicting_copies(records)]
 
 
 @dataclass
@@ -398,8 +482,9 @@ class ImportReport:
     skipped : list of Path
         Files that are not DICOM Part 10 files, or are DICOMDIRs.
     quarantined : list of QuarantinedRecord
-        Files of a patient whose study (series, SOP Instance UID) the catalog
-        holds under another patient: kept aside, not merged.
+        Files kept aside, not merged: of a patient whose study (series, SOP
+        Instance UID) the catalog holds under another patient, and
+        conflicting copies (:class:`QuarantineReason`).
     rejected : list of (Path, str)
         DICOM files left out because they are damaged
         (:func:`rtforge.io.integrity.check_dataset`), with the one-line error.
@@ -412,38 +497,22 @@ class ImportReport:
     rejected: list[tuple[Path, str]] = field(default_factory=list)
 
     def quarantine_lines(self) -> list[str]:
-        """One line per patient and study kept aside, naming both patients."""
-        return [g.line() for g in group_quarantine(self.quarantined)]
+        """One line per patient and study kept aside, naming both patients, and one per
+        conflicting copy, naming its SOP Instance UID and both files."""
+        return quarantine_lines(self.quarantined)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"added": self.added, "updated": self.updated,
                 "skipped": [str(p) for p in self.skipped],
                 "quarantined": [g.as_dict() for g in group_quarantine(self.quarantined)],
+                "conflicting_copies": [r.as_dict() for r in
+                                       conflicting_copies(self.quarantined)],
                 "rejected": [{"path": str(p), "error": e} for p, e in self.rejected]}
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _not_group_0002(tag: Any, vr: str | None, length: int) -> bool:
-    return bool(tag.group != 2)
-
-
-def split_part10(data: bytes) -> tuple[bytes, bytes]:
-    """(preamble, prefix and File Meta Information; data set) of a Part 10 file's bytes.
-
-    Raises
-    ------
-    InvalidDicomError
-        If ``data`` is not a Part 10 file.
-    """
-    fp = BytesIO(data)
-    read_preamble(fp, False)
-    read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_not_group_0002)
-    offset = fp.tell()
-    return data[:offset], data[offset:]
 
 
 def scan_file(path: str | os.PathLike[str]) -> ScannedFile | None:
@@ -621,10 +690,11 @@ class Catalog:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA synchronous = FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, _SCHEMA_VERSION):
+            if version not in (0, 1, 2, _SCHEMA_VERSION):
                 raise InvalidInputError(f"catalog schema version {version} is not "
                                         f"{_SCHEMA_VERSION}", path=self.path)
             self._db.executescript(_SCHEMA)
+            self._add_quarantine_columns()
             with self._transaction() as db:
                 if version == 1:
                     self._split_merged_patients(db)
@@ -635,6 +705,20 @@ class Catalog:
         except InvalidInputError:
             self._db.close()
             raise
+
+    def _add_quarantine_columns(self) -> None:
+        """Schema 2 to 3: the reason (and the catalogued copy) of each quarantine row.
+
+        Each missing column is added in its own committed statement, the
+        reason defaulting to ``another patient`` (the only reason schema 2
+        knew); the version is written after, so this runs again, adding what
+        is still missing, after a crash.
+        """
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(quarantine)")}
+        for name, kind in _QUARANTINE_COLUMNS_3.items():
+            if name not in present:
+                with self._transaction() as db:
+                    db.execute(f"ALTER TABLE quarantine ADD COLUMN {name} {kind}")
 
     def _split_merged_patients(self, db: sqlite3.Connection) -> None:
         """Schema 1 to 2: quarantine the local rows whose file holds another patient's ID.
@@ -694,19 +778,40 @@ class Catalog:
         return None if row is None else str(row[0])
 
     @staticmethod
-    def _quarantine(db: sqlite3.Connection, f: ScannedFile, owner: str) -> QuarantinedRecord:
+    def _catalogued_copy(db: sqlite3.Connection, f: ScannedFile) -> tuple[Path, str] | None:
+        """(path, SHA-256) of the catalogued copy ``f`` conflicts with, if any (module notes)."""
+        row = db.execute("SELECT path, sha256, dataset_sha256, transfer_syntax, state "
+                         "FROM instances WHERE sop_instance_uid = ?",
+                         (f.sop_instance_uid,)).fetchone()
+        if row is None:
+            return None
+        path, sha256, dataset_sha256, transfer_syntax, state = row
+        if path == str(f.path) or (dataset_sha256, transfer_syntax) == (f.dataset_sha256,
+                                                                         f.transfer_syntax):
+            return None
+        if state == InstanceState.LOCAL.value and not Path(path).is_file():
+            return None  # no copy left: this one takes the row
+        return Path(path), str(sha256)
+
+    @staticmethod
+    def _quarantine(db: sqlite3.Connection, f: ScannedFile, owner: str,
+                    reason: QuarantineReason = QuarantineReason.ANOTHER_PATIENT,
+                    copy_of: tuple[Path, str] | None = None) -> QuarantinedRecord:
         """Keep ``f`` aside; a stale row that recorded this very file under ``owner`` goes."""
         db.execute("DELETE FROM instances WHERE sop_instance_uid = ? AND path = ?",
                    (f.sop_instance_uid, str(f.path)))
+        held_path, held_sha256 = copy_of if copy_of is not None else (None, None)
         record = QuarantinedRecord(f.path, f.sop_instance_uid, f.sop_class_uid, f.series_uid,
                                    f.study_uid, f.modality, f.patient_id, owner, f.size,
-                                   f.sha256, _now())
+                                   f.sha256, _now(), reason, held_path, held_sha256)
         db.execute("INSERT OR REPLACE INTO quarantine (path, sop_instance_uid, sop_class_uid, "
                    "patient_id, patient_name, study_uid, series_uid, modality, owner_patient_id, "
-                   "size, sha256, found_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   "size, sha256, found_at, reason, copy_of, copy_of_sha256) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (str(f.path), f.sop_instance_uid, f.sop_class_uid, f.patient_id,
                     f.patient_name, f.study_uid, f.series_uid, f.modality, owner, f.size,
-                    f.sha256, record.found_at))
+                    f.sha256, record.found_at, reason.value,
+                    None if held_path is None else str(held_path), held_sha256))
         return record
 
     @classmethod
@@ -715,12 +820,15 @@ class Catalog:
 
         A SOP Instance UID already recorded gets the new path and checksums
         and becomes local (its archive and filing time are kept).  A file
-        whose study, series or SOP Instance UID another patient holds is
-        quarantined (see the module notes).
+        whose study, series or SOP Instance UID another patient holds, and a
+        conflicting copy, are quarantined (see the module notes).
         """
         owner = cls._owner(db, f)
         if owner is not None:
             return cls._quarantine(db, f, owner)
+        held = cls._catalogued_copy(db, f)
+        if held is not None:
+            return cls._quarantine(db, f, f.patient_id, QuarantineReason.CONFLICTING_COPY, held)
         db.execute("DELETE FROM quarantine WHERE path = ?", (str(f.path),))
         db.execute("INSERT INTO patients (patient_id, patient_name) VALUES (?, ?) "
                    "ON CONFLICT(patient_id) DO UPDATE SET patient_name = excluded.patient_name",
@@ -838,7 +946,8 @@ class Catalog:
             _OBJECTS + "SELECT o.patient_id, MAX(o.patient_name), COUNT(DISTINCT o.study_uid), "
             "COUNT(DISTINCT o.series_uid), COUNT(*), COALESCE(SUM(o.size), 0) FROM objects o "
             f"{where} GROUP BY o.patient_id ORDER BY o.patient_id", params).fetchall()
-        quarantine = group_quarantine(self.quarantined(patient_id))
+        aside = self.quarantined(patient_id)
+        quarantine, conflicts = group_quarantine(aside), conflicting_copies(aside)
         out = []
         for pid, name, studies, series, count, size in rows:
             states: dict[str, int] = {}
@@ -851,7 +960,8 @@ class Catalog:
                     archives.add(archive)
             out.append(CaseSummary(pid, name, studies, series, count, size, states,
                                    tuple(sorted(archives)),
-                                   tuple(g for g in quarantine if g.patient_id == pid)))
+                                   tuple(g for g in quarantine if g.patient_id == pid),
+                                   tuple(r for r in conflicts if r.patient_id == pid)))
         return out
 
     def series(self, patient_id: str) -> list[SeriesSummary]:
@@ -878,13 +988,16 @@ class Catalog:
     def quarantined(self, patient_id: str | None = None) -> list[QuarantinedRecord]:
         """The files kept aside (of one patient, or all), in patient, study and UID order."""
         sql = ("SELECT path, sop_instance_uid, sop_class_uid, series_uid, study_uid, modality, "
-               "patient_id, owner_patient_id, size, sha256, found_at FROM quarantine")
+               "patient_id, owner_patient_id, size, sha256, found_at, reason, copy_of, "
+               "copy_of_sha256 FROM quarantine")
         params: list[Any] = []
         if patient_id is not None:
             sql += " WHERE patient_id = ?"
             params.append(patient_id)
         sql += " ORDER BY patient_id, study_uid, series_uid, sop_instance_uid, path"
-        return [QuarantinedRecord(Path(row[0]), *row[1:]) for row in self._db.execute(sql, params)]
+        return [QuarantinedRecord(Path(row[0]), *row[1:11], QuarantineReason(row[11]),
+                                  None if row[12] is None else Path(row[12]), row[13])
+                for row in self._db.execute(sql, params)]
 
     # -- state changes --------------------------------------------------------------------
 
@@ -983,7 +1096,9 @@ class CatalogIndexer:
     connections are not shared between threads).  :meth:`close` records
     what is queued, then stops.  An object whose study another patient holds
     is quarantined (:meth:`Catalog.import_paths`) and reported once per
-    patient and study: a warning in the log, and ``on_quarantine``.
+    patient and study, a conflicting copy (a ``<UID>_2.dcm`` the receiver
+    kept beside the first) once per file: a warning in the log, and
+    ``on_quarantine``.
 
     Parameters
     ----------
@@ -992,7 +1107,8 @@ class CatalogIndexer:
     on_quarantine : callable, optional
         Called (from the indexing thread) with the one-line report
         (:meth:`QuarantineGroup.line`) the first time objects of a patient
-        and study are kept aside.
+        and study are kept aside, and (:meth:`QuarantinedRecord.line`) for
+        each conflicting copy.
 
     Attributes
     ----------
@@ -1008,7 +1124,7 @@ class CatalogIndexer:
         self.indexed = 0
         self.quarantined = 0
         self._on_quarantine = on_quarantine
-        self._reported: set[tuple[str, str, str]] = set()
+        self._reported: set[tuple[str, ...]] = set()
         self._thread = threading.Thread(target=self._run, name="rtforge-catalog", daemon=True)
         self._thread.start()
 
@@ -1032,14 +1148,16 @@ class CatalogIndexer:
                 self._report(report.quarantined)
 
     def _report(self, records: list[QuarantinedRecord]) -> None:
-        for group in group_quarantine(records):
-            key = (group.patient_id, group.study_uid, group.owner_patient_id)
+        reports = [((g.patient_id, g.study_uid, g.owner_patient_id), g.line())
+                   for g in group_quarantine(records)]
+        reports += [((str(r.path),), r.line()) for r in conflicting_copies(records)]
+        for key, line in reports:
             if key in self._reported:
                 continue
             self._reported.add(key)
-            logger.warning("%s: %s", self.path, group.line())
+            logger.warning("%s: %s", self.path, line)
             if self._on_quarantine is not None:
-                self._on_quarantine(group.line())
+                self._on_quarantine(line)
 
     def close(self) -> None:
         """Index what is queued and stop."""

@@ -8,7 +8,9 @@ this order (:mod:`rtforge.net.receiver` has the details of 1 to 4):
    once whole, checked and (``--sync object``) flushed;
 3. the C-STORE response: success is answered only after 2;
 4. the catalog row, written by the indexer's thread after 3 (its own
-   SQLite transaction, ``synchronous=FULL``).
+   SQLite transaction, ``synchronous=FULL``); for a copy of other content
+   kept beside the first (``<UID>_2.dcm``), a quarantine row instead
+   (a conflicting copy), in the same way.
 
 A ``kill -9`` between any two steps leaves: a ``.part`` file (before 2:
 never acknowledged, the sender resends), or a file without a row (between 2
@@ -25,10 +27,12 @@ before the port opens, :meth:`rtforge.net.StorageSCP.prepare` deletes the
 2. indexes every file under the folder that has no row, and re-reads a
    file whose size differs from its row (``--duplicates replace``
    interrupted after the rename); a file whose SOP Instance UID already has
-   a row for another file that exists (a copy of other content the receiver
-   kept beside the first, ``<UID>_2.dcm``) is reported and left out: the
-   catalog holds one object per SOP Instance UID; a file of another
-   patient's study is quarantined, as the indexer does;
+   a row for another file that exists, or for a filed copy (a copy of other
+   content the receiver kept beside the first, ``<UID>_2.dcm``), is
+   quarantined as a conflicting copy and reported in one line naming both
+   files (the catalog holds one row per SOP Instance UID; see
+   :mod:`rtforge.net.catalog`); a file of another patient's study is
+   quarantined, as the indexer does;
 3. settles ``local`` rows whose file is gone: ``filed`` when an archive
    holds the instance (it was filed before, then restored), otherwise the
    row is deleted (nothing holds the object any more); quarantine rows
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtforge.net.catalog import Catalog, InstanceState, scan_file
+from rtforge.net.catalog import Catalog, InstanceState, conflicting_copies, scan_file
 
 __all__ = ["ReconcileReport", "reconcile_store"]
 
@@ -67,11 +71,13 @@ class ReconcileReport:
     recovered : int
         Rows an interrupted filing had left ``deleting``, settled.
     conflicts : list of Path
-        Files left out: another file of their SOP Instance UID has the row.
+        Files quarantined as conflicting copies: another file (or a filed
+        copy) of their SOP Instance UID, of other content, has the row.
     skipped : list of Path
         Files that are not DICOM Part 10 files.
     quarantined : list of str
-        One line per patient and study of the files indexed into the quarantine.
+        One line per patient and study of the files of another patient's study
+        indexed into the quarantine, and one per conflicting copy.
     """
 
     indexed: int = 0
@@ -87,7 +93,7 @@ class ReconcileReport:
     def changed(self) -> bool:
         """Whether the catalog was changed."""
         return bool(self.indexed or self.refreshed or self.filed or self.forgotten
-                    or self.recovered)
+                    or self.recovered or self.conflicts)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -101,7 +107,7 @@ class ReconcileReport:
         return (f"{self.indexed} file(s) indexed, {self.refreshed} re-read, {self.filed} row(s) "
                 f"set filed and {self.forgotten} removed (files gone), {self.recovered} "
                 f"interrupted deletion(s) settled, {len(self.conflicts)} copies of other content "
-                "left out")
+                "kept aside as conflicting copies (see 'rtforge store ls')")
 
 
 def _files(root: Path) -> set[Path]:
@@ -134,32 +140,25 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     report.recovered = sum(catalog.recover().values())
     records = catalog.records_under(root)
     by_path = {record.path: record for record in records}
-    by_uid = {record.sop_instance_uid: record for record in records}
     aside = {q.path for q in catalog.quarantined() if q.path.is_relative_to(root)}
     files = _files(root) - {catalog.path.resolve()}
     new: list[Path] = []
-    uids: dict[str, Path] = {}  # of the files indexed now (a name sorts before its _2 copy)
+    uids: set[str] = set()  # of the files indexed now (a name sorts before its _2 copy)
     for path in sorted(files - by_path.keys() - aside):
         scanned = scan_file(path)
         if scanned is None:
             report.skipped.append(path)
             continue
-        uid = scanned.sop_instance_uid
-        holder = by_uid.get(uid)
-        first = uids.get(uid) or (holder.path if holder is not None and holder.path in files
-                                  else None)
-        if first is not None:
-            logger.warning("%s: not indexed: %s holds SOP Instance UID %s", path, first, uid)
-            report.conflicts.append(path)
-            continue
         new.append(path)
-        uids[uid] = path
+        uids.add(scanned.sop_instance_uid)
     changed = sorted(path for path in files & by_path.keys()
                      if by_path[path].state is InstanceState.LOCAL
                      and path.stat().st_size != by_path[path].size)
     if new or changed:
-        report.quarantined = catalog.import_paths([*new, *changed]).quarantine_lines()
-    report.indexed, report.refreshed = len(new), len(changed)
+        imported = catalog.import_paths([*new, *changed])
+        report.quarantined = imported.quarantine_lines()
+        report.conflicts = [r.path for r in conflicting_copies(imported.quarantined)]
+    report.indexed, report.refreshed = len(new) - len(report.conflicts), len(changed)
     gone = [record for record in records if record.state is InstanceState.LOCAL
             and record.path not in files and record.sop_instance_uid not in uids]
     filed = [record.sop_instance_uid for record in gone if record.archive]
@@ -170,6 +169,6 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     if forgotten or gone_aside:
         catalog.forget(forgotten, gone_aside)
     report.filed, report.forgotten = len(filed), len(forgotten) + len(gone_aside)
-    if report.changed or report.conflicts:
+    if report.changed:
         logger.warning("catalog %s and %s reconciled: %s", catalog.path, root, report.summary())
     return report
