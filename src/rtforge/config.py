@@ -484,6 +484,14 @@ class ServeConfig:
         IP addresses and ``localhost`` (``*.example.org`` takes the names
         under example.org, ``*`` every name: no guard against DNS rebinding);
         empty means the machine's own names when it listens beyond loopback.
+    max_connections : int
+        Connections open at once (default 256); more are answered 503.
+    max_connections_per_address : int
+        Connections open at once from one client, an IPv4 address or an IPv6
+        /64 (default 32); more are answered 503.
+    request_timeout : float
+        Seconds a request may take to arrive whole, headers and body (default
+        10); the connection is closed after.
     """
 
     data_roots: tuple[str, ...] = ()
@@ -492,6 +500,9 @@ class ServeConfig:
     max_cache_mb: float = 2048.0
     max_studies: int = 4
     allowed_hosts: tuple[str, ...] = ()
+    max_connections: int = 256
+    max_connections_per_address: int = 32
+    request_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_roots, (list, tuple)) \
@@ -507,6 +518,9 @@ class ServeConfig:
         _positive(self.max_mpixel, "max_mpixel", (int, float))
         _positive(self.max_cache_mb, "max_cache_mb", (int, float))
         _positive(self.max_studies, "max_studies")
+        _positive(self.max_connections, "max_connections")
+        _positive(self.max_connections_per_address, "max_connections_per_address")
+        _positive(self.request_timeout, "request_timeout", (int, float))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,10 +46,10 @@ def _free_port() -> int:
 class Server:
     """``rtforge serve ARGS`` in a subprocess; its stderr lines collected as they come."""
 
-    def __init__(self, *args: str, verbose: bool = False) -> None:
+    def __init__(self, *args: str, verbose: bool = False, prefix: Sequence[str] = ()) -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtforge", *(["-v"] if verbose else []), "serve",
+            [*prefix, sys.executable, "-m", "rtforge", *(["-v"] if verbose else []), "serve",
              "--host", "127.0.0.1", "--port", str(self.port), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -584,3 +584,105 @@ def test_a_malformed_allowed_host_is_a_usage_error(capsys, tmp_path) -> None:
     (tmp_path / "bad.toml").write_text("[serve]\nallowed_hosts = \"localhost\"\n")
     assert main(["serve", "--config", str(tmp_path / "bad.toml")]) == 1
     assert "allowed_hosts must be a list" in capsys.readouterr().err
+
+
+# ------------------------------------------------- connections and request time
+def _half_request(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A connection that sends the start of a request and nothing more."""
+    sock = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+    return sock
+
+
+def _answer_of(sock: socket.socket, timeout: float) -> tuple[int, dict]:
+    """The status and JSON body the service wrote before closing ``sock``."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def _health(port: int, source: str) -> int:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.get(f"http://127.0.0.1:{port}/health").status_code
+
+
+def test_connections_are_bounded_per_client_and_half_requests_time_out(phantom_root) -> None:
+    server = Server(*_roots(phantom_root), "--max-connections", "30",
+                    "--max-connections-per-address", "10", "--request-timeout", "2")
+    held: list[socket.socket] = []
+    try:
+        # The Server's own client keeps one connection from its start-up check: 9 more fit.
+        held = [_half_request(server.port) for _ in range(9)]
+        late = [_half_request(server.port) for _ in range(5)]
+        for sock in late:  # over this client's share: answered at once and closed
+            status, body = _answer_of(sock, timeout=5)
+            assert status == 503 and "connections one client may (10)" in body["error"]
+            sock.close()
+        assert _health(server.port, "127.0.0.2") == 200  # another client is answered meanwhile
+        for sock in held:  # the half requests end with the request timeout, as a 408
+            status, body = _answer_of(sock, timeout=30)
+            assert status == 408 and "within 2 s" in body["error"]
+        assert _health(server.port, "127.0.0.1") == 200  # their slots are free again
+        server.wait_for(lambda line: "refused a connection from 127.0.0.1" in line)
+        assert sum("refused a connection" in line for line in server.lines) == 1  # throttled
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+def test_a_thousand_half_requests_do_not_silence_the_service(phantom_root) -> None:
+    # The attack as found: 1100 connections that each send half a request, against a
+    # service limited to the common 1024 file descriptors, silenced it for good.
+    import resource
+    import shutil
+
+    if shutil.which("prlimit") is None:
+        pytest.skip("needs util-linux prlimit to give the service the usual 1024 descriptors")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"this test process may open only {hard} files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    server = Server(*_roots(phantom_root), "-q", prefix=["prlimit", "--nofile=1024"])
+    sockets: list[socket.socket] = []
+    try:
+        before = server.rss_kb()
+        sockets = [_half_request(server.port) for _ in range(1100)]
+        start = time.monotonic()
+        assert _health(server.port, "127.0.0.2") == 200
+        assert time.monotonic() - start < 5
+        assert server.rss_kb() - before < RSS_BOUND_KB
+        # Beyond one client's 32 connections every one was answered 503 and closed.
+        status, body = _answer_of(sockets[-1], timeout=5)
+        assert status == 503 and "connections" in body["error"]
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_connection_limits_from_the_config_and_their_usage_errors(phantom_root, tmp_path,
+                                                                 capsys) -> None:
+    config = tmp_path / "rtforge.toml"
+    config.write_text("[serve]\nmax_connections_per_address = 2\nrequest_timeout = 30\n")
+    server = Server(*_roots(phantom_root), "--config", str(config), "-q")
+    held: list[socket.socket] = []
+    try:
+        held = [_half_request(server.port) for _ in range(2)]
+        status, body = _answer_of(_half_request(server.port), timeout=5)
+        assert status == 503 and "(2)" in body["error"]
+    finally:
+        for sock in held:
+            sock.close()
+        server.close()
+    for flag in ("--max-connections", "--max-connections-per-address", "--request-timeout"):
+        assert main(["serve", flag, "0"]) == 2
+        assert flag in capsys.readouterr().err
+    config.write_text("[serve]\nmax_connections = 0\n")
+    assert main(["serve", "--config", str(config)]) == 1
+    assert "max_connections must be a positive number" in capsys.readouterr().err

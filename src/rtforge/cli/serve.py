@@ -7,7 +7,10 @@ study whose files alone exceed it is refused unread),
 with ``--token-file`` every request needs the bearer token, and a request
 whose Host header is not an IP address, localhost or one of the service's
 names (``--allowed-host``; by default the machine's own names when listening
-beyond loopback) answers 400, against DNS rebinding.  A start-up
+beyond loopback) answers 400, against DNS rebinding.  Connections are bounded
+in all and per client, and a request must arrive whole within a time
+(``--max-connections``, ``--max-connections-per-address``, ``--request-timeout``;
+:mod:`rtforge.workflows._http_admission`).  A start-up
 line on stderr gives the address; then one access line per request
 (client, method, path, status, milliseconds) unless ``-q``.  The request
 and response schemas are served at ``/openapi.json`` (see :mod:`rtforge.workflows.asgi`).
@@ -75,6 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the names under it, '*' for any: no guard against DNS rebinding; "
                         "default [serve] allowed_hosts, else, listening beyond loopback, this "
                         "machine's names); any other Host answers 400")
+    p.add_argument("--max-connections", type=int, metavar="N",
+                   help="connections open at once (default 256); more are answered 503")
+    p.add_argument("--max-connections-per-address", type=int, metavar="N",
+                   help="connections open at once from one client, an IPv4 address or an IPv6 "
+                        "/64 (default 32); more are answered 503")
+    p.add_argument("--request-timeout", type=float, metavar="S",
+                   help="seconds a request may take to arrive whole, headers and body "
+                        "(default 10); the connection is closed after")
     p.add_argument("--config", type=Path, help="configuration file (default $RTFORGE_CONFIG)")
     p.add_argument("-q", "--quiet", action="store_true", help="no access log lines")
     p.set_defaults(func=_serve)
@@ -87,7 +98,10 @@ def _settings(args: argparse.Namespace) -> ServeConfig:
              "token_file": None if args.token_file is None else str(args.token_file),
              "max_mpixel": args.max_mpixel, "max_cache_mb": args.max_cache_mb,
              "max_studies": args.max_studies,
-             "allowed_hosts": tuple(args.allowed_host or ()) or None}
+             "allowed_hosts": tuple(args.allowed_host or ()) or None,
+             "max_connections": args.max_connections,
+             "max_connections_per_address": args.max_connections_per_address,
+             "request_timeout": args.request_timeout}
     values = {name: getattr(config, name) if value is None else value
               for name, value in flags.items()}
     return ServeConfig(**values)
@@ -142,13 +156,17 @@ def _access_line(line: str) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     for flag, value in (("--max-studies", args.max_studies), ("--max-mpixel", args.max_mpixel),
-                        ("--max-cache-mb", args.max_cache_mb)):
+                        ("--max-cache-mb", args.max_cache_mb),
+                        ("--max-connections", args.max_connections),
+                        ("--max-connections-per-address", args.max_connections_per_address),
+                        ("--request-timeout", args.request_timeout)):
         if value is not None and not value > 0:
             sys.stderr.write(f"rtforge serve: error: {flag} must be positive, got {value:g}\n")
             return 2
     try:
         import uvicorn
 
+        from rtforge.workflows._http_admission import ConnectionLimits, guarded_h11
         from rtforge.workflows.asgi import AllowedHosts, Limits, create_app
         from rtforge.workflows.service import DataRoots, StudyCache
     except ImportError as exc:
@@ -178,7 +196,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.verbose == 0:  # refused loads and defects are logged: the answers name no file
         logging.getLogger("rtforge.workflows.asgi").setLevel(logging.WARNING)
     log_level = "warning" if args.verbose < 2 else "debug"
+    admission = ConnectionLimits(settings.max_connections, settings.max_connections_per_address,
+                                 settings.request_timeout)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False,
-                                           log_config=None))
+                                           log_config=None, http=guarded_h11(admission)))
     server.run(sockets=[sock])
     return 0
