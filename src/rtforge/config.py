@@ -485,10 +485,10 @@ class ServeConfig:
         under example.org, ``*`` every name: no guard against DNS rebinding);
         empty means the machine's own names when it listens beyond loopback.
     max_connections : int
-        Connections open at once (default 256); more are answered 503.
+        Connections open at once (default 512); more are answered 503.
     max_connections_per_address : int
         Connections open at once from one client, an IPv4 address or an IPv6
-        /64 (default 32); more are answered 503.
+        /64 (default 128); more are answered 503.
     request_timeout : float
         Seconds a request may take to arrive whole, headers and body (default
         10); the connection is closed after.
@@ -500,8 +500,8 @@ class ServeConfig:
     max_cache_mb: float = 2048.0
     max_studies: int = 4
     allowed_hosts: tuple[str, ...] = ()
-    max_connections: int = 256
-    max_connections_per_address: int = 32
+    max_connections: int = 512
+    max_connections_per_address: int = 128
     request_timeout: float = 10.0
 
     def __post_init__(self) -> None:

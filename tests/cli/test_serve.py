@@ -656,7 +656,7 @@ def test_a_thousand_half_requests_do_not_silence_the_service(phantom_root) -> No
         assert _health(server.port, "127.0.0.2") == 200
         assert time.monotonic() - start < 5
         assert server.rss_kb() - before < RSS_BOUND_KB
-        # Beyond one client's 32 connections every one was answered 503 and closed.
+        # Beyond one client's 128 connections every one was answered 503 and closed.
         status, body = _answer_of(sockets[-1], timeout=5)
         assert status == 503 and "connections" in body["error"]
     finally:

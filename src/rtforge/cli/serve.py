@@ -79,10 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default [serve] allowed_hosts, else, listening beyond loopback, this "
                         "machine's names); any other Host answers 400")
     p.add_argument("--max-connections", type=int, metavar="N",
-                   help="connections open at once (default 256); more are answered 503")
+                   help="connections open at once (default 512); more are answered 503")
     p.add_argument("--max-connections-per-address", type=int, metavar="N",
                    help="connections open at once from one client, an IPv4 address or an IPv6 "
-                        "/64 (default 32); more are answered 503")
+                        "/64 (default 128); more are answered 503")
     p.add_argument("--request-timeout", type=float, metavar="S",
                    help="seconds a request may take to arrive whole, headers and body "
                         "(default 10); the connection is closed after")

@@ -62,8 +62,8 @@ class ConnectionLimits:
         Seconds a request may take to arrive whole (headers and body).
     """
 
-    max_connections: int = 256
-    max_per_address: int = 32
+    max_connections: int = 512
+    max_per_address: int = 128
     request_timeout: float = 10.0
 
 
