@@ -76,3 +76,32 @@ def test_main_called_in_process_freezes_nothing() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "0"
+
+
+_LATER_CALLS = """
+import gc
+import numpy as np
+from rtforge import _gc
+from rtforge.core.phantom import oblique_stack
+from rtforge.core.reslice import default_output_grid, reslice
+
+_gc.freeze_after_pauses()  # as the program's process
+stack = oblique_stack(size=8, spacing=1.0, nslices=4, slice_spacing=1.0)
+grid = default_output_grid(stack)
+reslice(np.zeros(stack.shape, np.int16), stack, grid)  # the first call: loads, may freeze
+frozen = gc.get_freeze_count()
+for _ in range(3):  # later calls (a long batch) never freeze what exists then
+    garbage = [[]]
+    garbage[0].append(garbage)  # a cycle that only the collector can free
+    del garbage
+    reslice(np.zeros(stack.shape, np.int16), stack, grid)
+print(gc.get_freeze_count() == frozen, gc.collect() >= 3)
+"""
+
+
+def test_only_the_first_kernel_load_pauses_and_freezes() -> None:
+    # Freezing at every call would keep the garbage cycles of a long batch forever.
+    proc = subprocess.run([sys.executable, "-c", _LATER_CALLS], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]

@@ -392,9 +392,12 @@ def reslice(array: np.ndarray, stack: SliceStack, grid: Grid, *,
         return result
 
     kernel, args = _kernel_call(volume, stack, grid, method, result, k0, pad, fill, lo, hi)
-    with _gc.paused():  # the first call loads the kernel (see rtforge._gc)
-        import_numba_np_without_blas_probe()  # before the first kernel loads
+    if kernel.signatures:
         kernel(*args)
+    else:  # its first call loads it, and the first of all loads Numba's registries
+        with _gc.paused():  # (see rtforge._gc); only then: a pause may freeze what exists
+            import_numba_np_without_blas_probe()  # before the first kernel loads
+            kernel(*args)
     return result
 
 
