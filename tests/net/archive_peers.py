@@ -90,6 +90,13 @@ class Archive:
             body = answer.read()
         return json.loads(body) if body else None
 
+    def file(self, orthanc_id: str) -> bytes:
+        """The Part 10 file Orthanc holds for one instance (its Orthanc ID)."""
+        request = urllib.request.Request(
+            f"http://{LOCALHOST}:{self.http_port}/instances/{orthanc_id}/file")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.read()
+
     def delete_instance(self, sop_instance_uid: str) -> None:
         """Remove one instance from the archive (by its SOP Instance UID)."""
         for orthanc_id in _lookup(self, sop_instance_uid):

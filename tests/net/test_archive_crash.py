@@ -61,7 +61,7 @@ def test_filed_rows_whose_files_are_back_are_local_again(tmp_path: Path,
     (stale_aside / "x.dcm").write_bytes(b"received")
     records[-1].path.unlink()  # this one was not written back
     edited = records[1].path
-    edited.write_bytes(edited.read_bytes() + b"\0\0")  # changed after the restore
+    edited.write_bytes(edited.read_bytes() + b"\0\0")  # other content than the filed copy
 
     r = records[2]  # and a copy to the folder archive was killed half-way
     media_tmp = tmp_path / "media" / PATIENT / r.study_uid / r.series_uid / \
@@ -71,11 +71,17 @@ def test_filed_rows_whose_files_are_back_are_local_again(tmp_path: Path,
 
     report = file_case(catalog, PATIENT, tmp_path / "media")  # on main: refuses, 'filed'
     assert report.ok, report.failure
-    assert report.total == len(records) - 1
+    assert report.total == len(records) - 2
     assert not stale_tmp.exists() and live_tmp.exists() and not stale_aside.exists()
     assert not media_tmp.exists()
     by_uid = {r.sop_instance_uid: r for r in catalog.instances(PATIENT)}
-    assert by_uid[records[1].sop_instance_uid].sha256 != records[1].sha256  # indexed again
+    # other content where a filed file was: a conflicting copy of the archive's copy, kept
+    # aside and never filed (it was indexed as the instance, 'local', before)
+    kept = by_uid[records[1].sop_instance_uid]
+    assert (kept.state, kept.sha256) == (InstanceState.FILED, records[1].sha256)
+    (aside,) = catalog.quarantined()
+    assert (aside.path, aside.reason, aside.copy_archive) == (edited, "conflicting copy", folder)
+    assert edited.exists()
     assert {r.archive for r in by_uid.values()} == {folder}
 
 

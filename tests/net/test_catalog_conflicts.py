@@ -17,7 +17,10 @@ import pytest
 from pydicom import Dataset, dcmread
 
 from rtforge.cli import main
-from rtforge.net.catalog import Catalog, InstanceState, file_sha256
+from rtforge.errors import InvalidInputError
+from rtforge.net.archive import file_case, restore_case
+from rtforge.net.catalog import Catalog, InstanceState, file_sha256, split_part10
+from rtforge.net.reconcile import reconcile_store
 from tests.datafiles import pydicom_file
 from tests.net.archive_peers import Archive, archive_config
 from tests.net.peers import DCMTK_ENV, LOCALHOST, STORESCU, needs, start_receiver, stop_process
@@ -165,6 +168,16 @@ def _storescu(node_port: int, ae_title: str, path: Path) -> None:
                     str(path)], env=DCMTK_ENV, check=True, capture_output=True, timeout=60)
 
 
+def _configure(tmp_path: Path, archive: Archive, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The configuration (``RTFORGE_CONFIG``) of a test with storescu and ``archive``: the
+    catalog's path."""
+    needs(STORESCU)
+    catalog_path = tmp_path / "catalog.sqlite"
+    monkeypatch.setenv("RTFORGE_CONFIG", str(archive_config(archive, tmp_path / "config.toml",
+                                                            catalog=catalog_path)))
+    return catalog_path
+
+
 @pytest.mark.interop
 def test_dcmtk_sends_an_edited_copy_listed_and_never_filed(
         tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str],
@@ -172,10 +185,7 @@ def test_dcmtk_sends_an_edited_copy_listed_and_never_filed(
     """storescu sends an object, then an edited one under the same SOP Instance UID, to
     ``rtforge receive --catalog``; ``store ls`` lists the second with both paths, and filing
     the patient to Orthanc files the first and leaves the second where it is."""
-    needs(STORESCU)
-    catalog_path = tmp_path / "catalog.sqlite"
-    monkeypatch.setenv("RTFORGE_CONFIG", str(archive_config(archive, tmp_path / "config.toml",
-                                                            catalog=catalog_path)))
+    catalog_path = _configure(tmp_path, archive, monkeypatch)
     original, edited = _ct("ORIGINAL"), _ct("EDITED COPY")
     uid, patient = original.SOPInstanceUID, original.PatientID
     receiver = start_receiver(tmp_path, "--catalog", str(catalog_path))
@@ -221,3 +231,218 @@ def test_dcmtk_sends_an_edited_copy_listed_and_never_filed(
         assert row.state is InstanceState.FILED and row.path == first
         (aside,) = catalog.quarantined()
         assert (aside.path, aside.copy_of) == (second, first)
+
+
+# -- an edited copy returning where a filed instance was ------------------------------------
+#
+# Played failure: once an instance was filed (its local file deleted), an edited object of the
+# same SOP Instance UID arriving at the very path the filed row names (the receiver's
+# <UID>.dcm, free again) was indexed as the instance, 'local' with its checksums: the catalog
+# forgot that the archive holds another version, and the next 'rtforge file' sent the edited
+# one under the filed one's UID (overwriting it in the archive, or failing verification).
+
+_ARCHIVE = "ARCHIVE@host:104"
+
+
+def _filed(catalog: Catalog, path: Path) -> str:
+    """Record ``path``'s instance as filed to :data:`_ARCHIVE`, as 'rtforge file' does."""
+    (found,) = catalog.import_paths([path]).quarantined or [None]
+    assert found is None
+    uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    catalog.mark_deleting([uid], _ARCHIVE)
+    path.unlink()
+    catalog.mark_filed([uid])
+    return uid
+
+
+def _assert_kept_aside(catalog: Catalog, path: Path, filed_sha256: str) -> None:
+    """``path`` quarantined as a conflicting copy of the filed instance; the row still filed."""
+    (aside,) = catalog.quarantined()
+    assert aside.reason == "conflicting copy" and aside.path == path == aside.copy_of
+    assert aside.copy_archive == _ARCHIVE and aside.sha256 == file_sha256(path)
+    assert aside.copy_of_sha256 == filed_sha256
+    assert _ARCHIVE in aside.line() and str(path) in aside.line()
+    (row,) = catalog.instances(_ct().PatientID)
+    assert (row.state, row.path, row.sha256) == (InstanceState.FILED, path, filed_sha256)
+
+
+def test_an_edited_copy_at_a_filed_instance_path_is_kept_aside(tmp_path: Path) -> None:
+    path = _write(_ct(), tmp_path / "a" / "ct.dcm")
+    filed_sha256 = file_sha256(path)
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        _filed(catalog, path)
+        _write(_ct("EDITED"), path)
+        report = catalog.import_paths([path])
+        assert report.added == report.updated == 0 and len(report.quarantined) == 1
+        (line,) = report.quarantine_lines()
+        assert "filed to ARCHIVE@host:104" in line
+        _assert_kept_aside(catalog, path, filed_sha256)
+        (case,) = catalog.cases()
+        assert case.states == {"filed": 1, "quarantined": 1}
+        assert case.as_dict()["conflicting_copies"][0]["copy_archive"] == _ARCHIVE
+
+
+def test_recover_keeps_an_edited_copy_at_a_filed_path_aside_once(tmp_path: Path) -> None:
+    """The documented 'filed row whose file is back' rule: only the same content is local."""
+    path = _write(_ct(), tmp_path / "a" / "ct.dcm")
+    filed_sha256 = file_sha256(path)
+    seen: list = []
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        _filed(catalog, path)
+        _write(_ct("EDITED"), path)
+        assert catalog.recover() == {"filed": 0, "local": 0}
+        _assert_kept_aside(catalog, path, filed_sha256)
+        found_at = catalog.quarantined()[0].found_at
+        assert catalog.recover(on_quarantine=seen.append) == {"filed": 0, "local": 0}
+        assert seen == [] and catalog.quarantined()[0].found_at == found_at  # settled
+
+
+def test_an_interrupted_filing_then_an_edited_copy_settles_filed(tmp_path: Path) -> None:
+    """Killed after the unlink, before 'filed'; then the edited copy took the path: the
+    archive verified and holds the catalogued copy, so the row is filed, the copy aside."""
+    path = _write(_ct(), tmp_path / "a" / "ct.dcm")
+    filed_sha256 = file_sha256(path)
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        catalog.import_paths([path])
+        catalog.mark_deleting([_ct().SOPInstanceUID], _ARCHIVE)
+        _write(_ct("EDITED"), path)
+        assert catalog.recover() == {"filed": 1, "local": 0}
+        _assert_kept_aside(catalog, path, filed_sha256)
+
+
+def test_receiver_start_up_reports_an_edited_copy_at_a_filed_path(tmp_path: Path) -> None:
+    """Written while no receiver indexed it (or before the indexer ran): the start-up
+    reconciliation keeps it aside and reports it, once."""
+    root = tmp_path / "rx"
+    path = _write(_ct(), root / "p" / "ct.dcm")
+    filed_sha256 = file_sha256(path)
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        _filed(catalog, path)
+        _write(_ct("EDITED"), path)
+        report = reconcile_store(catalog, root)
+        assert report.conflicts == [path] and report.indexed == 0
+        (line,) = report.quarantined
+        assert f"filed to {_ARCHIVE}" in line
+        _assert_kept_aside(catalog, path, filed_sha256)
+        assert not reconcile_store(catalog, root).changed
+
+
+def test_the_same_content_at_a_filed_path_is_local_again(tmp_path: Path) -> None:
+    """A restore, or the same object sent again: no conflict, the row is local (as before)."""
+    path = _write(_ct(), tmp_path / "a" / "ct.dcm")
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        _filed(catalog, path)
+        _write(_ct(), path)
+        assert catalog.import_paths([path]).updated == 1
+        (row,) = catalog.instances(_ct().PatientID)
+        assert row.state is InstanceState.LOCAL and row.archive == _ARCHIVE
+        assert catalog.quarantined() == []
+
+
+def test_the_conflicting_copy_of_a_filed_instance_goes_when_the_original_returns(
+        tmp_path: Path) -> None:
+    """Someone replaced the edited copy by the original by hand: local again, nothing aside."""
+    path = _write(_ct(), tmp_path / "a" / "ct.dcm")
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        _filed(catalog, path)
+        _write(_ct("EDITED"), path)
+        catalog.recover()
+        _write(_ct(), path)
+        assert catalog.recover() == {"filed": 0, "local": 1}
+        (row,) = catalog.instances(_ct().PatientID)
+        assert row.state is InstanceState.LOCAL and catalog.quarantined() == []
+
+
+def test_restore_never_overwrites_a_conflicting_copy(tmp_path: Path) -> None:
+    """Restore writes the archive's copy back to the row's path: not over the edited copy."""
+    path = _write(_ct(), tmp_path / "a" / "ct.dcm")
+    original = path.read_bytes()
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        catalog.import_paths([path])
+        assert file_case(catalog, _ct().PatientID, tmp_path / "media").ok
+        edited = _write(_ct("EDITED"), path).read_bytes()
+        catalog.import_paths([path])
+        with pytest.raises(InvalidInputError, match="conflicting copy") as caught:
+            restore_case(catalog, _ct().PatientID, scp_ae_title="RTFORGE_RST", scp_port=0)
+        assert str(path) in str(caught.value)
+        assert path.read_bytes() == edited
+        (row,) = catalog.instances(_ct().PatientID)
+        assert row.state is InstanceState.FILED
+        path.unlink()  # someone decided: the edited copy goes
+        assert restore_case(catalog, _ct().PatientID, scp_ae_title="RTFORGE_RST",
+                            scp_port=0).ok
+        assert path.read_bytes() == original and catalog.quarantined() == []
+
+
+def _receive(tmp_path: Path, catalog_path: Path, sent: Path) -> str:
+    """Start 'rtforge receive --catalog' (folder ``rx``), storescu ``sent`` to it, stop it:
+    its stderr (the indexer has recorded everything once it exits)."""
+    receiver = start_receiver(tmp_path, "--catalog", str(catalog_path))
+    try:
+        _storescu(receiver.node.port, receiver.node.ae_title, sent)
+        receiver.proc.send_signal(signal.SIGTERM)
+        _, err = receiver.proc.communicate(timeout=30)
+    finally:
+        stop_process(receiver.proc)
+    assert receiver.proc.returncode == 0, err
+    return err
+
+
+@pytest.mark.interop
+def test_dcmtk_sends_an_edited_copy_of_a_filed_instance_kept_aside(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instance received and filed to Orthanc; storescu then sends an edited object under
+    its SOP Instance UID, which the receiver writes where the filed file was: it is listed as
+    a conflicting copy of the filed instance, 'rtforge file' neither sends nor deletes it,
+    Orthanc keeps the original; the original sent again is simply local again."""
+    catalog_path = _configure(tmp_path, archive, monkeypatch)
+    original, edited = _ct("ORIGINAL"), _ct("EDITED COPY")
+    uid, patient = original.SOPInstanceUID, original.PatientID
+    sent_original = _write(original, tmp_path / "send" / "original.dcm")
+    _receive(tmp_path, catalog_path, sent_original)
+    (path,) = (tmp_path / "rx").rglob(f"{uid}*.dcm")
+    filed_dataset = split_part10(path.read_bytes())[1]
+    assert main(["file", patient, "--to", "archive", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["sent"] == report["deleted"] == 1 and not path.exists()
+
+    err = _receive(tmp_path, catalog_path, _write(edited, tmp_path / "send" / "edited.dcm"))
+    assert [p.name for p in (tmp_path / "rx").rglob(f"{uid}*.dcm")] == [path.name]
+    kept = path.read_bytes()
+    (line,) = [line for line in err.splitlines() if "conflicting copy" in line]
+    assert uid in line and str(path) in line and f"filed to {archive.node}" in line
+    assert main(["store", "ls", "--json"]) == 0
+    (case,) = json.loads(capsys.readouterr().out)
+    assert case["states"] == {"filed": 1, "quarantined": 1}
+    (copy,) = case["conflicting_copies"]
+    assert (copy["path"], copy["copy_of"], copy["copy_archive"]) == (str(path), str(path),
+                                                                      str(archive.node))
+    assert main(["store", "ls"]) == 0
+    assert f"filed to {archive.node}" in capsys.readouterr().out
+
+    assert main(["file", patient, "--to", "archive"]) == 1
+    assert "conflicting cop" in capsys.readouterr().err
+    assert main(["restore", patient]) == 1  # never over the conflicting copy
+    (refused,) = capsys.readouterr().err.splitlines()
+    assert str(path) in refused and "conflicting copy" in refused
+    assert path.read_bytes() == kept  # never sent, never deleted, never overwritten
+    (held,) = archive.rest("GET", "/instances")
+    assert split_part10(archive.file(held))[1] == filed_dataset  # the original, byte for byte
+    with Catalog(catalog_path) as catalog:
+        (row,) = catalog.instances(patient)
+        assert row.state is InstanceState.FILED and row.path == path
+
+    err = _receive(tmp_path, catalog_path, sent_original)  # the original again: no conflict
+    assert "conflicting copy" not in err
+    with Catalog(catalog_path) as catalog:
+        (row,) = catalog.instances(patient)
+        assert row.state is InstanceState.LOCAL and row.path == path.with_name(f"{uid}_2.dcm")
+        assert split_part10(row.path.read_bytes())[1] == filed_dataset
+        assert [r.path for r in catalog.quarantined()] == [path]
+    assert main(["file", patient, "--to", "archive", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["already"], report["sent"], report["deleted"]) == (1, 0, 1)
+    assert path.read_bytes() == kept
+    (held,) = archive.rest("GET", "/instances")
+    assert split_part10(archive.file(held))[1] == filed_dataset

@@ -32,7 +32,9 @@ A study belongs to one patient: an object whose study (series, SOP Instance UID)
 holds under another Patient ID is quarantined (kept aside, reported, listed by 'store ls', never
 exported, filed or restored), never merged. So is a conflicting copy: a file of a catalogued SOP
 Instance UID with other content (the receiver's <UID>_2.dcm), listed with both files; it is
-never deleted either, and 'file' files the catalogued copy and leaves it local.
+never deleted either, and 'file' files the catalogued copy and leaves it local. An object of
+other content received after its SOP Instance UID was filed (at the free <UID>.dcm) is a
+conflicting copy of the archive's copy: listed naming the archive, the row stays filed.
 import checks each file (truncated, short Pixel Data, non-finite geometry, broken contours): a
 damaged one is named on stderr and not catalogued (exit status 1); the others are.
 """
@@ -48,7 +50,8 @@ the data set SHA-256; "auto" = commitment where the node supports it); then dele
 files; the catalog keeps the records and the archive's name. Any instance not proven:
 nothing is deleted, exit 1, the instances are listed ("missing: UID"); run again.
 quarantined objects are never filed; a conflicting copy of the patient (another file of a
-filed SOP Instance UID, other content) stays local and is named on stderr ("not filed").
+filed SOP Instance UID, other content, also one received after filing) stays local and is
+named on stderr ("not filed"): it is never sent under the filed instance's UID.
 A folder target: each copy is read back and compared. A run killed at any point is
 reconciled by the next file or restore.
 TLS (--tls... or the node's tls settings): the temporary SCP listens with TLS too, presenting
@@ -64,6 +67,9 @@ a temporary SCP ([archive] restore_ae_title/restore_port) receives the C-MOVE fr
 archive the records name; every instance is checked against the catalog (UID and checksum).
 A run killed at any point is reconciled by the next file or restore (rows settled from the
 disk, temporary .restore/*.partial folders and .tmp files removed).
+restore never writes over a file: a conflicting copy at a filed instance's path (an object of
+other content received after filing, see 'store ls') is named and nothing is restored (exit
+1) until it is moved away.
 TLS: the recorded archive's settings come from the configured node of the same AET@HOST:PORT,
 overridden by --tls...; with TLS the temporary SCP listens with TLS as for 'rtforge file'.
 """
@@ -240,7 +246,9 @@ def _store_ls(args: argparse.Namespace) -> int:
         for record in instances:
             print(f"  {record.sop_instance_uid}  {record.state.value:<8} {record.path}")
         for aside_record in aside:
-            why = f"conflicting copy of {aside_record.copy_of}" if aside_record.copy_of \
+            filed = f" filed to {aside_record.copy_archive}" if aside_record.copy_archive \
+                else ""
+            why = f"conflicting copy of {aside_record.copy_of}{filed}" if aside_record.copy_of \
                 else f"study of {aside_record.owner_patient_id!r}"
             print(f"  {aside_record.sop_instance_uid}  {aside_record.state.value:<8} "
                   f"{aside_record.path}  ({why})")
@@ -266,8 +274,6 @@ def _file(args: argparse.Namespace) -> int:
     bar = progress_bar(args, None, "file", "obj")
     try:
         with catalog:
-            kept = [r for r in conflicting_copies(catalog.quarantined(args.patient_id))
-                    if args.study is None or r.study_uid == args.study]
             report = file_case(
                 catalog, args.patient_id, target, study_uid=args.study,
                 ae_title=args.aet or config.network.ae_title,
@@ -275,6 +281,8 @@ def _file(args: argparse.Namespace) -> int:
                 scp_port=config.archive.restore_port if args.scp_port is None else args.scp_port,
                 scp_host=args.bind, progress=lambda done, total: bar.set(done, total),
                 allow_lossy_decompress=args.allow_lossy_decompress)
+            kept = [r for r in conflicting_copies(catalog.quarantined(args.patient_id))
+                    if args.study is None or r.study_uid == args.study]
     finally:
         bar.close()
     report_quarantine(args, [f"not filed, kept local: {r.line()}" for r in kept])

@@ -68,6 +68,12 @@ deleted as before, since it is the copy the catalog's checksums and the
 archive describe and the conflict does not make it less safe in the
 archive; the conflicting copy stays local, listed by ``rtforge store ls``
 and named by ``rtforge file``, until someone decides which copy is right.
+So does a conflicting copy of a filed instance (an edited object of its SOP
+Instance UID that arrived after filing, typically at the path the filed
+file had): the archive's copy stays the catalogued one, and a patient with
+nothing else local is refused (``no local instances``, the conflicting
+copies counted), so the edited object is never sent under the filed one's
+UID.
 
 Restoring (Oncentra 4.2.3.3.2) opens a temporary Storage SCP with the
 configured AE title and port, enumerates the filed instances on the archive
@@ -81,7 +87,11 @@ filed), through ``.<name>.<pid>.tmp`` and a rename; the rows become
 ``local`` (committed); the received copies are removed.  Only instances filed
 from this catalog can be restored: their records name the archive.  An
 incomplete restore is reported; what arrived stays in the aside folder and
-the records stay filed.
+the records stay filed.  Restore never writes over a file: when a filed
+row's path holds one (after the recovery below, a conflicting copy kept
+aside), it refuses before anything is retrieved, naming the file; once
+someone has moved it away, restore writes the archive's copy there and the
+quarantine row goes (:meth:`~rtforge.net.catalog.Catalog.mark_restored`).
 
 Crash recovery: what the temporary SCP receives (in both commands) goes to
 ``.restore/<name>.<pid>.partial`` beside the catalog, removed when the command
@@ -89,7 +99,10 @@ ends.  Every ``file`` and ``restore`` first reconciles what a killed run
 left: ``.partial`` folders of processes that no longer exist are removed,
 and :meth:`~rtforge.net.catalog.Catalog.recover` settles ``deleting`` and
 ``restoring`` rows (and ``filed`` rows whose file is back) from the disk and
-removes their stale temporary files.  A kill before the deletion step leaves
+removes their stale temporary files: a file of the recorded content makes
+the row local, one of other content is kept aside as a conflicting copy and
+the row is filed (the archive holds the instance), in the order the
+catalog's notes give.  A kill before the deletion step leaves
 every row local and every file in place; the archive may hold copies, which
 the next run proves identical and does not send again.
 """
@@ -119,6 +132,7 @@ from rtforge.net.catalog import (
     Catalog,
     InstanceRecord,
     InstanceState,
+    conflicting_copies,
     file_sha256,
     pid_alive,
     scan_folders,
@@ -540,7 +554,10 @@ def file_case(catalog: Catalog, patient_id: str, to: Node | str | os.PathLike[st
     records = catalog.instances(patient_id, study_uid=study_uid, states=[InstanceState.LOCAL])
     what = f"patient {patient_id!r}" + (f", study {study_uid}" if study_uid else "")
     if not records:
-        raise InvalidInputError(f"{what} has no local instances in the catalog (see "
+        aside = [r for r in conflicting_copies(catalog.quarantined(patient_id))
+                 if study_uid is None or r.study_uid == study_uid]
+        kept = f"; {len(aside)} conflicting copy(ies) kept aside, never filed" if aside else ""
+        raise InvalidInputError(f"{what} has no local instances in the catalog{kept} (see "
                                 "'rtforge store ls')", path=catalog.path)
     gone = [r for r in records if not r.path.is_file()]
     if gone:
@@ -724,6 +741,7 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
         raise InvalidInputError(f"patient {patient_id!r} has no filed instances in the catalog "
                                 "(only cases filed from this system can be restored)",
                                 path=catalog.path)
+    _check_paths_free(records, patient_id)
     aside = Path(aside_dir) if aside_dir is not None else _partial_folder(catalog, patient_id)
     by_archive: dict[str, list[InstanceRecord]] = {}
     for record in records:
@@ -771,6 +789,19 @@ def restore_case(catalog: Catalog, patient_id: str, *, scp_ae_title: str, scp_po
         shutil.rmtree(aside, ignore_errors=True)
     logger.info("restored %r: %d instances", patient_id, report.restored)
     return report
+
+
+def _check_paths_free(records: Sequence[InstanceRecord], patient_id: str) -> None:
+    """Refuse to restore over a file: at a filed row's path, after :meth:`Catalog.recover`,
+    a file is one of other content, kept aside (a conflicting copy, see the module notes)."""
+    taken = [r for r in records if r.path.exists()]
+    if taken:
+        raise InvalidInputError(
+            f"restore of patient {patient_id!r}: {len(taken)} recorded path(s) hold a file of "
+            f"other content than the filed instance, first SOP Instance UID "
+            f"{taken[0].sop_instance_uid} (a conflicting copy listed by 'rtforge store ls', or "
+            "not a DICOM object); restore never writes over a file: move it away once you "
+            "decided which copy is right, then restore again", path=taken[0].path)
 
 
 def _keep_aside(partial: Path) -> Path:

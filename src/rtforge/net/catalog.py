@@ -20,13 +20,24 @@ States of an instance (:class:`InstanceState`)::
 ``filed`` after; ``restoring`` is written before the file is written back
 (through a temporary ``.<name>.<pid>.tmp`` beside it and a rename), and
 ``local`` after.  A crash leaves rows in one of the two transient states,
-which :meth:`Catalog.recover` settles from what is on disk: file gone:
-``filed``; file there with the recorded checksum: ``local``; file there with
-other content: indexed again as it is (``local``, new checksums).  It does
-the same for ``filed`` rows whose file is back on disk, and removes the
+which :meth:`Catalog.recover` settles from what is on disk, in this order:
+
+1. file gone: ``filed`` (the archive was verified to hold the instance
+   before the row became ``deleting``; a ``restoring`` row is written only
+   once every object arrived intact);
+2. file there with the recorded checksum: ``local``;
+3. file there with other content: indexed (:meth:`Catalog.import_paths`):
+   the same data set in the same transfer syntax (File Meta Information
+   aside) takes the row, ``local``; another object is a conflicting copy of
+   the archive's copy (below): kept aside, the row ``filed``.
+
+It does the same for ``filed`` rows whose file is back on disk (a file
+already kept aside so, unchanged, is left as it is), and removes the
 temporary files that a dead process left beside the rows it settles.  No
-state ever claims a file is local when it is not, and no file is unlinked
-before the archive was verified to hold it.
+state ever claims a file is local when it is not, no file is unlinked
+before the archive was verified to hold it, and no row an archive holds
+takes the checksums of another object (the archive's copy would be
+forgotten, and the other object filed under its SOP Instance UID).
 
 Identity: a study belongs to one patient.  An object is catalogued under
 (Patient ID, Study Instance UID): one whose study, series or SOP Instance UID
@@ -58,6 +69,18 @@ an identical copy elsewhere takes it too (as before).  Which of two copies
 is catalogued follows the order they are indexed in (the receiver indexes
 in the order it stored them).
 
+A filed instance's copy is the archive's: a file of other content is a
+conflicting copy of it at the row's own path too.  Once a filed instance's
+file is deleted, the receiver writes an edited object of the same SOP
+Instance UID (a re-exported plan) at the free ``<UID>.dcm`` the row names;
+it is kept aside like any conflicting copy, the row stays ``filed`` with
+the archive's checksums, and its report names the archive that holds the
+catalogued copy (:attr:`QuarantinedRecord.copy_archive`).  Restore never
+writes over it (:mod:`rtforge.net.archive`); once it is gone (someone
+decided), a restore writes the archive's copy there and its quarantine row
+goes.  A file of the same data set (a restore, the same object sent again,
+wherever it is) is the instance: the row is ``local`` again, as before.
+
 Schema 3 adds the reason (and the catalogued copy's path and checksum) to
 each quarantine row; catalogs of schema 2 get the columns on opening, their
 rows the reason ``another patient``.  Each column is added only when
@@ -80,7 +103,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -368,6 +391,9 @@ class QuarantinedRecord:
         For a conflicting copy: the catalogued copy's file (on disk, or filed).
     copy_of_sha256 : str or None
         For a conflicting copy: the catalogued copy's SHA-256.
+    copy_archive : str or None
+        For a conflicting copy of a filed instance (``filed``, ``deleting``,
+        ``restoring``): the archive that holds the catalogued copy.
     """
 
     path: Path
@@ -384,6 +410,7 @@ class QuarantinedRecord:
     reason: QuarantineReason = QuarantineReason.ANOTHER_PATIENT
     copy_of: Path | None = None
     copy_of_sha256: str | None = None
+    copy_archive: str | None = None
 
     @property
     def state(self) -> InstanceState:
@@ -393,9 +420,11 @@ class QuarantinedRecord:
     def line(self) -> str:
         """The one-line report (for a conflicting copy: the SOP Instance UID and both files)."""
         if self.reason is QuarantineReason.CONFLICTING_COPY:
+            held = f"the catalogued {self.copy_of}" if self.copy_archive is None else \
+                f"the copy filed to {self.copy_archive} (from {self.copy_of})"
             return (f"conflicting copy of SOP Instance UID {self.sop_instance_uid}: {self.path} "
-                    f"holds other content than the catalogued {self.copy_of}; kept aside, not "
-                    "merged (never exported, filed, restored or deleted): decide which is right")
+                    f"holds other content than {held}; kept aside, not merged (never exported, "
+                    "filed, restored or deleted): decide which is right")
         return QuarantineGroup(self.patient_id, self.study_uid, self.owner_patient_id, 1).line()
 
     def as_dict(self) -> dict[str, Any]:
@@ -407,7 +436,17 @@ class QuarantinedRecord:
                 "size": self.size, "sha256": self.sha256, "state": self.state.value,
                 "found_at": self.found_at, "reason": self.reason.value,
                 "copy_of": None if self.copy_of is None else str(self.copy_of),
-                "copy_of_sha256": self.copy_of_sha256, "report": self.line()}
+                "copy_of_sha256": self.copy_of_sha256, "copy_archive": self.copy_archive,
+                "report": self.line()}
+
+
+class _HeldCopy(NamedTuple):
+    """The catalogued copy a conflicting copy is kept aside from (its row's path and SHA-256,
+    and the archive that holds it when it is filed)."""
+
+    path: Path | None
+    sha256: str | None
+    archive: str | None
 
 
 @dataclass(frozen=True)
@@ -778,32 +817,35 @@ class Catalog:
         return None if row is None else str(row[0])
 
     @staticmethod
-    def _catalogued_copy(db: sqlite3.Connection, f: ScannedFile) -> tuple[Path, str] | None:
-        """(path, SHA-256) of the catalogued copy ``f`` conflicts with, if any (module notes)."""
-        row = db.execute("SELECT path, sha256, dataset_sha256, transfer_syntax, state "
+    def _catalogued_copy(db: sqlite3.Connection, f: ScannedFile) -> _HeldCopy | None:
+        """The catalogued copy ``f`` conflicts with, if any (module notes)."""
+        row = db.execute("SELECT path, sha256, dataset_sha256, transfer_syntax, state, archive "
                          "FROM instances WHERE sop_instance_uid = ?",
                          (f.sop_instance_uid,)).fetchone()
         if row is None:
             return None
-        path, sha256, dataset_sha256, transfer_syntax, state = row
-        if path == str(f.path) or (dataset_sha256, transfer_syntax) == (f.dataset_sha256,
-                                                                         f.transfer_syntax):
-            return None
-        if state == InstanceState.LOCAL.value and not Path(path).is_file():
-            return None  # no copy left: this one takes the row
-        return Path(path), str(sha256)
+        path, sha256, dataset_sha256, transfer_syntax, state, archive = row
+        if (dataset_sha256, transfer_syntax) == (f.dataset_sha256, f.transfer_syntax):
+            return None  # the same object: it takes the row (moved, sent again, restored)
+        if state != InstanceState.LOCAL.value:  # an archive holds the catalogued copy
+            return _HeldCopy(Path(path), str(sha256), archive)
+        if path == str(f.path) or not Path(path).is_file():
+            return None  # the row's own file re-read, or no copy left: this one takes the row
+        return _HeldCopy(Path(path), str(sha256), None)
 
     @staticmethod
     def _quarantine(db: sqlite3.Connection, f: ScannedFile, owner: str,
                     reason: QuarantineReason = QuarantineReason.ANOTHER_PATIENT,
-                    copy_of: tuple[Path, str] | None = None) -> QuarantinedRecord:
-        """Keep ``f`` aside; a stale row that recorded this very file under ``owner`` goes."""
-        db.execute("DELETE FROM instances WHERE sop_instance_uid = ? AND path = ?",
-                   (f.sop_instance_uid, str(f.path)))
-        held_path, held_sha256 = copy_of if copy_of is not None else (None, None)
+                    copy_of: _HeldCopy | None = None) -> QuarantinedRecord:
+        """Keep ``f`` aside; a stale local row that recorded this very file under ``owner``
+        goes (a row an archive holds stays: its path is where the archive's copy returns)."""
+        db.execute("DELETE FROM instances WHERE sop_instance_uid = ? AND path = ? AND state = ?",
+                   (f.sop_instance_uid, str(f.path), InstanceState.LOCAL.value))
+        held = copy_of or _HeldCopy(None, None, None)
         record = QuarantinedRecord(f.path, f.sop_instance_uid, f.sop_class_uid, f.series_uid,
                                    f.study_uid, f.modality, f.patient_id, owner, f.size,
-                                   f.sha256, _now(), reason, held_path, held_sha256)
+                                   f.sha256, _now(), reason, held.path, held.sha256,
+                                   held.archive)
         db.execute("INSERT OR REPLACE INTO quarantine (path, sop_instance_uid, sop_class_uid, "
                    "patient_id, patient_name, study_uid, series_uid, modality, owner_patient_id, "
                    "size, sha256, found_at, reason, copy_of, copy_of_sha256) "
@@ -811,7 +853,7 @@ class Catalog:
                    (str(f.path), f.sop_instance_uid, f.sop_class_uid, f.patient_id,
                     f.patient_name, f.study_uid, f.series_uid, f.modality, owner, f.size,
                     f.sha256, record.found_at, reason.value,
-                    None if held_path is None else str(held_path), held_sha256))
+                    None if held.path is None else str(held.path), held.sha256))
         return record
 
     @classmethod
@@ -986,17 +1028,25 @@ class Catalog:
         return [SeriesSummary(**item) for item in out.values()]
 
     def quarantined(self, patient_id: str | None = None) -> list[QuarantinedRecord]:
-        """The files kept aside (of one patient, or all), in patient, study and UID order."""
-        sql = ("SELECT path, sop_instance_uid, sop_class_uid, series_uid, study_uid, modality, "
-               "patient_id, owner_patient_id, size, sha256, found_at, reason, copy_of, "
-               "copy_of_sha256 FROM quarantine")
-        params: list[Any] = []
+        """The files kept aside (of one patient, or all), in patient, study and UID order.
+
+        A conflicting copy names the catalogued copy as its row is now (its
+        path and checksum; the archive while it is filed): the row may have
+        moved, been filed or restored since the copy was kept aside.
+        """
+        sql = ("SELECT q.path, q.sop_instance_uid, q.sop_class_uid, q.series_uid, q.study_uid, "
+               "q.modality, q.patient_id, q.owner_patient_id, q.size, q.sha256, q.found_at, "
+               "q.reason, COALESCE(i.path, q.copy_of), COALESCE(i.sha256, q.copy_of_sha256), "
+               "CASE WHEN i.state != ? THEN i.archive END FROM quarantine q "
+               "LEFT JOIN instances i ON q.reason = ? "
+               "AND i.sop_instance_uid = q.sop_instance_uid")
+        params: list[Any] = [InstanceState.LOCAL.value, QuarantineReason.CONFLICTING_COPY.value]
         if patient_id is not None:
-            sql += " WHERE patient_id = ?"
+            sql += " WHERE q.patient_id = ?"
             params.append(patient_id)
-        sql += " ORDER BY patient_id, study_uid, series_uid, sop_instance_uid, path"
+        sql += " ORDER BY q.patient_id, q.study_uid, q.series_uid, q.sop_instance_uid, q.path"
         return [QuarantinedRecord(Path(row[0]), *row[1:11], QuarantineReason(row[11]),
-                                  None if row[12] is None else Path(row[12]), row[13])
+                                  None if row[12] is None else Path(row[12]), *row[13:])
                 for row in self._db.execute(sql, params)]
 
     # -- state changes --------------------------------------------------------------------
@@ -1017,8 +1067,19 @@ class Catalog:
         self._set_state(uids, InstanceState.FILED)
 
     def mark_restored(self, uids: Sequence[str]) -> None:
-        """Record that these instances' files are back in the local store."""
+        """Record that these instances' files are back in the local store.
+
+        A quarantine row of a file that was at one of their paths goes: the
+        restored file is there now (restore never writes over a file).
+        """
         self._set_state(uids, InstanceState.LOCAL, restored_at=_now())
+        self._forget_aside_at(uids)
+
+    def _forget_aside_at(self, uids: Sequence[str]) -> None:
+        """Delete the quarantine rows at these instances' paths (their own files are there)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM quarantine WHERE path = (SELECT path FROM instances "
+                           "WHERE sop_instance_uid = ?)", [(uid,) for uid in uids])
 
     def _state(self, uid: str) -> InstanceState | None:
         row = self._db.execute("SELECT state FROM instances WHERE sop_instance_uid = ?",
@@ -1029,20 +1090,29 @@ class Catalog:
         """Record that these filed instances' files are being written back."""
         self._set_state(uids, InstanceState.RESTORING)
 
-    def recover(self) -> dict[str, int]:
+    def recover(self, *, on_quarantine: Callable[[QuarantinedRecord], None] | None = None
+                ) -> dict[str, int]:
         """Settle what a crash of File or Restore left, from what is on disk.
 
         Rows in ``deleting`` or ``restoring``, and ``filed`` rows whose file
         is on disk again: file gone, ``filed``; file there with the recorded
-        checksum, ``local``; file there with other content, indexed again as
-        it is (``local``).  Temporary files a dead process left beside these
-        rows are removed.
+        checksum (or the same data set), ``local``; file there with other
+        content, kept aside as a conflicting copy of the archive's copy and
+        the row ``filed`` (see the module notes).  A file already kept aside
+        so is left as it is.  Temporary files a dead process left beside
+        these rows are removed.
+
+        Parameters
+        ----------
+        on_quarantine : callable, optional
+            Called with each file kept aside now.
 
         Returns
         -------
         dict of str to int
             ``{"filed": n, "local": m}``: rows settled as filed (transient
-            rows whose file is gone) and as local (rows whose file is there).
+            rows whose file is gone or holds other content) and as local
+            (rows whose file is there, with their content).
         """
         rows = [(uid, Path(path), sha, InstanceState(state)) for uid, path, sha, state in
                 self._db.execute("SELECT sop_instance_uid, path, sha256, state FROM instances "
@@ -1052,25 +1122,42 @@ class Catalog:
         present = scan_folders(path for _, path, _, _ in rows)
         gone = [uid for uid, path, _, state in rows
                 if path not in present and state is not InstanceState.FILED]
-        back = [(uid, path, sha) for uid, path, sha, _ in rows if path in present]
-        same = {uid for uid, path, sha in back if file_sha256(path) == sha}
-        changed = {uid: path for uid, path, _ in back if uid not in same}
+        aside = {Path(path): sha for path, sha in
+                 self._db.execute("SELECT path, sha256 FROM quarantine")}
+        same: list[str] = []
+        changed: dict[str, Path] = {}
+        for uid, path, sha, state in rows:
+            found = file_sha256(path) if path in present else None
+            if found == sha:
+                same.append(uid)
+            elif found is not None and not (state is InstanceState.FILED
+                                            and aside.get(path) == found):
+                changed[uid] = path
         if gone:
             self.mark_filed(gone)
         if same:
-            self._set_state(sorted(same), InstanceState.LOCAL)
+            self._set_state(same, InstanceState.LOCAL)
+            self._forget_aside_at(same)
+        kept: list[QuarantinedRecord] = []
         if changed:
-            self.import_paths(changed.values())
+            kept = self.import_paths(changed.values()).quarantined
             # a row whose path now holds another object: the archive's copy is the only one
             stuck = [uid for uid in changed if self._state(uid) in (InstanceState.DELETING,
                                                                      InstanceState.RESTORING)]
             if stuck:
                 self.mark_filed(stuck)
-        if gone or back:
-            logger.warning("catalog %s: recovered %d interrupted deletion(s) or restore(s): "
-                           "%d filed, %d local (%d indexed again with other content)",
-                           self.path, len(gone) + len(back), len(gone), len(back), len(changed))
-        return {"filed": len(gone), "local": len(back)}
+            gone += stuck
+            same += [uid for uid in changed if self._state(uid) is InstanceState.LOCAL]
+        for record in kept:
+            logger.warning("catalog %s: %s", self.path, record.line())
+            if on_quarantine is not None:
+                on_quarantine(record)
+        if gone or same or kept:
+            logger.warning("catalog %s: recovered %d row(s) of interrupted deletions or "
+                           "restores, or filed with their file back: %d filed, %d local, "
+                           "%d file(s) of other content kept aside", self.path,
+                           len(gone) + len(same), len(gone), len(same), len(kept))
+        return {"filed": len(gone), "local": len(same)}
 
     def records_under(self, root: str | os.PathLike[str]) -> list[InstanceRecord]:
         """The instances whose file is (or was) under the folder ``root``, in path order."""

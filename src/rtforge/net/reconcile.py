@@ -10,7 +10,10 @@ this order (:mod:`rtforge.net.receiver` has the details of 1 to 4):
 4. the catalog row, written by the indexer's thread after 3 (its own
    SQLite transaction, ``synchronous=FULL``); for a copy of other content
    kept beside the first (``<UID>_2.dcm``), a quarantine row instead
-   (a conflicting copy), in the same way.
+   (a conflicting copy), in the same way; so too for an object of other
+   content than a filed instance of its SOP Instance UID, written at the
+   free ``<SOPInstanceUID>.dcm`` the filed row names (the row stays
+   ``filed``: the archive holds the catalogued copy).
 
 A ``kill -9`` between any two steps leaves: a ``.part`` file (before 2:
 never acknowledged, the sender resends), or a file without a row (between 2
@@ -22,8 +25,12 @@ At start-up, holding the folder's lock (no other receiver writes there) and
 before the port opens, :meth:`rtforge.net.StorageSCP.prepare` deletes the
 ``.part`` files, and then :func:`reconcile_store`:
 
-1. settles rows left ``deleting`` by an interrupted filing
-   (:meth:`~rtforge.net.catalog.Catalog.recover`);
+1. settles rows left ``deleting`` by an interrupted filing, and ``filed``
+   rows whose file is back (:meth:`~rtforge.net.catalog.Catalog.recover`):
+   a file of other content at a filed row's path (an edited object of that
+   SOP Instance UID received after filing, the indexer not yet run) is
+   quarantined as a conflicting copy of the archive's copy and reported in
+   one line naming the archive; the row stays ``filed``;
 2. indexes every file under the folder that has no row, and re-reads a
    file whose size differs from its row (``--duplicates replace``
    interrupted after the rename); a file whose SOP Instance UID already has
@@ -47,7 +54,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtforge.net.catalog import Catalog, InstanceState, conflicting_copies, scan_file
+from rtforge.net.catalog import (
+    Catalog,
+    InstanceState,
+    QuarantinedRecord,
+    conflicting_copies,
+    quarantine_lines,
+    scan_file,
+)
 
 __all__ = ["ReconcileReport", "reconcile_store"]
 
@@ -137,7 +151,8 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     """
     root = Path(root).resolve()
     report = ReconcileReport()
-    report.recovered = sum(catalog.recover().values())
+    recovered: list[QuarantinedRecord] = []
+    report.recovered = sum(catalog.recover(on_quarantine=recovered.append).values())
     records = catalog.records_under(root)
     by_path = {record.path: record for record in records}
     aside = {q.path for q in catalog.quarantined() if q.path.is_relative_to(root)}
@@ -154,11 +169,11 @@ def reconcile_store(catalog: Catalog, root: str | os.PathLike[str]) -> Reconcile
     changed = sorted(path for path in files & by_path.keys()
                      if by_path[path].state is InstanceState.LOCAL
                      and path.stat().st_size != by_path[path].size)
-    if new or changed:
-        imported = catalog.import_paths([*new, *changed])
-        report.quarantined = imported.quarantine_lines()
-        report.conflicts = [r.path for r in conflicting_copies(imported.quarantined)]
-    report.indexed, report.refreshed = len(new) - len(report.conflicts), len(changed)
+    imported = catalog.import_paths([*new, *changed]).quarantined if new or changed else []
+    report.quarantined = quarantine_lines([*recovered, *imported])
+    report.conflicts = [r.path for r in conflicting_copies([*recovered, *imported])]
+    report.indexed = len(new) - len(conflicting_copies(imported))
+    report.refreshed = len(changed)
     gone = [record for record in records if record.state is InstanceState.LOCAL
             and record.path not in files and record.sop_instance_uid not in uids]
     filed = [record.sop_instance_uid for record in gone if record.archive]
