@@ -271,3 +271,20 @@ def test_out_that_is_a_file_is_one_line_and_nothing_written(command, phantom_pat
     err = capsys.readouterr().err
     assert err == f"rtforge {command}: {out}: is a file; OUT must be a folder (created if missing)\n"
     assert out.read_text() == "keep me"
+
+
+def test_the_worker_server_is_started_ahead_only_for_files_in_several_folders(tmp_path) -> None:
+    from rtforge.cli.reslice import _files_in_several_folders
+
+    one = tmp_path / "one" / "patient" / "study" / "series"
+    one.mkdir(parents=True)
+    for n in range(3):
+        (one / f"{n}.dcm").write_bytes(b"")
+    (one.parent / ".hidden").mkdir()
+    (one.parent / ".hidden" / "x.dcm").write_bytes(b"")  # hidden folders do not count
+    assert not _files_in_several_folders(tmp_path / "one")
+    other = tmp_path / "one" / "patient" / "study" / "other"
+    other.mkdir()
+    (other / "0.dcm").write_bytes(b"")
+    assert _files_in_several_folders(tmp_path / "one")
+    assert _files_in_several_folders(one, most_entries=2)  # too many to look at: assume so

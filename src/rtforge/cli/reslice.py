@@ -177,14 +177,51 @@ def format_report(rep: SeriesReport) -> str:
     return "\n".join(lines)
 
 
+def _files_in_several_folders(root: Path, most_entries: int = 10000) -> bool:
+    """Whether files lie in two folders or more under ``root`` (hidden ones skipped).
+
+    The guess that decides whether ``reslice`` starts its worker server before
+    discovery: one series usually lies in one folder, and a server started for
+    nothing still costs a single-series reslice about 0.03 s (its process and
+    multiprocessing's resource tracker start).  Several series in one folder
+    are still resliced in parallel, their server started after discovery.
+    Beyond ``most_entries`` entries the answer is yes without looking further.
+    """
+    seen = 0
+    holding = 0
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        has_file = False
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > most_entries:
+                        return True
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif not has_file and entry.is_file():
+                        has_file = True
+        except OSError:
+            continue  # discovery names what it cannot read
+        holding += has_file
+        if holding > 1:
+            return True
+    return False
+
+
 def _reslice(args: argparse.Namespace) -> int:
     from rtforge.workflows._forkserver import start_forkserver, stop_forkserver
 
-    ahead = args.workers != 1 and (os.cpu_count() or 1) > 1 and args.src.is_dir()
+    ahead = args.workers != 1 and (os.cpu_count() or 1) > 1 and args.src.is_dir() \
+        and _files_in_several_folders(args.src)
     if ahead:
-        # A folder may hold several series: start the workers' server now, so that its
-        # imports overlap ours and the discovery.  For one series it is stopped once
-        # discovery tells: its imports would take CPU from the kernels.
+        # Folders of files are likely several series: start the workers' server now, so
+        # that its imports overlap ours and the discovery.  For one series it is stopped
+        # once discovery tells: its imports would take CPU from the kernels.
         start_forkserver()
     from rtforge.workflows.reslice import reslice_folder
 

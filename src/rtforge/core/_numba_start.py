@@ -1,10 +1,38 @@
-"""Numba's start-up without the BLAS probe that rtforge's kernels never need."""
+"""Numba's start-up without what rtforge's kernels never need: the BLAS probe, and
+the optional imports of its configuration file reader and error colouring."""
 
 from __future__ import annotations
 
+import os
 import sys
 
-__all__ = ["import_numba_np_without_blas_probe"]
+__all__ = ["import_numba", "import_numba_np_without_blas_probe"]
+
+#: The file in the working folder Numba reads settings from, with PyYAML.
+_NUMBA_CONFIG_FILE = ".numba_config.yaml"
+
+
+def import_numba() -> None:
+    """Import Numba with ``colorama`` (and ``yaml``, when no ``.numba_config.yaml`` is
+    in the working folder) made to look absent meanwhile.
+
+    Numba imports colorama only to colour its compiler's error messages and PyYAML
+    only to read that file; both stay importable for everything else.  Measured:
+    ``import numba`` 0.165 s with them, 0.148 s without (median of 8, the 2-core
+    VM).  Nothing happens when Numba is already imported.
+    """
+    if "numba" in sys.modules:
+        return
+    extras = ["colorama"] + ([] if os.path.isfile(_NUMBA_CONFIG_FILE) else ["yaml"])
+    hidden = [name for name in extras if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment] - "not installed" to importers
+    try:
+        import numba  # noqa: F401
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 def import_numba_np_without_blas_probe() -> None:

@@ -61,11 +61,12 @@ from typing import NamedTuple
 import numpy as np
 
 from rtforge import _gc
-from rtforge.core._numba_start import import_numba_np_without_blas_probe
+from rtforge.core._numba_start import import_numba, import_numba_np_without_blas_probe
 from rtforge.core.geometry import Grid, SliceStack
 from rtforge.errors import GeometryError, InvalidInputError
 
 with _gc.paused():  # Numba's import (see rtforge._gc)
+    import_numba()
     import numba
     from numba.core.dispatcher import Dispatcher
 

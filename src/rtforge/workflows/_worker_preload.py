@@ -17,6 +17,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLA
 # again (measured: 0.06 s of this server's start); everything made here is frozen below.
 gc.disable()
 
+from rtforge.core._numba_start import import_numba  # noqa: E402
+
+import_numba()
 import numba  # noqa: E402
 
 if numba.config.THREADING_LAYER == "default":
