@@ -1,7 +1,7 @@
 """The package's import graph: no cycle, and no import from a lower layer to a higher one.
 
 Layers, from the bottom: core <- io <- net <- workflows <- cli.  ``config``,
-``errors``, ``_lazy``, ``_gc`` and the package itself (``rtforge/__init__``: the
+``errors``, ``_lazy``, ``_gc``, ``_imports`` and the package itself (``rtforge/__init__``: the
 version and the errors) are the base every layer may import; they import
 only each other, but for the geometry types the package re-exports lazily
 from core.  ``__main__`` is the top.  Every module under ``src/rtforge`` is parsed, and every import
@@ -23,8 +23,8 @@ import rtforge
 SRC = Path(rtforge.__file__).resolve().parent
 
 #: Rank of each layer: a module may import modules of its own rank or below.
-LAYERS = {"config": 0, "errors": 0, "_lazy": 0, "_gc": 0, "core": 1, "io": 2, "net": 3, "workflows": 4,
-          "cli": 5, "__main__": 6}
+LAYERS = {"config": 0, "errors": 0, "_lazy": 0, "_gc": 0, "_imports": 0, "core": 1, "io": 2,
+          "net": 3, "workflows": 4, "cli": 5, "__main__": 6}
 #: A string that may name one of our modules (or a name in one).
 _DOTTED = re.compile(r"^rtforge(\.[A-Za-z_]\w*)+$")
 

@@ -4,7 +4,8 @@ the optional imports of its configuration file reader and error colouring."""
 from __future__ import annotations
 
 import os
-import sys
+
+from rtforge._imports import import_without
 
 __all__ = ["import_numba", "import_numba_np_without_blas_probe"]
 
@@ -21,18 +22,8 @@ def import_numba() -> None:
     ``import numba`` 0.165 s with them, 0.148 s without (median of 8, the 2-core
     VM).  Nothing happens when Numba is already imported.
     """
-    if "numba" in sys.modules:
-        return
     extras = ["colorama"] + ([] if os.path.isfile(_NUMBA_CONFIG_FILE) else ["yaml"])
-    hidden = [name for name in extras if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment] - "not installed" to importers
-    try:
-        import numba  # noqa: F401
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]
+    import_without("numba", extras)
 
 
 def import_numba_np_without_blas_probe() -> None:
@@ -45,13 +36,4 @@ def import_numba_np_without_blas_probe() -> None:
     ``np.linalg`` import ``scipy.linalg`` when they are compiled.  Nothing
     happens when the module or ``scipy.linalg`` is already imported.
     """
-    if "numba.np.arraymath" in sys.modules:
-        return
-    probe = "scipy.linalg" not in sys.modules
-    if probe:
-        sys.modules["scipy.linalg"] = None  # type: ignore[assignment]
-    try:
-        import numba.np.arraymath  # noqa: F401
-    finally:
-        if probe and sys.modules.get("scipy.linalg", False) is None:
-            del sys.modules["scipy.linalg"]
+    import_without("numba.np.arraymath", ["scipy.linalg"])

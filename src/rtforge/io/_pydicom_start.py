@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from rtforge._imports import import_without
 
 __all__ = ["import_pydicom_without_downloader_extras"]
 
@@ -21,14 +21,4 @@ def import_pydicom_without_downloader_extras() -> None:
     (rtforge's own progress bars use tqdm).  Nothing happens when pydicom
     is already imported.
     """
-    if "pydicom" in sys.modules:
-        return
-    hidden = [name for name in _DOWNLOADER_EXTRAS if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment] - "not installed" to importers
-    try:
-        import pydicom  # noqa: F401
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]
+    import_without("pydicom", _DOWNLOADER_EXTRAS)
