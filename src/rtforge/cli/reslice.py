@@ -213,16 +213,26 @@ def _files_in_several_folders(root: Path, most_entries: int = 10000) -> bool:
     return False
 
 
-def _reslice(args: argparse.Namespace) -> int:
+def _server_ahead(ahead: bool) -> Callable[[int], None]:
+    """Start the workers' server now when ``ahead``, so that its imports overlap ours
+    and the discovery; the callback returned, told how many series there are to do,
+    stops it when at most one is (its imports would take CPU from the kernels)."""
     from rtforge.workflows._forkserver import start_forkserver, stop_forkserver
 
-    ahead = args.workers != 1 and (os.cpu_count() or 1) > 1 and args.src.is_dir() \
-        and _files_in_several_folders(args.src)
     if ahead:
-        # Folders of files are likely several series: start the workers' server now, so
-        # that its imports overlap ours and the discovery.  For one series it is stopped
-        # once discovery tells: its imports would take CPU from the kernels.
         start_forkserver()
+
+    def told(count: int) -> None:
+        if ahead and count <= 1:
+            stop_forkserver()
+
+    return told
+
+
+def _reslice(args: argparse.Namespace) -> int:
+    # Files in several folders are likely several series (see _files_in_several_folders).
+    discovered = _server_ahead(args.workers != 1 and (os.cpu_count() or 1) > 1
+                               and args.src.is_dir() and _files_in_several_folders(args.src))
     from rtforge.workflows.reslice import reslice_folder
 
     bars: dict[str, Bar] = {}
@@ -243,7 +253,7 @@ def _reslice(args: argparse.Namespace) -> int:
             on_series=lambda done, total: bar("series", total, "series").set(done, total),
             on_slices=lambda n: bar("slice", 0, "slices").update(n),
             on_series_slices=series_slices,
-            on_discovered=lambda count: stop_forkserver() if ahead and count == 1 else None)
+            on_discovered=discovered)
     finally:
         for each in bars.values():
             each.close()
@@ -275,11 +285,8 @@ def _batch(args: argparse.Namespace) -> int:
         sys.stderr.write("rtforge batch: error: --dashboard needs --scheduler local:N "
                          "(see 'rtforge batch --help')\n")
         return 2
-    from rtforge.workflows._forkserver import start_forkserver, stop_forkserver
-
-    ahead = args.scheduler is None and (os.cpu_count() or 1) > 1 and args.workers != 1
-    if ahead:  # as in _reslice: stopped when at most one series is left to do
-        start_forkserver()
+    todo = _server_ahead(args.scheduler is None and (os.cpu_count() or 1) > 1
+                         and args.workers != 1)
     from rtforge.workflows.batch import run_batch
 
     config = load_config(args.config)
@@ -292,8 +299,7 @@ def _batch(args: argparse.Namespace) -> int:
                            scheduler=args.scheduler, dask=dask, dask_log_level=dask_log_level,
                            on_series=lambda done, total: series_bar.set(done, total),
                            on_slices=slice_bar.update,
-                           on_todo=lambda count: stop_forkserver() if ahead and count <= 1
-                           else None)
+                           on_todo=todo)
     finally:
         slice_bar.close()
         series_bar.close()

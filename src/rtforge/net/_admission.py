@@ -17,19 +17,30 @@ __all__ = ["LogThrottle", "PendingConnections"]
 
 
 class PendingConnections:
-    """Thread-safe counts of pending connections, in all and per address.
+    """Thread-safe counts of connections, in all and per address.
+
+    The receiver counts its pending connections with it; ``rtforge serve``
+    its open ones (:mod:`rtforge.workflows._http_admission`).
 
     Parameters
     ----------
     most : int
-        Pending connections allowed in all.
+        Connections allowed in all.
     per_address : int
-        Pending connections allowed from one address.
+        Connections allowed from one address.
+    full, crowded : str, optional
+        Why a connection is refused when all are taken, and when its address
+        holds its share: formats of ``most``, ``per_address`` and ``address``
+        (by default the receiver's words).
     """
 
-    def __init__(self, most: int, per_address: int) -> None:
+    def __init__(self, most: int, per_address: int, *,
+                 full: str = "{most} connections waiting to associate (--max-pending)",
+                 crowded: str = ("{per_address} connections from {address} waiting to "
+                                 "associate (--max-pending-per-address)")) -> None:
         self.most = most
         self.per_address = per_address
+        self._full, self._crowded = full, crowded
         self._lock = threading.Lock()
         self._by_address: Counter[str] = Counter()
         self._total = 0
@@ -40,15 +51,16 @@ class PendingConnections:
         Returns
         -------
         str or None
-            ``None`` when counted (call :meth:`leave` once it is answered);
+            ``None`` when counted (call :meth:`leave` once it ends);
             else the limit it would exceed, in words.
         """
         with self._lock:
             if self._total >= self.most:
-                return f"{self.most} connections waiting to associate (--max-pending)"
+                return self._full.format(most=self.most, per_address=self.per_address,
+                                         address=address)
             if self._by_address[address] >= self.per_address:
-                return (f"{self.per_address} connections from {address} waiting to associate "
-                        "(--max-pending-per-address)")
+                return self._crowded.format(most=self.most, per_address=self.per_address,
+                                            address=address)
             self._total += 1
             self._by_address[address] += 1
             return None

@@ -21,7 +21,8 @@ passed as ``uvicorn.Config(http=...)``.  It enforces three limits:
   uvicorn's own keep-alive timeout), and with the application told the client
   is gone when the body is late.
 - Refusals are logged at most once per client every 10 s
-  (:class:`rtforge.net._admission.LogThrottle`).
+  (:class:`rtforge.net._admission.LogThrottle`); connections are counted as the
+  receiver counts its pending ones (:class:`rtforge.net._admission.PendingConnections`).
 
 Every answer is the service's JSON error, ``{"error": message}``.
 """
@@ -32,13 +33,12 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import get_remote_addr
 
-from rtforge.net._admission import LogThrottle
+from rtforge.net._admission import LogThrottle, PendingConnections
 
 __all__ = ["ConnectionLimits", "guarded_h11"]
 
@@ -88,35 +88,6 @@ def _answer(status: int, reason: str, message: str, extra: str = "") -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n").encode() + body
 
 
-class _Admission:
-    """The open connections, counted in all and per client (one event loop: no lock)."""
-
-    def __init__(self, limits: ConnectionLimits) -> None:
-        self.limits = limits
-        self.total = 0
-        self.per_client: Counter[str] = Counter()
-        self.throttle = LogThrottle()
-
-    def refusal(self, key: str) -> str | None:
-        """Why a new connection from ``key`` is refused, or None to admit it."""
-        if self.total >= self.limits.max_connections:
-            return f"the service holds its most connections ({self.limits.max_connections})"
-        if self.per_client[key] >= self.limits.max_per_address:
-            return (f"this client holds the most connections one client may "
-                    f"({self.limits.max_per_address})")
-        return None
-
-    def enter(self, key: str) -> None:
-        self.total += 1
-        self.per_client[key] += 1
-
-    def leave(self, key: str) -> None:
-        self.total -= 1
-        self.per_client[key] -= 1
-        if not self.per_client[key]:
-            del self.per_client[key]
-
-
 def guarded_h11(limits: ConnectionLimits) -> type[H11Protocol]:
     """uvicorn's h11 protocol with the admission of the module, for ``Config(http=...)``.
 
@@ -130,7 +101,11 @@ def guarded_h11(limits: ConnectionLimits) -> type[H11Protocol]:
         A subclass of :class:`uvicorn.protocols.http.h11_impl.H11Protocol`
         whose instances share one count of open connections.
     """
-    admission = _Admission(limits)
+    counts = PendingConnections(
+        limits.max_connections, limits.max_per_address,
+        full="the service holds its most connections ({most})",
+        crowded="this client holds the most connections one client may ({per_address})")
+    throttle = LogThrottle()
 
     class Guarded(H11Protocol):
         _key: str | None = None  # the client it counts against, once admitted
@@ -142,17 +117,16 @@ def guarded_h11(limits: ConnectionLimits) -> type[H11Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             remote = get_remote_addr(transport)
             key = client_key(remote[0] if remote else None)
-            why = admission.refusal(key)
+            why = counts.enter(key)
             if why is not None:  # never handed to uvicorn
                 self.transport = transport
                 self._part(_answer(503, "Service Unavailable", f"{why}; try again later",
                                    "retry-after: 1\r\n"))
-                held = admission.throttle.allow(key)
+                held = throttle.allow(key)
                 if held is not None:
                     log.warning("refused a connection from %s: %s%s", key, why,
                                 f" ({held} more since the last line)" if held else "")
                 return
-            admission.enter(key)
             self._key = key
             super().connection_made(transport)
             self._arm()
@@ -162,7 +136,7 @@ def guarded_h11(limits: ConnectionLimits) -> type[H11Protocol]:
                 self._parting.cancel()
             if self._key is None:
                 return  # refused: uvicorn never knew it
-            admission.leave(self._key)
+            counts.leave(self._key)
             self._key = None
             self._disarm()
             super().connection_lost(exc)

@@ -252,11 +252,8 @@ class AllowedHosts:
             address = text[1:text.find("]")] if "]" in text else ""
         else:
             address = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
-        try:
-            ipaddress.ip_address(address)
+        if _is_ip_address(address):
             return True
-        except ValueError:
-            pass
         name = _host_name(address)
         if not name or not _HOST_NAME.fullmatch(name):
             return False
@@ -266,6 +263,14 @@ class AllowedHosts:
 
 #: A DNS name (letters, digits, hyphens and underscores in dot-separated labels).
 _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*")
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _host_name(text: str) -> str:
