@@ -33,7 +33,7 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -219,6 +219,24 @@ def instance_path(root: str | os.PathLike, ds: Dataset) -> Path:
                         str(ds.get("StudyInstanceUID", "")),
                         str(ds.get("SeriesInstanceUID", "")))
     return folder / f"{_uid_folder(str(ds.get('SOPInstanceUID', '')), 'SOPInstanceUID')}.dcm"
+
+
+def copy_names(first: Path) -> Iterator[Path]:
+    """``<uid>.dcm``, then ``<uid>_2.dcm``, ``<uid>_3.dcm`` ...: where copies of an
+    instance go when another of its SOP Instance UID holds other content.
+
+    Valid UIDs have no ``_``: a suffixed name never equals another UID's name.
+
+    Parameters
+    ----------
+    first : Path
+        The instance's own name (:func:`instance_path`).
+    """
+    yield first
+    number = 2
+    while True:
+        yield first.with_name(f"{first.stem}_{number}{first.suffix}")
+        number += 1
 
 
 # ----------------------------------------------------------- atomic writes

@@ -41,7 +41,7 @@ from rtforge.config import DEFAULT_CHARACTER_SET
 from rtforge.errors import ConformanceError, InvalidInputError
 from rtforge.io.charset import reencode
 from rtforge.io.dicomfile import quiet_pydicom, same_content
-from rtforge.io.fileset import atomic_write, instance_path
+from rtforge.io.fileset import atomic_write, copy_names, instance_path
 from rtforge.io.integrity import read_checked
 from rtforge.io.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -298,12 +298,12 @@ def copy_into(files: Sequence[Path], store: str | os.PathLike[str]) -> list[Path
 
 def _place(target: Path, data: bytes) -> tuple[Path, bool]:
     """(path, whether to write it): a copy of ``data`` there or beside it, else a free name."""
-    candidate, number = target, 2
+    names = copy_names(target)
+    candidate = next(names)
     while candidate.exists():
         if same_content(candidate.read_bytes(), data):
             return candidate, False
-        candidate = target.with_name(f"{target.stem}_{number}{target.suffix}")
-        number += 1
+        candidate = next(names)
     return candidate, True
 
 

@@ -136,7 +136,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -158,6 +158,7 @@ from pynetdicom.presentation import PresentationContext
 
 from rtforge.config import ReceiveLimits, check_ae_title
 from rtforge.errors import InvalidInputError, NetworkError
+from rtforge.io.fileset import copy_names
 from rtforge.net._admission import LogThrottle, PendingConnections
 from rtforge.net._dimse import C_ECHO_RQ, C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP, Command, encode_command
 from rtforge.net._part10 import (
@@ -329,18 +330,6 @@ def _patient_folder(patient_id: str) -> str:
         kept.append(piece)
         length += len(piece)
     return "".join(kept) + "%%" + hashlib.sha256(raw).hexdigest()
-
-
-def _versions(folder: Path, uid: str) -> Iterator[Path]:
-    """``folder/<uid>.dcm``, then ``<uid>_2.dcm``, ``<uid>_3.dcm`` ...: where copies of ``uid`` go.
-
-    Valid UIDs have no ``_``: a suffixed name never equals another UID's name.
-    """
-    yield folder / f"{uid}.dcm"
-    number = 2
-    while True:
-        yield folder / f"{uid}_{number}.dcm"
-        number += 1
 
 
 def _uid_failure(keyword: str, value: str) -> _StoreFailed | None:
@@ -1020,11 +1009,11 @@ class StorageSCP:
         The copies of ``uid`` already stored (in ``folder``, and wherever this
         run put one) are compared with the object: an identical one makes it
         a duplicate (the temporary file is deleted).  Otherwise it goes to
-        the first free name of :func:`_versions`, or, with
+        the first free name of :func:`~rtforge.io.fileset.copy_names`, or, with
         :attr:`DuplicatePolicy.REPLACE`, over the first copy.  Called under
         ``_commit_lock``.
         """
-        names = _versions(folder, uid)
+        names = copy_names(folder / f"{uid}.dcm")
         free = next(names)
         on_disk = []
         while free.exists():
